@@ -1,0 +1,23 @@
+"""Registry of agent tasks. Each feature adds its task here, in its own module.
+
+A task is ``run(ctx, stop)``: ``ctx`` is the :class:`foundation_cli.agent.context.AgentContext`
+(node name, Consul client factory, settings, logger), ``stop`` a
+``threading.Event`` set on SIGTERM. Tasks must use blocking queries rather
+than polling, and must return within a few seconds of ``stop`` being set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+TASKS: list[tuple[str, str]] = [
+    # (name, "module:function"), imported lazily by the agent runner.
+]
+
+
+def load(spec: str) -> Callable:
+    """Import ``module:function`` lazily."""
+    import importlib
+
+    module_name, func_name = spec.split(":", 1)
+    return getattr(importlib.import_module(module_name), func_name)

@@ -1,0 +1,9 @@
+"""`foundation advertise` / `discover-hosts`: mDNS on the LAN (issue 7)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(root: typer.Typer) -> None:
+    """Add this module's commands to the root app (called once by commands.app)."""

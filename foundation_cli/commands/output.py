@@ -1,0 +1,156 @@
+"""Rendering for people and machines: results, tables, JSON, errors, ``--explain`` and ``--dry-run``.
+
+The one place where text reaches the terminal. rich is imported only when a
+table or a styled line is printed; every string passes the secret masker.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from typing import IO, Any
+
+from foundation_cli.errors import FoundationError
+from foundation_cli.raw import render
+from foundation_cli.raw.operation import RawOperation
+from foundation_cli.raw.recorder import Recorder
+from foundation_cli.raw.secrets import mask
+from foundation_cli.settings import Settings
+
+
+def dumps(data: Any) -> str:
+    """Stable JSON text for ``--json`` output (masked)."""
+    return mask(json.dumps(data, indent=2, sort_keys=False, default=str, ensure_ascii=False))
+
+
+class Output:
+    """Where a command's output goes; streams are injectable for tests."""
+
+    def __init__(
+        self, settings: Settings, *, stdout: IO[str] | None = None, stderr: IO[str] | None = None
+    ) -> None:
+        self.settings = settings
+        self._stdout = stdout
+        self._stderr = stderr
+        self._console = None
+        self._err_console = None
+
+    # Streams are looked up late so CliRunner's swapped sys.stdout is honoured.
+    @property
+    def stdout(self) -> IO[str]:
+        if self.settings.dry_run:
+            # In a dry run stdout carries the script (or its JSON); what the command says goes to stderr.
+            return self.stderr
+        return self._stdout or sys.stdout
+
+    @property
+    def stderr(self) -> IO[str]:
+        return self._stderr or sys.stderr
+
+    @property
+    def script_stream(self) -> IO[str]:
+        return self._stdout or sys.stdout
+
+    def console(self, *, err: bool = False):
+        """A rich Console on stdout (or stderr), honouring NO_COLOR / --no-color."""
+        from rich.console import Console
+
+        stream = self.stderr if err else self.stdout
+        return Console(
+            file=stream,
+            no_color=not self.settings.color,
+            highlight=False,
+            soft_wrap=False,
+            force_terminal=None if self.settings.color else False,
+        )
+
+    # -- results -----------------------------------------------------------------
+    def line(self, text: str = "") -> None:
+        """A plain line of result text (suppressed by -q only if it is chatter; results always print)."""
+        self.stdout.write(mask(text) + "\n")
+        self.stdout.flush()
+
+    def info(self, text: str) -> None:
+        """Progress/chatter on stderr; silenced by ``-q``."""
+        if not self.settings.quiet:
+            self.stderr.write(mask(text) + "\n")
+            self.stderr.flush()
+
+    def detail(self, text: str) -> None:
+        """Extra detail on stderr with ``-v``."""
+        if self.settings.verbosity > 0:
+            self.stderr.write(mask(text) + "\n")
+
+    def json(self, data: Any) -> None:
+        self.stdout.write(dumps(data) + "\n")
+        self.stdout.flush()
+
+    def table(
+        self,
+        columns: Sequence[str],
+        rows: Iterable[Sequence[Any]],
+        *,
+        title: str | None = None,
+        styles: dict[int, str] | None = None,
+    ) -> None:
+        """A rich table (plain text when NO_COLOR); cells are masked."""
+        from rich.table import Table
+
+        table = Table(title=title, box=None, header_style="bold", pad_edge=False)
+        for col in columns:
+            table.add_column(col)
+        for row in rows:
+            table.add_row(*(mask("" if cell is None else str(cell)) for cell in row))
+        self.console().print(table)
+
+    def result(self, data: Any, *, text: str | None = None, table: tuple | None = None) -> None:
+        """Print ``data`` as JSON with ``--json``, else ``text`` or a ``(columns, rows)`` table."""
+        if self.settings.json:
+            self.json(data)
+        elif table is not None:
+            self.table(*table)
+        elif text is not None:
+            self.line(text)
+
+    # -- errors ------------------------------------------------------------------
+    def error(self, exc: FoundationError | str, hint: str | None = None) -> None:
+        """One red line, plus a dim hint line when there is one."""
+        message = exc.message if isinstance(exc, FoundationError) else str(exc)
+        hint = exc.hint if isinstance(exc, FoundationError) else hint
+        red, dim, reset = ("\x1b[31m", "\x1b[2m", "\x1b[0m") if self._styled_err() else ("", "", "")
+        self.stderr.write(f"{red}error: {mask(message)}{reset}\n")
+        if hint:
+            self.stderr.write(f"{dim}hint: {mask(hint)}{reset}\n")
+        self.stderr.flush()
+
+    def warn(self, text: str) -> None:
+        yellow, reset = ("\x1b[33m", "\x1b[0m") if self._styled_err() else ("", "")
+        self.stderr.write(f"{yellow}warning: {mask(text)}{reset}\n")
+
+    def _styled_err(self) -> bool:
+        stream = self.stderr
+        return self.settings.color and hasattr(stream, "isatty") and stream.isatty()
+
+    # -- raw operations ----------------------------------------------------------
+    def explain_operation(self, op: RawOperation) -> None:
+        """``--explain``: each raw operation as it completes, on stderr."""
+        lines = render.render_lines(op)
+        cyan, dim, reset = ("\x1b[36m", "\x1b[2m", "\x1b[0m") if self._styled_err() else ("", "", "")
+        self.stderr.write(f"{cyan}$ {lines[0]}{reset}\n")
+        for extra in lines[1:]:
+            self.stderr.write(f"{dim}  {extra}{reset}\n")
+        self.stderr.write(f"{dim}  ↳ {render.outcome(op)}{reset}\n")
+        self.stderr.flush()
+
+    def dry_run_report(self, recorder: Recorder, *, title: str) -> None:
+        """``--dry-run``: the runnable script of the writes (or JSON of all operations)."""
+        if self.settings.json:
+            self.script_stream.write(
+                dumps({"dry_run": True, "operations": [op.to_dict() for op in recorder.operations]}) + "\n"
+            )
+            return
+        self.script_stream.write(
+            render.script(recorder.operations, title=title, addr=self.settings.consul_addr)
+        )
+        self.script_stream.flush()

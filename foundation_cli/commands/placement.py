@@ -1,0 +1,9 @@
+"""`foundation start-singleton` / `start-replicated` / `stop` / `restart` / `ps` / `logs` (issue 4)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(root: typer.Typer) -> None:
+    """Add this module's commands to the root app (called once by commands.app)."""

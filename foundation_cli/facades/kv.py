@@ -1,0 +1,141 @@
+"""Plain Consul KV under the cluster's prefix (``foundation kv``).
+
+User keys live under ``<prefix>/kv/`` so they never collide with Foundation's
+own records (service specs, locks, config, channels) beside them.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from dataclasses import dataclass
+
+from foundation_cli.core import keys
+from foundation_cli.errors import ConflictError, NotFoundError, UsageError
+from foundation_cli.settings import Settings
+
+MAX_KEY_LENGTH = 512
+_BAD_KEY_CHARS = re.compile(r"[\x00-\x1f\x7f\s]")
+
+
+def validate_key(key: str, *, allow_empty: bool = False) -> str:
+    """Check a user key; one-line :class:`UsageError` naming the problem."""
+    if not key:
+        if allow_empty:
+            return key
+        raise UsageError("key must not be empty")
+    if key.startswith("/"):
+        raise UsageError(
+            f"invalid key {key!r}: must not start with '/'", hint="keys are relative to the cluster prefix"
+        )
+    if "//" in key:
+        raise UsageError(f"invalid key {key!r}: empty path segment ('//')")
+    if any(seg in (".", "..") for seg in key.split("/")):
+        raise UsageError(f"invalid key {key!r}: '.' and '..' segments are not allowed")
+    if _BAD_KEY_CHARS.search(key):
+        raise UsageError(f"invalid key {key!r}: whitespace and control characters are not allowed")
+    if len(key.encode("utf-8")) > MAX_KEY_LENGTH:
+        raise UsageError(f"invalid key: longer than {MAX_KEY_LENGTH} bytes")
+    return key
+
+
+def user_prefix(settings: Settings | None = None) -> str:
+    """The Consul key prefix under which ``foundation kv`` stores user keys."""
+    return keys.USER_KV
+
+
+@dataclass
+class Entry:
+    """One KV entry, with the key relative to the user prefix."""
+
+    key: str
+    value: bytes | None
+    modify_index: int
+    flags: int = 0
+    session: str | None = None
+
+    def to_dict(self) -> dict:
+        text: str | None
+        try:
+            text = None if self.value is None else self.value.decode("utf-8")
+            encoding = "utf-8"
+        except UnicodeDecodeError:
+            text = base64.b64encode(self.value or b"").decode("ascii")
+            encoding = "base64"
+        return {
+            "key": self.key,
+            "value": text,
+            "encoding": encoding,
+            "modify_index": self.modify_index,
+            "flags": self.flags,
+            "session": self.session,
+        }
+
+
+class KVStore:
+    """KV operations on a connected, recording Consul client."""
+
+    def __init__(self, client, prefix: str) -> None:
+        self.client = client
+        self.prefix = prefix
+
+    @classmethod
+    def connect(cls, settings: Settings) -> KVStore:
+        from foundation_cli.tools import consul as consul_tool
+
+        return cls(consul_tool.connect(settings), user_prefix(settings))
+
+    def _entry(self, raw: dict) -> Entry:
+        return Entry(
+            key=raw["Key"][len(self.prefix) :],
+            value=raw.get("Value"),
+            modify_index=int(raw.get("ModifyIndex", 0)),
+            flags=int(raw.get("Flags", 0)),
+            session=raw.get("Session"),
+        )
+
+    def get(self, key: str) -> Entry:
+        from foundation_cli.tools.consul import translate_errors
+
+        validate_key(key)
+        with translate_errors(f"kv get {key}"):
+            _index, data = self.client.kv.get(self.prefix + key)
+        if data is None:
+            raise NotFoundError(
+                f"key {key!r} not found", hint="`foundation kv list` shows the keys that exist"
+            )
+        return self._entry(data)
+
+    def put(self, key: str, value: bytes, *, cas: int | None = None, flags: int | None = None) -> bool:
+        """Store ``value``; with ``cas`` only if the key's ModifyIndex still equals it (0: only if absent)."""
+        from foundation_cli.tools.consul import translate_errors
+
+        validate_key(key)
+        with translate_errors(f"kv put {key}"):
+            ok = self.client.kv.put(self.prefix + key, value, cas=cas, flags=flags)
+        if not ok:
+            raise ConflictError(
+                f"check-and-set failed for {key!r}: it changed since index {cas}",
+                hint="re-read it with `foundation kv get` and try again",
+            )
+        return True
+
+    def delete(self, key: str, *, recurse: bool = False, cas: int | None = None) -> bool:
+        from foundation_cli.tools.consul import translate_errors
+
+        validate_key(key, allow_empty=recurse)
+        if not key and not recurse:
+            raise UsageError("key must not be empty")
+        with translate_errors(f"kv delete {key}"):
+            ok = self.client.kv.delete(self.prefix + key, recurse=recurse or None, cas=cas)
+        if not ok:
+            raise ConflictError(f"check-and-set delete failed for {key!r}: it changed since index {cas}")
+        return True
+
+    def list(self, prefix: str = "") -> list[Entry]:
+        from foundation_cli.tools.consul import translate_errors
+
+        validate_key(prefix.rstrip("/"), allow_empty=True)
+        with translate_errors(f"kv list {prefix}"):
+            _index, data = self.client.kv.get(self.prefix + prefix, recurse=True)
+        return [self._entry(item) for item in (data or [])]
