@@ -62,9 +62,7 @@ _root.__signature__ = (
     __import__("inspect")
     .signature(_root)
     .replace(  # type: ignore[attr-defined]
-        parameters=[
-            p for p in __import__("inspect").signature(_root).parameters.values() if p.kind != p.VAR_KEYWORD
-        ]
+        parameters=[p for p in __import__("inspect").signature(_root).parameters.values() if p.kind != p.VAR_KEYWORD]
         + common.GLOBAL_PARAMETERS
     )
 )

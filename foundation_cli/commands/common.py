@@ -130,9 +130,7 @@ def _global_parameters(*, hidden: bool = False) -> list[inspect.Parameter]:
         opt(
             "verbose",
             int,
-            typer.Option(
-                0, "--verbose", "-v", count=True, help="More detail (repeatable).", rich_help_panel=PANEL
-            ),
+            typer.Option(0, "--verbose", "-v", count=True, help="More detail (repeatable).", rich_help_panel=PANEL),
         ),
     ]
 
@@ -239,9 +237,7 @@ def with_global_options(func: Callable[..., Any]) -> Callable[..., Any]:
     own = list(sig.parameters.values())
     positional = [p for p in own if p.kind != inspect.Parameter.KEYWORD_ONLY]
     keyword = [p for p in own if p.kind == inspect.Parameter.KEYWORD_ONLY]
-    params = [
-        p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in positional + keyword
-    ] + COMMAND_GLOBAL_PARAMETERS
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in positional + keyword] + COMMAND_GLOBAL_PARAMETERS
 
     @functools.wraps(func)
     def wrapper(**kwargs: Any) -> Any:

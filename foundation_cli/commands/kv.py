@@ -33,9 +33,9 @@ def get(key: str = typer.Argument(..., help="Key, relative to foundation/kv/."))
     if run.settings.json:
         run.out.json(entry.to_dict())
     else:
-        run.out.stdout.buffer.write(entry.value or b"") if hasattr(
-            run.out.stdout, "buffer"
-        ) else run.out.line((entry.value or b"").decode("utf-8", "replace"))
+        run.out.stdout.buffer.write(entry.value or b"") if hasattr(run.out.stdout, "buffer") else run.out.line(
+            (entry.value or b"").decode("utf-8", "replace")
+        )
         if entry.value and not entry.value.endswith(b"\n") and run.out.stdout.isatty():
             run.out.stdout.write("\n")
         run.out.stdout.flush()

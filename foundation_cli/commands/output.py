@@ -27,9 +27,7 @@ def dumps(data: Any) -> str:
 class Output:
     """Where a command's output goes; streams are injectable for tests."""
 
-    def __init__(
-        self, settings: Settings, *, stdout: IO[str] | None = None, stderr: IO[str] | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, *, stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> None:
         self.settings = settings
         self._stdout = stdout
         self._stderr = stderr
@@ -150,7 +148,5 @@ class Output:
                 dumps({"dry_run": True, "operations": [op.to_dict() for op in recorder.operations]}) + "\n"
             )
             return
-        self.script_stream.write(
-            render.script(recorder.operations, title=title, addr=self.settings.consul_addr)
-        )
+        self.script_stream.write(render.script(recorder.operations, title=title, addr=self.settings.consul_addr))
         self.script_stream.flush()

@@ -101,9 +101,7 @@ class KVStore:
         with translate_errors(f"kv get {key}"):
             _index, data = self.client.kv.get(self.prefix + key)
         if data is None:
-            raise NotFoundError(
-                f"key {key!r} not found", hint="`foundation kv list` shows the keys that exist"
-            )
+            raise NotFoundError(f"key {key!r} not found", hint="`foundation kv list` shows the keys that exist")
         return self._entry(data)
 
     def put(self, key: str, value: bytes, *, cas: int | None = None, flags: int | None = None) -> bool:

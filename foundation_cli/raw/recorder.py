@@ -46,9 +46,7 @@ class Recorder:
         return [op for op in self.operations if op.is_write]
 
 
-_current: contextvars.ContextVar[Recorder | None] = contextvars.ContextVar(
-    "foundation_recorder", default=None
-)
+_current: contextvars.ContextVar[Recorder | None] = contextvars.ContextVar("foundation_recorder", default=None)
 _fallback = Recorder()
 
 

@@ -104,11 +104,7 @@ def consul_cli(op: RawOperation) -> str | None:
                 sep = f" -separator={_q(params['separator'])}" if "separator" in params else ""
                 return f"consul kv get{f} -keys{sep} {_q(key)}"
             rec = " -recurse" if "recurse" in params else ""
-            return (
-                f"consul kv get{f} -detailed{rec} {_q(key)}"
-                if rec == ""
-                else f"consul kv get{f}{rec} {_q(key)}"
-            )
+            return f"consul kv get{f} -detailed{rec} {_q(key)}" if rec == "" else f"consul kv get{f}{rec} {_q(key)}"
         if method == "PUT":
             extra = []
             if "cas" in params:
@@ -212,8 +208,7 @@ def upload_script(op: RawOperation) -> str:
         marker = "FOUNDATION_EOF"
         remote = "cat > " + _q(op.path or "") + mode
         return (
-            f"ssh{port} {target} {_q(remote)} <<'{marker}'\n"
-            f"{text}{'' if text.endswith(chr(10)) else chr(10)}{marker}"
+            f"ssh{port} {target} {_q(remote)} <<'{marker}'\n{text}{'' if text.endswith(chr(10)) else chr(10)}{marker}"
         )
     import hashlib
 

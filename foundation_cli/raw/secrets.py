@@ -47,8 +47,7 @@ def mask(text: str) -> str:
     return _SECRET_FIELD.sub(
         lambda m: (
             m.group(0)
-            if m.group("val") in (MASK, "$CONSUL_HTTP_TOKEN", '"$CONSUL_HTTP_TOKEN"')
-            or m.group("val").startswith("$")
+            if m.group("val") in (MASK, "$CONSUL_HTTP_TOKEN", '"$CONSUL_HTTP_TOKEN"') or m.group("val").startswith("$")
             else f"{m.group('key')}{m.group('q')}{MASK}{m.group('q')}"
         ),
         text,

@@ -64,9 +64,7 @@ class RecordingHTTPClient(consul.std.HTTPClient):
         token_used = bool(headers and headers.get("X-Consul-Token")) or bool(
             params and any(k == "token" for k, _ in (params if isinstance(params, list) else params.items()))
         )
-        op = RawOperation(
-            kind="consul-http", method=method, url=uri, body=body or None, token_used=token_used
-        )
+        op = RawOperation(kind="consul-http", method=method, url=uri, body=body or None, token_used=token_used)
         recorder = self._recorder()
         if recorder.dry_run and method != "GET":
             op.dry_run = True
@@ -132,9 +130,7 @@ class Client(consul.std.Consul):
         super().__init__(*args, **kwargs)
 
     def http_connect(self, host, port, scheme, verify=True, cert=None):
-        client = RecordingHTTPClient(
-            host, port, scheme, verify, cert, connections_timeout=self.connections_timeout
-        )
+        client = RecordingHTTPClient(host, port, scheme, verify, cert, connections_timeout=self.connections_timeout)
         client.recorder = self._recorder
         return client
 
@@ -146,9 +142,7 @@ def connect(settings: Settings, *, recorder: Recorder | None = None, timeout: fl
     verify: bool | str = settings.ssl_verify
     if settings.cacert and settings.ssl_verify:
         verify = settings.cacert
-    cert = (
-        (settings.client_cert, settings.client_key) if settings.client_cert and settings.client_key else None
-    )
+    cert = (settings.client_cert, settings.client_key) if settings.client_cert and settings.client_key else None
     client = Client(
         host=host,
         port=parts.port or 8500,
@@ -176,21 +170,15 @@ def translate_errors(what: str = "") -> Iterator[None]:
             hint="check the ACL token: --token or CONSUL_HTTP_TOKEN",
         ) from exc
     except consul.ACLDisabled as exc:
-        raise PermissionDeniedError(
-            f"Consul ACLs are disabled or the request was unauthorized: {exc}"
-        ) from exc
+        raise PermissionDeniedError(f"Consul ACLs are disabled or the request was unauthorized: {exc}") from exc
     except consul.NotFound as exc:
         raise NotFoundError(f"not found{f': {what}' if what else ''}") from exc
     except consul.base.ConsulException as exc:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if text.startswith("400"):
-            raise UsageError(
-                f"Consul rejected the request{f' ({what})' if what else ''}: {text[4:]}"
-            ) from exc
+            raise UsageError(f"Consul rejected the request{f' ({what})' if what else ''}: {text[4:]}") from exc
         if text.startswith("409"):
-            raise ConflictError(
-                f"Consul reported a conflict{f' ({what})' if what else ''}: {text[4:]}"
-            ) from exc
+            raise ConflictError(f"Consul reported a conflict{f' ({what})' if what else ''}: {text[4:]}") from exc
         if text.startswith("500") and "No cluster leader" in text:
             raise UnreachableError(
                 "Consul has no cluster leader right now",
