@@ -15,6 +15,7 @@ from foundation_cli.commands import (
     config,
     discovery,
     health,
+    init,
     kv,
     mdns,
     placement,
@@ -70,7 +71,7 @@ _root.__annotations__ = {**_root.__annotations__, **{p.name: p.annotation for p 
 app.callback()(_root)
 
 # Each module adds its own commands; the rich_help_panel groups them in --help.
-for module in (cluster, placement, channels, discovery, config, health, mdns, agent):
+for module in (cluster, init, placement, channels, discovery, config, health, mdns, agent):
     module.register(app)
 app.add_typer(kv.app, name="kv", rich_help_panel="Data")
 
