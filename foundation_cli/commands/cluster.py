@@ -1,9 +1,161 @@
-"""`foundation up` / `down` / `init` / `config show` / `consul` / `ssh`: bring the cluster up and drop a layer (issue 3)."""
+"""`foundation up` / `down` / `consul` / `ssh`: bring the cluster up and drop a layer (issue 3)."""
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
+
+from foundation_cli.commands.common import command, current
+
+PANEL = "Cluster"
+
+
+def _up(
+    local: bool = typer.Option(False, "--local", help="A one-node cluster on this machine (no discovery, no SSH)."),
+    http_port: Optional[int] = typer.Option(None, "--http-port", help="Local cluster's Consul HTTP port (8500)."),
+    consul_binary: Optional[str] = typer.Option(
+        None, "--consul-binary", help="Local consul binary (uploaded to hosts without one). Default: consul on PATH."
+    ),
+    accept_new_host_keys: bool = typer.Option(
+        False, "--accept-new-host-keys", help="Add unknown SSH host keys to known_hosts (changed keys still stop)."
+    ),
+    only: Optional[list[str]] = typer.Option(None, "--host", help="Only these hosts (repeatable)."),
+) -> None:
+    """Bring the cluster up: Consul + the Foundation node agent on every host (idempotent).
+
+    Hosts come from foundation.yaml; with none (mortal mode) and with --local,
+    a one-node cluster runs on this machine. Re-running changes only what differs.
+
+    Example: foundation up --local
+    """
+    from foundation_cli.core import cluster_config
+
+    run = current()
+    cfg = cluster_config.load(run.settings.config_path)
+    if local or not cfg.hosts:
+        hosts = []
+        if not local:
+            from foundation_cli.core import strategies
+
+            hosts = strategies.find_hosts(cfg, run.settings)
+        if not hosts:
+            if not local:
+                run.out.info("no hosts configured or discovered: bringing up the local one-node cluster")
+            return _up_local(cfg, http_port=http_port, consul_binary=consul_binary)
+        cfg.hosts = [cluster_config.HostConfig(address=h.address, user=h.user, port=h.port) for h in hosts]
+    from foundation_cli.commands import cluster_render
+
+    cluster_render.up_remote(cfg, consul_binary=consul_binary, accept_new=accept_new_host_keys, only=only)
+
+
+def _up_local(cfg, *, http_port: int | None, consul_binary: str | None) -> None:
+    from foundation_cli.core import local_cluster
+
+    run = current()
+    port = http_port or (cfg.ports.get("http") if cfg.mode == "wizard" else None) or local_cluster.DEFAULT_HTTP_PORT
+    run.settings.consul_addr = f"http://127.0.0.1:{port}"
+    result = local_cluster.up(
+        http_port=port,
+        datacenter=cfg.datacenter,
+        consul_binary=consul_binary or cfg.consul_binary,
+        consul_extra=cfg.consul,
+        progress=lambda msg: run.out.info(f"local: {msg}"),
+    )
+    for warning in result.warnings:
+        run.out.warn(warning)
+    if run.settings.json:
+        run.out.json(result.to_dict())
+        return
+    rows = [(name, state) for name, state in result.components.items()]
+    run.out.table(("COMPONENT", "STATE"), rows)
+    verdict = "changed" if result.changed else "unchanged"
+    run.out.line(f"local cluster {result.cluster_id} at {result.http_addr}: {verdict} (data: {result.data_dir})")
+
+
+def _down(
+    local: bool = typer.Option(False, "--local", help="Stop the local one-node cluster."),
+    purge: bool = typer.Option(False, "--purge", help="Also delete Consul data (and the local data dir)."),
+    only: Optional[list[str]] = typer.Option(None, "--host", help="Only these hosts (repeatable)."),
+) -> None:
+    """Stop Consul and the node agent (consul leave; services removed; data kept unless --purge).
+
+    Example: foundation down --local --purge
+    """
+    run = current()
+    from foundation_cli.core import cluster_state
+
+    state = cluster_state.load() or {}
+    if local or state.get("mode") in (None, "local"):
+        from foundation_cli.core import local_cluster
+
+        result = local_cluster.down(purge=purge, progress=lambda msg: run.out.info(f"local: {msg}"))
+        if run.settings.json:
+            run.out.json(result.to_dict())
+            return
+        run.out.table(("COMPONENT", "STATE"), list(result.components.items()))
+        return
+    from foundation_cli.commands import cluster_render
+
+    cluster_render.down_remote(purge=purge, only=only)
+
+
+def _consul(ctx: typer.Context) -> None:
+    """Run the real consul CLI against this cluster (address and token set for you).
+
+    Example: foundation consul members
+    """
+    import os
+    import shutil
+
+    from foundation_cli.errors import UsageError
+
+    run = current()
+    binary = shutil.which("consul")
+    if not binary:
+        raise UsageError("consul CLI not found on PATH", hint="install Consul (scripts/install-consul.sh)")
+    env = dict(os.environ)
+    env["CONSUL_HTTP_ADDR"] = run.settings.consul_addr or ""
+    if run.settings.token:
+        env["CONSUL_HTTP_TOKEN"] = run.settings.token
+    argv = [binary, *ctx.args]
+    from foundation_cli.raw.operation import RawOperation
+
+    op = RawOperation(kind="local-process", argv=["consul", *ctx.args])
+    op.finish(summary=f"CONSUL_HTTP_ADDR={run.settings.consul_addr}")
+    run.recorder.add(op)
+    if run.settings.dry_run:
+        return
+    import subprocess
+    import sys
+
+    sys.stdout.flush()
+    code = subprocess.call(argv, env=env)
+    if code:
+        raise typer.Exit(code)
+
+
+def _ssh(
+    node: str = typer.Argument(..., help="Node name or address from the cluster."),
+    cmd: Optional[list[str]] = typer.Argument(None, help="Command to run (default: interactive shell)."),
+) -> None:
+    """Open SSH to a node with the cluster's SSH settings (user, port, key, known_hosts).
+
+    Example: foundation ssh node-1 uptime
+    """
+    from foundation_cli.commands import cluster_render
+
+    cluster_render.ssh_node(node, cmd or [])
 
 
 def register(root: typer.Typer) -> None:
     """Add this module's commands to the root app (called once by commands.app)."""
+    command(root, "up", rich_help_panel=PANEL)(_up)
+    command(root, "down", rich_help_panel=PANEL)(_down)
+    command(
+        root,
+        "consul",
+        rich_help_panel=PANEL,
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )(_consul)
+    command(root, "ssh", rich_help_panel=PANEL)(_ssh)
