@@ -37,6 +37,7 @@ class RawOperation:
     mode: int | None = None
     interface: str | None = None
     argv: list[str] | None = None
+    read_only: bool = False  # an ssh-exec/local-process probe that changes nothing (runs even in a dry run)
     # What happened.
     dry_run: bool = False
     status: int | None = None
@@ -50,7 +51,7 @@ class RawOperation:
         """Whether this operation changes state (what ``--dry-run`` withholds)."""
         if self.kind == "consul-http":
             return (self.method or "GET").upper() != "GET"
-        return self.kind in ("ssh-exec", "ssh-upload", "local-process")
+        return self.kind in ("ssh-exec", "ssh-upload", "local-process") and not self.read_only
 
     def finish(self, *, status: int | None = None, summary: str = "", error: str | None = None) -> None:
         """Stamp the outcome and the elapsed time."""
