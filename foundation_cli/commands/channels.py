@@ -2,8 +2,200 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Optional
+
 import typer
+
+from foundation_cli.commands.common import command, current
+
+PANEL = "Messaging"
+app = typer.Typer()
+
+SEMANTICS = (
+    "Delivery is best effort (Consul user events are gossiped, not stored): each live listener gets a "
+    "message at most once; a listener that is down, or whose agent receives more than 256 events between "
+    "two reads, misses messages. Use --durable and `listen --since` to catch up."
+)
+
+
+@command(app, "broadcast", rich_help_panel=PANEL)
+def broadcast(
+    channel: str = typer.Argument(..., help="Channel name (event foundation:CHANNEL)."),
+    message: str = typer.Argument(..., help="The message text; '-' reads it (bytes) from stdin."),
+    data_json: bool = typer.Option(
+        False, "--data-json", help="MESSAGE is JSON data (validated; content type application/json)."
+    ),
+    content_type: Optional[str] = typer.Option(
+        None, "--content-type", help="Content type in the envelope (default text/plain, or octet-stream for binary)."
+    ),
+    node: Optional[str] = typer.Option(None, "--node", help="Only nodes whose name matches this regex."),
+    service: Optional[str] = typer.Option(None, "--service", help="Only nodes running this service (regex)."),
+    tag: Optional[str] = typer.Option(None, "--tag", help="Only nodes whose --service has this tag (regex)."),
+    durable: bool = typer.Option(
+        False, "--durable", help="Also keep it in the channel's KV history (newest 100) for `listen --since`."
+    ),
+) -> None:
+    """Send MESSAGE to every node's listeners on CHANNEL (a Consul user event).
+
+    Payloads too big for an event (inline limit 256 bytes of envelope, less for long names and filters)
+    are stored in KV under foundation/channels/CHANNEL/ and the event carries a reference; stored copies
+    are deleted after 1 hour. Best effort: see `foundation listen --help`.
+
+    Example: foundation broadcast deploys "web v42 is out" --durable --explain
+    """
+    import json
+
+    from foundation_cli.errors import UsageError
+    from foundation_cli.facades.channels import Channels
+
+    data = sys.stdin.buffer.read() if message == "-" else message.encode("utf-8")
+    ctype = content_type
+    if data_json:
+        if ctype not in (None, "application/json"):
+            raise UsageError("--data-json sets the content type to application/json; drop --content-type")
+        try:
+            data = json.dumps(json.loads(data), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        except ValueError as exc:
+            raise UsageError(f"--data-json: MESSAGE is not valid JSON ({exc})") from None
+        ctype = "application/json"
+    if ctype is None:
+        try:
+            data.decode("utf-8")
+            ctype = "text/plain"
+        except UnicodeDecodeError:
+            ctype = "application/octet-stream"
+    if not ctype or "/" not in ctype or any(c.isspace() for c in ctype):
+        raise UsageError(f"invalid --content-type {ctype!r}", hint="e.g. text/plain, application/json")
+    run = current()
+    result = Channels(run.consul()).broadcast(
+        channel, data, content_type=ctype, node=node, service=service, tag=tag, durable=durable
+    )
+    run.out.result(result.to_dict(), text=None)
+    how = "inline" if result.inline else f"via KV ({result.stored[-1]})"
+    run.out.info(f"sent {result.id} on {channel} ({result.size} bytes, {how}{', durable' if durable else ''})")
+
+
+@command(app, "listen", rich_help_panel=PANEL)
+def listen(
+    channel: str = typer.Argument(..., help="Channel name (event foundation:CHANNEL)."),
+    exec_cmd: Optional[str] = typer.Option(
+        None, "--exec", help="Run this shell command per message, payload on stdin (FOUNDATION_* env)."
+    ),
+    since: Optional[str] = typer.Option(
+        None, "--since", help="First replay durable history: a duration (10m), a message id, or 'all'."
+    ),
+    count: Optional[int] = typer.Option(None, "--count", min=1, help="Exit after N messages."),
+    timeout: Optional[str] = typer.Option(
+        None, "--timeout", help="Exit after this long (e.g. 30s); with --count, exit 1 if fewer arrived."
+    ),
+) -> None:
+    """Print messages on CHANNEL as they arrive (blocking queries on /v1/event/list).
+
+    Each message is printed once (de-duplicated by event id), in the order this node's agent received
+    them; big payloads are fetched from KV transparently. With --json: one JSON object per line. Delivery
+    is best effort: at most once per listener; messages sent while no listener runs, or beyond the 256
+    events each agent keeps between two reads, are missed. Durable channels replay with --since.
+
+    Example: foundation listen deploys --since 10m --exec 'logger -t deploys'
+    """
+    import time
+
+    from foundation_cli.core import durations
+    from foundation_cli.core.envelope import parse_since
+    from foundation_cli.errors import FoundationError, UsageError
+    from foundation_cli.facades.channels import Channels
+
+    run = current()
+    since_at = parse_since(since) if since is not None else None
+    deadline = None
+    if timeout is not None:
+        try:
+            deadline = time.time() + durations.parse(timeout)
+        except ValueError as exc:
+            raise UsageError(f"--timeout: {exc}") from None
+    channels = Channels(run.consul())
+    received = 0
+    ready = lambda node: run.out.info(f"listening on foundation:{channel} at node {node or '?'}")  # noqa: E731
+    for message in channels.listen(channel, since=since_at, deadline=deadline, on_ready=ready, on_gap=run.out.warn):
+        received += 1
+        if message.via == "missing":
+            run.out.warn(f"message {message.id}: {message.extra.get('error')}")
+        if exec_cmd:
+            _run_exec(exec_cmd, message)
+        elif run.settings.json:
+            run.out.line(_one_line(message.to_dict()))
+        else:
+            run.out.line(_text(message))
+        if not run.settings.dry_run:
+            # A listener runs for days: keep only recent operations in memory.
+            del run.recorder.operations[:-64]
+        if count is not None and received >= count:
+            return
+    if count is not None and received < count:
+        raise FoundationError(f"timed out after {timeout}: received {received} of {count} messages")
+
+
+def _one_line(data: dict) -> str:
+    import json
+
+    from foundation_cli.raw.secrets import mask
+
+    return mask(json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str))
+
+
+def _text(message) -> str:
+    from datetime import datetime
+
+    stamp = datetime.fromtimestamp(message.time).strftime("%H:%M:%S.%f")[:-3]
+    if message.data is None:
+        body = "<payload unavailable>"
+    else:
+        try:
+            body = message.data.decode("utf-8")
+        except UnicodeDecodeError:
+            body = f"<{len(message.data)} bytes {message.content_type}>"
+    return f"{stamp} {message.sender or '-'}: {body}"
+
+
+def _run_exec(cmd: str, message) -> None:
+    """Run ``cmd`` with the payload on stdin, like a `consul watch` handler (once per message)."""
+    import os
+    import subprocess
+
+    from foundation_cli.raw.operation import RawOperation
+    from foundation_cli.raw.recorder import current_recorder
+
+    run = current()
+    op = RawOperation(kind="local-process", argv=["sh", "-c", cmd], stdin_desc=f"message {message.id}")
+    recorder = current_recorder()
+    if recorder.dry_run:
+        op.dry_run = True
+        op.finish(summary="not run (dry run)")
+        recorder.add(op)
+        return
+    env = dict(os.environ)
+    env.update(
+        FOUNDATION_CHANNEL=message.channel,
+        FOUNDATION_MESSAGE_ID=message.id,
+        FOUNDATION_SENDER=message.sender,
+        FOUNDATION_CONTENT_TYPE=message.content_type,
+        FOUNDATION_EVENT_ID=message.event_id or "",
+    )
+    try:
+        proc = subprocess.run(["sh", "-c", cmd], input=message.data or b"", env=env, check=False)
+    except OSError as exc:
+        op.finish(error=str(exc))
+        recorder.add(op)
+        run.out.warn(f"--exec failed for {message.id}: {exc}")
+        return
+    op.finish(status=proc.returncode, summary=f"exit {proc.returncode}")
+    recorder.add(op)
+    if proc.returncode != 0:
+        run.out.warn(f"--exec exited {proc.returncode} for message {message.id}")
 
 
 def register(root: typer.Typer) -> None:
     """Add this module's commands to the root app (called once by commands.app)."""
+    for info in app.registered_commands:
+        root.registered_commands.append(info)
