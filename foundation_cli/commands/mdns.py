@@ -2,8 +2,117 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
+
+from foundation_cli.commands.common import command, current
+
+PANEL = "Discovery"
+
+_IF_HELP = (
+    "Interface name or local address to use (repeatable; 'all' = every interface). Env FOUNDATION_MDNS_INTERFACE."
+)
+
+
+def _advertise(
+    interface: Optional[list[str]] = typer.Option(None, "--interface", "-i", help=_IF_HELP, show_default=False),
+    ssh_port: int = typer.Option(22, "--ssh-port", min=1, max=65535, help="SSH port to announce."),
+    once: bool = typer.Option(
+        False, "--once", help="Announce, then exit without a goodbye (caches keep it for its TTL)."
+    ),
+    node: Optional[str] = typer.Option(None, "--node", help="Node name to announce (default: the hostname)."),
+    role: str = typer.Option("none", "--role", help="server, client or none (not in a cluster yet)."),
+    datacenter: str = typer.Option("", "--datacenter", help="Datacenter to announce (empty: none yet)."),
+    cluster_id: str = typer.Option("", "--cluster-id", help="Cluster id to announce (empty: unclaimed)."),
+    ipv4: bool = typer.Option(False, "--ipv4", help="Use IPv4 (the default; with --ipv6: both)."),
+    ipv6: bool = typer.Option(False, "--ipv6", help="Use IPv6 (alone: IPv6 only)."),
+) -> None:
+    """Announce this machine as _foundation._tcp ("bootstrap me") until Ctrl-C/SIGTERM, then say goodbye.
+
+    A fresh box runs this so `foundation up` / `discover-hosts` on the LAN find it.
+
+    Example: foundation advertise --interface eth0 --ssh-port 22
+    """
+    import signal
+    import socket
+    import threading
+
+    from foundation_cli import __version__
+    from foundation_cli.core import mdns_records
+    from foundation_cli.errors import UsageError
+    from foundation_cli.tools import mdns as mdns_tool
+
+    run = current()
+    binding = mdns_tool.resolve_binding(interface or mdns_tool.interfaces_from_env(), ipv4=ipv4, ipv6=ipv6)
+    name = node or socket.gethostname().split(".")[0]
+    ad = mdns_records.Advertisement(
+        node=name, role=role, datacenter=datacenter, cluster_id=cluster_id, version=__version__, ssh_port=ssh_port
+    )
+    problems = mdns_records.check_advertisement(ad)
+    if problems:
+        raise UsageError(f"cannot announce this: {problems[0]}", hint="see foundation advertise --help")
+    label = binding.addresses[0].split("%", 1)[0] if binding.addresses else "all"
+    advertiser = mdns_tool.Advertiser(binding, instance=f"{name}@{label}", fields=ad.fields(), port=ssh_port)
+    stop = threading.Event()
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        previous[sig] = signal.signal(sig, lambda *_: stop.set())
+    try:
+        advertiser.start()
+        data = {
+            "instance": advertiser.instance,
+            "interface": binding.label,
+            "fields": ad.fields(),
+            "announced": not advertiser.dry_run,
+        }
+        if run.settings.dry_run:
+            return
+        if run.settings.json:
+            run.out.json(data)
+        else:
+            run.out.line(f"announcing {advertiser.instance} on {binding.label} (ssh port {ssh_port})")
+        if once:
+            advertiser.close(send_goodbye=False)
+            return
+        run.out.info("Ctrl-C or SIGTERM withdraws the announcement")
+        stop.wait()
+    finally:
+        advertiser.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _discover_hosts(
+    timeout: float = typer.Option(2.0, "--timeout", "-t", min=0.1, max=60.0, help="Seconds to listen for answers."),
+    interface: Optional[list[str]] = typer.Option(None, "--interface", "-i", help=_IF_HELP, show_default=False),
+    ipv4: bool = typer.Option(False, "--ipv4", help="Use IPv4 (the default; with --ipv6: both)."),
+    ipv6: bool = typer.Option(False, "--ipv6", help="Use IPv6 (alone: IPv6 only)."),
+    ssh: bool = typer.Option(False, "--ssh", help="Also list plain _ssh._tcp / _workstation._tcp hosts as candidates."),
+    expect: Optional[int] = typer.Option(
+        None, "--expect", min=1, help="Stop as soon as this many Foundation machines answered."
+    ),
+) -> None:
+    """List the machines that answer on the LAN: in this cluster, another cluster, unclaimed or invalid.
+
+    Example: foundation discover-hosts --interface eth0 --timeout 2
+    """
+    from foundation_cli.core import strategies
+    from foundation_cli.tools import mdns as mdns_tool
+
+    run = current()
+    binding = mdns_tool.resolve_binding(interface or mdns_tool.interfaces_from_env(), ipv4=ipv4, ipv6=ipv6)
+    hosts = strategies.mdns_hosts(binding, timeout=timeout, ssh=ssh, settings=run.settings, expect=expect)
+    if run.settings.json:
+        run.out.json([strategies.to_dict(h) for h in hosts])
+        return
+    if not hosts:
+        run.out.info(f"nothing answered on {binding.label} within {timeout:g} s")
+        return
+    run.out.table(*strategies.hosts_table(hosts))
 
 
 def register(root: typer.Typer) -> None:
     """Add this module's commands to the root app (called once by commands.app)."""
+    command(root, "advertise", rich_help_panel=PANEL)(_advertise)
+    command(root, "discover-hosts", rich_help_panel=PANEL)(_discover_hosts)

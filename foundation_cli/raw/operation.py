@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-Kind = Literal["consul-http", "ssh-exec", "ssh-upload", "mdns", "local-process"]
+Kind = Literal["consul-http", "ssh-exec", "ssh-upload", "mdns", "dns", "local-process"]
 
 
 @dataclass
@@ -18,7 +18,8 @@ class RawOperation:
     - ``consul-http``: ``method``, ``url`` (full, with query), ``body``, ``token_used``
     - ``ssh-exec``: ``host``, ``user``, ``port``, ``command``, ``stdin_desc``
     - ``ssh-upload``: ``host``, ``user``, ``port``, ``path``, ``content``, ``mode``
-    - ``mdns``: ``command`` (what was asked/announced), ``interface``
+    - ``mdns``: ``method`` (QUERY, ANNOUNCE, GOODBYE), ``command`` (the avahi/dns-sd equivalent), ``interface``
+    - ``dns``: ``command`` (the equivalent ``dig`` line), ``host``/``port`` (the nameserver)
     - ``local-process``: ``argv``
     """
 
@@ -51,6 +52,8 @@ class RawOperation:
         """Whether this operation changes state (what ``--dry-run`` withholds)."""
         if self.kind == "consul-http":
             return (self.method or "GET").upper() != "GET"
+        if self.kind == "mdns":
+            return (self.method or "QUERY").upper() in ("ANNOUNCE", "GOODBYE")
         return self.kind in ("ssh-exec", "ssh-upload", "local-process") and not self.read_only
 
     def finish(self, *, status: int | None = None, summary: str = "", error: str | None = None) -> None:

@@ -226,7 +226,7 @@ def render_lines(op: RawOperation) -> list[str]:
         return lines
     if op.kind in ("ssh-exec", "ssh-upload"):
         return [ssh_line(op)]
-    if op.kind == "mdns":
+    if op.kind in ("mdns", "dns"):
         return [mask(op.command or "")]
     return [mask(" ".join(_q(a) for a in (op.argv or [])))]
 
