@@ -12,6 +12,7 @@ foundation/
   channels/<ch>/history/<id>  durable channel history (bounded)
   agents/<node>           agent heartbeat/metadata
   optimizer/last          last optimizer report from the agents
+  discovered/<addr>       machines an agent heard on mDNS that want in (unclaimed / claiming our id)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ CONFIG_STATUS = f"{PREFIX}/config-status/"
 CHANNELS = f"{PREFIX}/channels/"
 AGENTS = f"{PREFIX}/agents/"
 OPTIMIZER_LAST = f"{PREFIX}/optimizer/last"
+DISCOVERED = f"{PREFIX}/discovered/"
 
 # Consul user-event names Foundation fires: "foundation:<channel>".
 EVENT_PREFIX = "foundation:"
