@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 TASKS: list[tuple[str, str]] = [
     # (name, "module:function"), imported lazily by the agent runner.
+    ("placement", "foundation_cli.agent.placement:run"),
     ("advertise", "foundation_cli.agent.advertise:run"),
     ("config-apply", "foundation_cli.agent.config_apply:run"),
 ]
