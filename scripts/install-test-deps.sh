@@ -43,8 +43,8 @@ fi
 scripts/install-consul.sh
 
 py="${PYTHON:-python3}"
-if ! "$py" -c 'import foundation_cli, pytest, pytest_timeout, typer, consul, paramiko, zeroconf, yaml' 2>/dev/null \
-  || ! command -v ruff >/dev/null 2>&1; then
+if ! "$py" -c 'import foundation_cli, pytest, pytest_timeout, typer, consul, paramiko, zeroconf, yaml, jsonschema' 2>/dev/null \
+  || ! "$py" -m ruff --version >/dev/null 2>&1; then
   pip_flags=()
   # Debian's python marks itself externally managed (PEP 668); this is a disposable test machine.
   if "$py" -c 'import sys, sysconfig, os; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")) else 1)'; then

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The test command (README, CI): install what the tests need, lint, check formatting, run the suite.
+#
+#   scripts/test.sh                 # everything (needs root for the network-namespace lab)
+#   scripts/test.sh tests/unit -x   # extra arguments go to pytest
+#
+# pytest's "no tests collected" (exit 5) fails too: a green run must have run tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+py="${PYTHON:-python3}"
+
+scripts/install-test-deps.sh >/dev/null
+
+echo "== ruff check" >&2
+"$py" -m ruff check .
+echo "== ruff format --check" >&2
+"$py" -m ruff format --check .
+echo "== pytest" >&2
+set +e
+"$py" -m pytest -q "$@"
+status=$?
+set -e
+if [ "$status" -eq 5 ]; then
+  echo "pytest collected no tests: failing (CI needs tests)" >&2
+fi
+exit "$status"
