@@ -10,7 +10,7 @@ at the moment it needs them, with its own default::
 Only these keys are owned by the agents (anything else under foundation/config/
 is stored and shown but not interpreted by Foundation):
 
-    agent.log_level          debug|info|warning|error   level of the agent's "foundation" logger
+    agent.log_level          debug|info|warning|error   level of the agent's loggers ("foundation", "foundation.agent")
     singleton.lock_delay     duration (0s-60s)          Consul session lock-delay for new singleton sessions
     singleton.fence_timeout  duration (500ms-10m)         how long a holder that cannot reach Consul keeps running
     restart.backoff          duration (0s-10m)          delay before restarting a crashed placed process
@@ -48,7 +48,9 @@ def _bounded_duration(low: float, high: float) -> Callable[[str], float]:
 
 
 def _apply_log_level(level: str) -> None:
-    logging.getLogger("foundation").setLevel(level.upper())
+    # The agent runner sets its own level on "foundation.agent"; both must follow.
+    for name in ("foundation", "foundation.agent"):
+        logging.getLogger(name).setLevel(level.upper())
 
 
 @dataclass(frozen=True)
