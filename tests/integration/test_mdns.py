@@ -1,0 +1,321 @@
+"""mDNS on the lab bridge: real zeroconf advertisers in namespace hosts, browsed from the root namespace.
+
+Multicast stays on the lab bridge: every zeroconf here is bound to a lab
+address (hosts: their own IP; the browser: the bridge IP).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from foundation_cli.core import keys
+from foundation_cli.raw.recorder import Recorder, use_recorder
+from foundation_cli.tools import mdns as mdns_tool
+
+pytestmark = pytest.mark.lab
+
+PY = sys.executable
+
+
+def foundation(*args: str, env: dict | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
+    full_env = dict(os.environ)
+    full_env.pop(mdns_tool.ENV_INTERFACE, None)
+    full_env.update(env or {})
+    return subprocess.run(
+        [PY, "-m", "foundation_cli", *args], capture_output=True, text=True, timeout=timeout, env=full_env
+    )
+
+
+def advertise(host, *extra: str) -> subprocess.Popen:
+    return host.popen(
+        [PY, "-m", "foundation_cli", "advertise", "--interface", host.ip, *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_announced(procs: list[subprocess.Popen], timeout: float = 20) -> None:
+    """Each advertiser prints its 'announcing …' line once zeroconf has probed and announced."""
+    for p in procs:
+        deadline = time.monotonic() + timeout
+        line = ""
+        while time.monotonic() < deadline and p.poll() is None:
+            line = p.stdout.readline()
+            if line.startswith("announcing"):
+                break
+        assert line.startswith("announcing"), f"advertiser did not announce: {p.poll()} {p.stderr.read()}"
+
+
+def stop_all(procs: list[subprocess.Popen]) -> list[int]:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    codes = []
+    for p in procs:
+        try:
+            codes.append(p.wait(timeout=10))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            codes.append(-9)
+    return codes
+
+
+def by_addr(rows: list[dict]) -> dict[str, dict]:
+    return {r["address"]: r for r in rows}
+
+
+def test_five_advertisers_found_other_cluster_listed_goodbye_seen(make_lab):
+    lab = make_lab(5)
+    procs = [advertise(h) for h in lab.hosts[:4]]
+    procs.append(advertise(lab.hosts[4], "--cluster-id", "someone-else", "--role", "server", "--datacenter", "dc7"))
+    try:
+        wait_announced(procs)
+        r = foundation("discover-hosts", "--interface", lab.bridge_ip, "--json", "--expect", "5", "--timeout", "10")
+        assert r.returncode == 0, r.stderr
+        rows = by_addr(json.loads(r.stdout))
+        assert set(rows) == {h.ip for h in lab.hosts}
+        for h in lab.hosts[:4]:
+            assert rows[h.ip]["status"] == "unclaimed" and rows[h.ip]["node"] == h.name
+            assert rows[h.ip]["ssh_port"] == 22 and rows[h.ip]["version"]
+        other = rows[lab.hosts[4].ip]
+        assert (other["status"], other["cluster_id"], other["role"]) == ("other-cluster", "someone-else", "server")
+
+        # The table and --explain (the avahi-browse equivalent) for people.
+        r = foundation("discover-hosts", "-i", lab.bridge, "--expect", "5", "-t", "10", "--explain", "--no-color")
+        assert r.returncode == 0, r.stderr
+        assert "other cluster" in r.stdout and "unclaimed" in r.stdout
+        assert "avahi-browse -rpt _foundation._tcp" in r.stderr
+
+        # A browser that keeps running sees the goodbye when an advertiser is stopped.
+        browser = mdns_tool.Browser(mdns_tool.resolve_binding([lab.bridge_ip]))
+        with use_recorder(Recorder()):
+            browser.start()
+            try:
+                seen = set()
+                deadline = time.monotonic() + 10
+                while len(seen) < 5 and time.monotonic() < deadline:
+                    item = browser.next(deadline - time.monotonic())
+                    if item and not item[1]:
+                        seen.add(item[0].instance)
+                gone = next(n for n in seen if n.startswith(f"{lab.hosts[0].name}@"))
+                assert stop_all(procs[:1]) == [0]
+                removed = False
+                deadline = time.monotonic() + 10
+                while not removed and time.monotonic() < deadline:
+                    item = browser.next(deadline - time.monotonic())
+                    removed = bool(item and item[1] and item[0].instance == gone)
+                assert removed, "no goodbye seen after SIGTERM"
+            finally:
+                browser.close()
+    finally:
+        stop_all(procs)
+
+
+HOSTILE = textwrap.dedent(
+    """
+    import sys, time
+    from zeroconf import ServiceInfo, Zeroconf
+    ip = sys.argv[1]
+    T = "_foundation._tcp.local."
+    def txt(d):
+        out = b""
+        for k, v in d.items():
+            e = (k + "=").encode() + (v if isinstance(v, bytes) else v.encode())
+            out += bytes([len(e)]) + e
+        return out
+    good = {"txtvers": "1", "node": "good", "role": "none", "version": "0.1.0", "ssh": "22"}
+    records = {
+        "good": txt(good),
+        "utf8": txt({**good, "node": b"\\xff\\xfe\\xfd"}),
+        "huge": txt({**good, **{f"k{i}": "v" * 200 for i in range(8)}}),
+        "missing": txt({"node": "lonely"}),
+        "spoof": txt({**good, "node": "spoof", "role": "server", "cluster": "ours-123", "dc": "dc1"}),
+        "markup": txt({**good, "node": "[bold red]boom[/]"}),
+    }
+    zc = Zeroconf(interfaces=[ip])
+    infos = []
+    for name, text in records.items():
+        info = ServiceInfo(T, f"{name}.{T}", port=22, properties=text, server=f"{name}-h.local.", parsed_addresses=[ip])
+        zc.register_service(info, cooperating_responders=True)
+        infos.append(info)
+    print("registered", flush=True)
+    try:
+        time.sleep(60)
+    finally:
+        zc.close()
+    """
+)
+
+
+def test_hostile_announcements_are_shown_invalid_without_crashing(make_lab, consul_agent, tmp_path):
+    lab = make_lab(1)
+    host = lab.hosts[0]
+    script = host.write("/tmp/hostile.py", HOSTILE)
+    assert script.exists()
+    proc = host.popen([PY, "/tmp/hostile.py", host.ip], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "registered", proc.stderr.read()
+        # This machine "operates" cluster ours-123 whose Consul (loopback) does not know the spoofer.
+        state = tmp_path / "state"
+        state.mkdir()
+        (state / "state.json").write_text(json.dumps({"cluster_id": "ours-123", "datacenter": "dc1"}))
+        env = {"FOUNDATION_STATE_DIR": str(state), "CONSUL_HTTP_ADDR": consul_agent.http_addr}
+        r = foundation("discover-hosts", "-i", lab.bridge_ip, "--json", "-t", "2.5", env=env)
+        assert r.returncode == 0, r.stderr
+        rows = {row["extra"]["instance"]: row for row in json.loads(r.stdout)}
+        assert rows["good"]["status"] == "unclaimed"
+        problems = {name: (rows[name]["status"], rows[name]["problems"] or "") for name in rows}
+        assert problems["utf8"][0] == "invalid" and "UTF-8" in problems["utf8"][1]
+        assert problems["missing"][0] == "invalid" and "missing role" in problems["missing"][1]
+        assert problems["spoof"][0] == "invalid" and "not a member" in problems["spoof"][1]
+        assert problems["markup"][0] == "invalid" and "invalid characters" in problems["markup"][1]
+        # zeroconf may drop a record too big for one packet; when it arrives it is invalid.
+        if "huge" in problems:
+            assert problems["huge"][0] == "invalid" and "too large" in problems["huge"][1]
+        # The human table survives the same input (rich markup in names must not break it).
+        r = foundation("discover-hosts", "-i", lab.bridge_ip, "-t", "2.5", "--no-color", env=env)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+        assert "invalid" in r.stdout and "[bold red]" not in r.stdout
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_dry_run_advertise_prints_the_avahi_command_and_sends_nothing(make_lab):
+    lab = make_lab(1)
+    host = lab.hosts[0]
+    r = host.exec(
+        f"{PY} -m foundation_cli advertise --interface {host.ip} --ssh-port 2222 --dry-run", env={"NO_COLOR": "1"}
+    )
+    assert "avahi-publish-service" in r.stdout and "_foundation._tcp 2222" in r.stdout
+    assert "ssh=2222" in r.stdout and "dns-sd -R" in r.stdout
+    r = foundation("discover-hosts", "-i", lab.bridge_ip, "--json", "-t", "1")
+    assert json.loads(r.stdout or "[]") == []
+
+
+def test_bad_interface_is_a_one_line_error(tmp_path):
+    r = foundation("discover-hosts")
+    assert r.returncode == 2 and "explicit interface" in r.stderr and "Traceback" not in r.stderr
+    r = foundation("advertise", "--interface", "nope0")
+    assert r.returncode == 2 and "no such network interface: nope0" in r.stderr
+    r = foundation("advertise", "--interface", "127.0.0.1", "--node", "bad name", "--dry-run")
+    assert r.returncode == 2 and "node has invalid characters" in r.stderr
+
+
+CONSUL_FLAGS = ["-hcl", "disable_update_check = true", "-dns-port=-1", "-grpc-port=-1"]
+
+
+def _wait_http(url: str, timeout: float = 30) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200 and resp.read().strip() not in (b"", b'""'):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} not ready")
+
+
+def test_agent_task_records_newcomers_and_auto_joins_claimants(make_lab, consul_bin, tmp_path, monkeypatch):
+    """Agent task in this process: server on host 1; host 2 a fresh box; host 3 a client claiming our id."""
+    import threading
+
+    from foundation_cli.agent import advertise as task
+    from foundation_cli.agent.context import AgentContext, AgentRecorder
+    from foundation_cli.settings import Settings
+    from foundation_cli.tools import consul as consul_tool
+
+    lab = make_lab(3)
+    server, fresh, claimant = lab.hosts
+    consul = [consul_bin, "agent", *CONSUL_FLAGS, "-data-dir=/tmp/consul"]
+    server.popen([*consul, "-server", "-bootstrap-expect=1", f"-bind={server.ip}", f"-client={server.ip}", "-node=s1"])
+    addr = f"http://{server.ip}:8500"
+    _wait_http(addr + "/v1/status/leader")
+    settings = Settings(consul_addr=addr)
+    client = consul_tool.connect(settings)
+    client.kv.put(keys.CLUSTER, json.dumps({"cluster_id": "c-42", "datacenter": "dc1", "auto_join": True}))
+    claimant.popen([*consul, f"-bind={claimant.ip}", f"-client={claimant.ip}", "-node=c3"])
+    _wait_http(f"http://{claimant.ip}:8500/v1/agent/self")
+    procs = [
+        advertise(fresh),
+        advertise(claimant, "--cluster-id", "c-42", "--role", "client", "--datacenter", "dc1", "--node", "c3"),
+    ]
+    monkeypatch.setenv(mdns_tool.ENV_INTERFACE, lab.bridge_ip)
+    ctx = AgentContext(
+        node="root-agent",
+        settings=settings,
+        logger=logging.getLogger("test.advertise"),
+        recorder=AgentRecorder(),
+        data_dir=tmp_path,
+        agent_service_id="foundation-agent",
+        agent_check_id="foundation-agent-ttl",
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=task.run, args=(ctx, stop), daemon=True)
+    try:
+        wait_announced(procs)
+        thread.start()
+        deadline = time.monotonic() + 20
+        discovered: dict = {}
+        members: set = set()
+        while time.monotonic() < deadline:
+            _i, entries = client.kv.get(keys.DISCOVERED, recurse=True)
+            discovered = {e["Key"][len(keys.DISCOVERED) :]: json.loads(e["Value"]) for e in entries or []}
+            members = {m["Name"] for m in client.agent.members()}
+            if fresh.ip in discovered and "c3" in members:
+                break
+            time.sleep(0.3)
+        assert discovered[fresh.ip]["status"] == "unclaimed" and discovered[fresh.ip]["node"] == fresh.name
+        assert "c3" in members, f"claimant not auto-joined: {members}"
+        # A goodbye removes the record.
+        stop_all(procs[:1])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            _i, entry = client.kv.get(keys.DISCOVERED + fresh.ip)
+            if entry is None:
+                break
+            time.sleep(0.2)
+        assert entry is None
+    finally:
+        stop.set()
+        thread.join(timeout=15)
+        stop_all(procs)
+    assert not thread.is_alive()
+
+
+def test_agent_task_without_interface_does_nothing(monkeypatch, tmp_path):
+    import threading
+
+    from foundation_cli.agent import advertise as task
+    from foundation_cli.agent.context import AgentContext, AgentRecorder
+    from foundation_cli.settings import Settings
+
+    monkeypatch.delenv(mdns_tool.ENV_INTERFACE, raising=False)
+    seen = []
+    recorder = AgentRecorder()
+    recorder.subscribe(seen.append)
+    ctx = AgentContext(
+        node="n",
+        settings=Settings(consul_addr="http://127.0.0.1:1"),
+        logger=logging.getLogger("test.advertise"),
+        recorder=recorder,
+        data_dir=tmp_path,
+        agent_service_id="a",
+        agent_check_id="b",
+    )
+    task.run(ctx, threading.Event())  # returns at once, touches nothing
+    assert seen == []
