@@ -57,8 +57,9 @@ def put(
     data = sys.stdin.buffer.read() if value == "-" else value.encode("utf-8")
     _store().put(key, data, cas=cas, flags=flags)
     run = current()
-    run.out.result({"key": key, "stored": True, "bytes": len(data)}, text=None)
-    run.out.info(f"stored {key} ({len(data)} bytes)")
+    dry = run.settings.dry_run
+    run.out.result({"key": key, "stored": not dry, "bytes": len(data)}, text=None)
+    run.out.info(f"{'would store' if dry else 'stored'} {key} ({len(data)} bytes)")
 
 
 @command(app, "delete")
@@ -73,8 +74,9 @@ def delete(
     """
     _store().delete(key, recurse=recurse, cas=cas)
     run = current()
-    run.out.result({"key": key, "deleted": True, "recurse": recurse}, text=None)
-    run.out.info(f"deleted {key}{' (recursive)' if recurse else ''}")
+    dry = run.settings.dry_run
+    run.out.result({"key": key, "deleted": not dry, "recurse": recurse}, text=None)
+    run.out.info(f"{'would delete' if dry else 'deleted'} {key}{' (recursive)' if recurse else ''}")
 
 
 @command(app, "list")

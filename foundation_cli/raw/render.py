@@ -24,17 +24,24 @@ def _is_text(data: bytes) -> bool:
 
 
 def bash_bytes(data: bytes) -> str:
-    """A bash word that expands to exactly ``data`` (ANSI-C quoting for non-text)."""
+    """A bash word that expands to exactly ``data``; only for text (a bash word cannot hold NUL)."""
     if _is_text(data):
         return shlex.quote(data.decode("utf-8"))
-    parts = []
-    for b in data:
-        ch = chr(b)
-        if ch.isalnum() or ch in " ,.-_/:=+@%{}[]":
-            parts.append(ch)
-        else:
-            parts.append(f"\\x{b:02x}")
-    return "$'" + "".join(parts) + "'"
+    return "$'" + "".join(_octal(b) for b in data) + "'"
+
+
+_PRINTF_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ,.-_/:=+@{}[]")
+
+
+def _octal(b: int) -> str:
+    return chr(b) if b in _PRINTF_SAFE else f"\\{b:03o}"
+
+
+def printf_bytes(data: bytes) -> str:
+    """A ``printf`` command writing exactly ``data`` to stdout (NUL and non-UTF-8 bytes included)."""
+    if _is_text(data):
+        return f"printf '%s' {shlex.quote(data.decode('utf-8'))}"
+    return "printf '" + "".join("%%" if b == 0x25 else _octal(b) for b in data) + "'"
 
 
 def _body_args(body: bytes | None) -> tuple[str, str]:
@@ -43,7 +50,7 @@ def _body_args(body: bytes | None) -> tuple[str, str]:
         return "", ""
     if _is_text(body) and not body.startswith(b"@"):
         return "", f" --data-binary {shlex.quote(body.decode('utf-8'))}"
-    return f"printf '%s' {bash_bytes(body)} | ", " --data-binary @-"
+    return f"{printf_bytes(body)} | ", " --data-binary @-"
 
 
 def _split_url(url: str) -> tuple[str, str, list[tuple[str, str]]]:
@@ -118,7 +125,7 @@ def consul_cli(op: RawOperation) -> str | None:
             x = (" " + " ".join(extra)) if extra else ""
             if _is_text(body) and not body.startswith((b"@", b"-")):
                 return f"consul kv put{f}{x} {_q(key)} {_q(body.decode('utf-8'))}"
-            return f"printf '%s' {bash_bytes(body)} | consul kv put{f}{x} {_q(key)} -"
+            return f"{printf_bytes(body)} | consul kv put{f}{x} {_q(key)} -"
         if method == "DELETE":
             extra = " -recurse" if "recurse" in params else ""
             if "cas" in params:

@@ -21,7 +21,7 @@ _SECRET_FIELD = re.compile(
     r"""(?ix)
     (?P<key>["']?(?:encrypt|token|password|passwd|secret|agent_master|initial_management
         |x-consul-token|authorization)["']?\s*[:=]\s*(?:bearer\s+)?)
-    (?P<q>["']?)(?P<val>[^"'\s,}]+)(?P=q)
+    (?P<q>["']?)(?P<val>[^"'\s,}&]+)(?P=q)
     """
 )
 _TOKEN_PARAM = re.compile(r"(?i)([?&]token=)[^&\s'\"]+")
@@ -47,7 +47,8 @@ def mask(text: str) -> str:
     return _SECRET_FIELD.sub(
         lambda m: (
             m.group(0)
-            if m.group("val") in (MASK, "$CONSUL_HTTP_TOKEN", '"$CONSUL_HTTP_TOKEN"') or m.group("val").startswith("$")
+            if m.group("val") in (MASK, "$CONSUL_HTTP_TOKEN", '"$CONSUL_HTTP_TOKEN"')
+            or m.group("val").startswith(("$", "-"))  # a variable or a flag name ("token: --token"), not a value
             else f"{m.group('key')}{m.group('q')}{MASK}{m.group('q')}"
         ),
         text,
