@@ -1,0 +1,175 @@
+"""Rendering and wiring for the SSH side of `up` / `down` / `ssh`: per-host progress, summary, diffs."""
+
+from __future__ import annotations
+
+import threading
+
+from foundation_cli.commands.common import current
+from foundation_cli.errors import PartialFailure
+
+
+def _prompt(text: str) -> str:
+    import getpass
+
+    return getpass.getpass(text)
+
+
+class HostProgress:
+    """One live line per host on a terminal (rich); plain 'host: state' lines otherwise."""
+
+    def __init__(self, hosts: list[str]) -> None:
+        self.run = current()
+        self.state = {h: "waiting" for h in hosts}
+        self.lock = threading.Lock()
+        self.live = None
+        err = self.run.out.stderr
+        self.tty = (
+            hasattr(err, "isatty") and err.isatty() and not self.run.settings.quiet and not self.run.settings.explain
+        )
+
+    def __enter__(self) -> HostProgress:
+        if self.tty:
+            from rich.live import Live
+
+            self.live = Live(
+                self._render(), console=self.run.out.console(err=True), refresh_per_second=8, transient=True
+            )
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.live is not None:
+            self.live.__exit__(*exc)
+
+    def _render(self):
+        from rich.table import Table
+
+        table = Table.grid(padding=(0, 2))
+        for host, state in self.state.items():
+            style = "red" if state == "failed" else ("green" if state == "done" else "cyan")
+            table.add_row(host, f"[{style}]{state}[/{style}]")
+        return table
+
+    def __call__(self, host: str, message: str) -> None:
+        with self.lock:
+            self.state[host] = message
+            if self.live is not None:
+                self.live.update(self._render())
+            elif message in ("done", "failed") or self.run.settings.verbosity > 0:
+                self.run.out.info(f"{host}: {message}")
+
+
+def _print_results(results, *, title: str) -> None:
+    run = current()
+    rows = []
+    for r in results:
+        changed = [f"{s.step}: {s.state}" for s in r.steps if s.state not in ("unchanged", "skipped")]
+        what = r.error or ("; ".join(changed) if changed else "unchanged")
+        rows.append((r.alias, r.node_name, r.role, r.state, what))
+    run.out.table(("HOST", "NODE", "ROLE", "STATE", "WHAT"), rows, title=title)
+    for r in results:
+        for s in r.steps:
+            if s.diff and (run.settings.dry_run or run.settings.verbosity > 0 or run.settings.explain):
+                run.out.info(f"--- {r.alias}: {s.step} diff")
+                run.out.info(s.diff.rstrip("\n"))
+        for w in r.warnings:
+            run.out.warn(f"{r.alias}: {w}")
+
+
+def up_remote(cfg, *, consul_binary: str | None, accept_new: bool, only: list[str] | None) -> None:
+    from foundation_cli.core import orchestrator
+
+    run = current()
+    with HostProgress([h.address for h in cfg.hosts if not only or h.address in only]) as progress:
+        result = orchestrator.up(
+            cfg, consul_binary=consul_binary, accept_new=accept_new, only=only, prompt=_prompt, progress=progress
+        )
+    if run.settings.json:
+        run.out.json(result.to_dict())
+    else:
+        _print_results(result.hosts, title=None)
+        for addr in result.removed:
+            run.out.warn(
+                f"{addr} is no longer in foundation.yaml: left alone (remove it with `foundation down --host {addr}`)"
+            )
+        for w in result.warnings:
+            run.out.warn(w)
+        if not run.settings.dry_run and result.http_addr:
+            verdict = "unchanged" if all(h.state == "unchanged" for h in result.hosts) else "changed"
+            run.out.line(f"cluster {result.cluster_id} ({result.datacenter}) at {result.http_addr}: {verdict}")
+    failed = result.failed
+    if failed:
+        worst = failed[0].exit_status if len(failed) == len(result.hosts) else 7
+        names = ", ".join(h.alias for h in failed)
+        if len(failed) == len(result.hosts):
+            from foundation_cli.errors import FoundationError
+
+            err = FoundationError(f"every host failed: {failed[0].alias}: {failed[0].error}")
+            err.exit_status = worst  # type: ignore[misc]
+            raise err
+        raise PartialFailure(f"{len(failed)} of {len(result.hosts)} hosts failed: {names}")
+    if result.warnings and not run.settings.dry_run:
+        from foundation_cli.errors import UnreachableError
+
+        raise UnreachableError(result.warnings[0])
+
+
+def down_remote(*, purge: bool, only: list[str] | None) -> None:
+    from foundation_cli.core import cluster_config, orchestrator
+
+    run = current()
+    cfg = cluster_config.load(run.settings.config_path)
+    with HostProgress([h.address for h in cfg.hosts]) as progress:
+        results = orchestrator.down(cfg, purge=purge, only=only, prompt=_prompt, progress=progress)
+    if run.settings.json:
+        run.out.json([r.to_dict() for r in results])
+    else:
+        _print_results(results, title=None)
+    failed = [r for r in results if r.error]
+    if failed:
+        raise PartialFailure(f"{len(failed)} of {len(results)} hosts failed: {', '.join(r.alias for r in failed)}")
+
+
+def ssh_node(node: str, cmd: list[str]) -> None:
+    """Exec the system ssh with the cluster's settings (interactive when no command)."""
+    import os
+    import shutil
+
+    from foundation_cli.core import cluster_state
+    from foundation_cli.errors import NotFoundError, UsageError
+    from foundation_cli.raw.operation import RawOperation
+
+    run = current()
+    state = cluster_state.load() or {}
+    nodes = state.get("nodes") or {}
+    target = next((addr for addr, name in nodes.items() if name == node), None) or (
+        node if node in nodes or node in (state.get("hosts") or []) else None
+    )
+    if target is None:
+        known = ", ".join(sorted(nodes.values())) or "none (run `foundation up` first)"
+        raise NotFoundError(f"no node {node!r} in this cluster", hint=f"nodes: {known}")
+    s = state.get("ssh") or {}
+    argv = ["ssh"]
+    if s.get("identity_file"):
+        argv += ["-i", os.path.expanduser(s["identity_file"])]
+    if s.get("known_hosts"):
+        argv += ["-o", f"UserKnownHostsFile={os.path.expanduser(s['known_hosts'])}"]
+    if s.get("port"):
+        argv += ["-p", str(s["port"])]
+    argv.append(f"{s['user']}@{target}" if s.get("user") else target)
+    argv += cmd
+    op = RawOperation(kind="local-process", argv=argv)
+    op.finish()
+    run.recorder.add(op)
+    if run.settings.dry_run:
+        return
+    binary = shutil.which("ssh")
+    if not binary:
+        raise UsageError("ssh client not found on PATH")
+    import subprocess
+
+    code = subprocess.call([binary, *argv[1:]])
+    if code:
+        import typer
+
+        raise typer.Exit(code)

@@ -1,0 +1,394 @@
+"""One host's bring-up over SSH: probe → consul binary → consul config → consul service → agent.
+
+Every step compares what the host has with what it should have and only
+writes the difference, so a re-run says "unchanged". Each step is built from
+the SSH adapter's recorded ``run``/``upload`` calls, so ``--dry-run`` shows
+exactly these commands and uploads and ``--explain`` shows them as they run.
+
+Paths on a host (the same on every machine, nothing test-specific):
+
+    /etc/foundation/consul.d/foundation.json   Consul agent config
+    /var/lib/foundation/consul                 Consul data dir
+    /opt/foundation/bin/consul                 uploaded consul (when the host has none)
+    /opt/foundation/agent/lib                  the node agent (this package + deps)
+    /run/foundation/{consul,agent}.pid         supervisor pid files (no systemd)
+    /var/log/foundation/{consul,agent}.log     logs (no systemd)
+    /etc/systemd/system/foundation-{consul,agent}.service   (systemd hosts)
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from foundation_cli.errors import FoundationError
+from foundation_cli.tools.ssh import Connection
+
+CONFIG_DIR = "/etc/foundation/consul.d"
+CONFIG_FILE = f"{CONFIG_DIR}/foundation.json"
+DATA_DIR = "/var/lib/foundation/consul"
+RUN_DIR = "/run/foundation"
+LOG_DIR = "/var/log/foundation"
+UNIT_DIR = "/etc/systemd/system"
+MIN_CONSUL = (1, 8, 0)
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Probe:
+    """What a host has now (one read-only SSH command)."""
+
+    os: str = ""
+    arch: str = ""
+    init: str = ""
+    hostname: str = ""
+    python: str = ""
+    addr: str = ""
+    uid: str = ""
+    consul_path: str = ""
+    consul_version: str = ""
+    consul_running: bool = False
+    agent_running: bool = False
+    agent_sha: str = ""
+    config: str | None = None
+
+    @property
+    def systemd(self) -> bool:
+        return self.init == "systemd"
+
+    @property
+    def consul_ok(self) -> bool:
+        m = re.search(r"v(\d+)\.(\d+)\.(\d+)", self.consul_version)
+        return bool(self.consul_path and m and tuple(int(x) for x in m.groups()) >= MIN_CONSUL)
+
+    @property
+    def existing_config(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.config or "")
+        except ValueError:
+            return {}
+        return data if isinstance(data, dict) else {}
+
+
+PROBE_SCRIPT = r"""
+echo "os=$(. /etc/os-release 2>/dev/null; echo "$ID-$VERSION_ID")"
+echo "arch=$(uname -m)"
+echo "init=$(cat /proc/1/comm 2>/dev/null)"
+echo "hostname=$(hostname)"
+echo "python=$(PY -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)"
+echo "addr=$(echo "$SSH_CONNECTION" | cut -d' ' -f3)"
+echo "uid=$(id -u)"
+c=$(command -v consul || { [ -x INSTALL/bin/consul ] && echo INSTALL/bin/consul; })
+echo "consul_path=$c"
+echo "consul_version=$([ -n "$c" ] && "$c" version 2>/dev/null | head -1)"
+running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null && echo yes; }
+echo "consul_running=$(running RUN/consul.pid || { systemctl is-active -q foundation-consul 2>/dev/null && echo yes; })"
+echo "agent_running=$(running RUN/agent.pid || { systemctl is-active -q foundation-agent 2>/dev/null && echo yes; })"
+echo "agent_sha=$(cat INSTALL/agent/.bundle-sha256 2>/dev/null)"
+echo "--config--"
+cat CONFIG 2>/dev/null
+"""
+
+
+def probe(conn: Connection, *, install_root: str, python: str) -> Probe:
+    """Ask the host what it has (read-only: also runs in a dry run)."""
+    script = (
+        PROBE_SCRIPT.replace("INSTALL", install_root)
+        .replace("RUN/", RUN_DIR + "/")
+        .replace("CONFIG", CONFIG_FILE)
+        .replace("PY ", shlex.quote(python) + " ")
+        .strip()
+    )
+    res = conn.run(f"sh -c {shlex.quote(script)}", write=False, timeout=60)
+    head, _, config = res.stdout.partition("--config--\n")
+    p = Probe(config=config if config.strip() else None)
+    for line in head.splitlines():
+        key, _, value = line.partition("=")
+        if key in ("consul_running", "agent_running"):
+            setattr(p, key, value.strip() == "yes")
+        elif hasattr(p, key) and key != "config":
+            setattr(p, key, value.strip())
+    if not p.addr:
+        p.addr = conn.target.hostname
+    return p
+
+
+@dataclass
+class HostPlan:
+    """What one host should end up with (computed by the orchestrator from the whole cluster)."""
+
+    alias: str
+    address: str
+    node_name: str
+    server: bool
+    consul_config: dict[str, Any]
+    install_root: str = "/opt/foundation"
+    python: str = "python3"
+    http_port: int = 8500
+    agent_env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class StepResult:
+    step: str
+    state: str  # unchanged | written | uploaded | started | restarted | failed | skipped
+    detail: str = ""
+    diff: str = ""
+
+
+@dataclass
+class HostResult:
+    alias: str
+    node_name: str = ""
+    role: str = ""
+    address: str = ""
+    steps: list[StepResult] = field(default_factory=list)
+    error: str | None = None
+    exit_status: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        if self.error:
+            return "failed"
+        changed = [s for s in self.steps if s.state not in ("unchanged", "skipped")]
+        return "changed" if changed else "unchanged"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "host": self.alias,
+            "node": self.node_name,
+            "role": self.role,
+            "address": self.address,
+            "state": self.state,
+            "error": self.error,
+            "steps": [s.__dict__ for s in self.steps],
+            "warnings": self.warnings,
+        }
+
+
+def render_config(config: dict[str, Any]) -> str:
+    return json.dumps(config, indent=2, sort_keys=True) + "\n"
+
+
+def unified_diff(old: str | None, new: str, path: str) -> str:
+    return "".join(
+        difflib.unified_diff(
+            (old or "").splitlines(keepends=True), new.splitlines(keepends=True), f"{path} (host)", f"{path} (new)"
+        )
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps
+
+
+def ensure_consul(
+    conn: Connection, p: Probe, plan: HostPlan, *, local_binary: bytes | None, say: Progress
+) -> tuple[StepResult, str]:
+    """Use the host's consul when it is recent enough, else upload ours (sha256 checked)."""
+    if p.consul_ok:
+        return StepResult("consul binary", "unchanged", f"{p.consul_path} ({p.consul_version})"), p.consul_path
+    if local_binary is None:
+        raise FoundationError(
+            f"{plan.alias}: no consul ≥ {'.'.join(map(str, MIN_CONSUL))} on the host and no local binary to upload",
+            hint="install consul locally or pass --consul-binary PATH",
+        )
+    target = f"{plan.install_root}/bin/consul"
+    digest = hashlib.sha256(local_binary).hexdigest()
+    say(f"uploading consul ({len(local_binary) // (1 << 20)} MiB)")
+    conn.upload(target, local_binary, mode=0o755)
+    res = conn.run(f"sha256sum {shlex.quote(target)}", timeout=60)
+    if not conn_dry(conn) and res.stdout.split()[:1] != [digest]:
+        raise FoundationError(f"{plan.alias}: consul upload corrupted (sha256 mismatch)")
+    return StepResult("consul binary", "uploaded", f"{target} sha256 {digest[:12]}"), target
+
+
+def conn_dry(conn: Connection) -> bool:
+    from foundation_cli.raw.recorder import current_recorder
+
+    return current_recorder().dry_run
+
+
+def write_consul_config(conn: Connection, p: Probe, plan: HostPlan) -> StepResult:
+    text = render_config(plan.consul_config)
+    if p.config == text:
+        return StepResult("consul config", "unchanged", CONFIG_FILE)
+    diff = unified_diff(p.config, text, CONFIG_FILE)
+    conn.run(f"mkdir -p {DATA_DIR} {RUN_DIR} {LOG_DIR} && chmod 700 {DATA_DIR}")
+    conn.upload(CONFIG_FILE, text.encode(), mode=0o640)
+    return StepResult("consul config", "written" if p.config else "created", CONFIG_FILE, diff=diff)
+
+
+def _supervised_start(name: str, argv: list[str], env: dict[str, str]) -> str:
+    """A detached shell loop that runs ``argv`` and restarts it if it exits; its pid (= process group) in a file."""
+    env_words = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+    cmd = ("env " + env_words + " " if env_words else "") + " ".join(shlex.quote(a) for a in argv)
+    loop = (
+        f'echo $$ > {RUN_DIR}/{name}.pid; while :; do {cmd}; echo "foundation: {name} exited with $? at $(date)"; '
+        "sleep 1; done"
+    )
+    return (
+        f"mkdir -p {RUN_DIR} {LOG_DIR} && cd / && "
+        f"(nohup setsid sh -c {shlex.quote(loop)} >>{LOG_DIR}/{name}.log 2>&1 </dev/null &) && "
+        f"for i in $(seq 50); do [ -s {RUN_DIR}/{name}.pid ] && break; sleep 0.1; done"
+    )
+
+
+def _supervised_stop(name: str, *, before_kill: str = "") -> str:
+    """Stop the loop first (so it does not restart the child), then the child's process group."""
+    pid = f"{RUN_DIR}/{name}.pid"
+    return (
+        f'if [ -f {pid} ]; then p=$(cat {pid}); kill -TERM "$p" 2>/dev/null; {before_kill}'
+        f'kill -TERM -- "-$p" 2>/dev/null; for i in $(seq 100); do kill -0 -- "-$p" 2>/dev/null || break; sleep 0.1; done; '
+        f'kill -KILL -- "-$p" 2>/dev/null; rm -f {pid}; fi; true'
+    )
+
+
+def _unit(description: str, argv: list[str], env: dict[str, str]) -> str:
+    env_lines = "".join(f"Environment={k}={v}\n" for k, v in env.items())
+    return (
+        f"[Unit]\nDescription={description}\nAfter=network-online.target\nWants=network-online.target\n\n"
+        f"[Service]\nExecStart={' '.join(shlex.quote(a) for a in argv)}\n{env_lines}"
+        "Restart=on-failure\nRestartSec=1\nKillSignal=SIGTERM\n\n[Install]\nWantedBy=multi-user.target\n"
+    )
+
+
+def ensure_service(
+    conn: Connection,
+    p: Probe,
+    *,
+    name: str,
+    description: str,
+    argv: list[str],
+    env: dict[str, str],
+    running: bool,
+    restart: bool,
+) -> StepResult:
+    """Start (or restart) a long-running process: a systemd unit, or a supervised background loop."""
+    if running and not restart:
+        return StepResult(name, "unchanged", "running")
+    unit_name = f"foundation-{name}"
+    if p.systemd:
+        unit = _unit(description, argv, env)
+        conn.upload(f"{UNIT_DIR}/{unit_name}.service", unit.encode())
+        verb = "restart" if running else "start"
+        conn.run(f"systemctl daemon-reload && systemctl enable -q {unit_name} && systemctl {verb} {unit_name}")
+    else:
+        if running:
+            conn.run(_supervised_stop(name))
+        conn.run(_supervised_start(name, argv, env))
+    return StepResult(name, "restarted" if running else "started")
+
+
+def install_agent(conn: Connection, p: Probe, plan: HostPlan, bundle, say: Progress) -> StepResult:
+    """Upload and unpack the agent bundle unless the host already has this exact one."""
+    if p.agent_sha == bundle.sha256:
+        return StepResult("agent install", "unchanged", f"bundle {bundle.sha256[:12]}")
+    if p.python and p.python != bundle.python or p.arch and p.arch != bundle.arch:
+        detail = f"host python {p.python or '?'} / {p.arch}, bundle built for {bundle.python} / {bundle.arch}"
+    else:
+        detail = f"bundle {bundle.sha256[:12]} ({bundle.size // 1024} KiB)"
+    say(f"uploading the node agent ({bundle.size // 1024} KiB)")
+    root = plan.install_root
+    tarball = f"{root}/agent/bundle.tar.gz"
+    conn.upload(tarball, bundle.path.read_bytes(), mode=0o644)
+    conn.run(
+        f"set -e; cd {root}/agent; echo '{bundle.sha256}  bundle.tar.gz' | sha256sum -c --quiet; "
+        f"rm -rf lib.new; mkdir lib.new; tar -xzf bundle.tar.gz -C lib.new; rm -rf lib; mv lib.new lib; "
+        f"echo {bundle.sha256} > .bundle-sha256",
+        timeout=300,
+    )
+    return StepResult("agent install", "installed" if not p.agent_sha else "updated", detail)
+
+
+def agent_argv(plan: HostPlan) -> list[str]:
+    return [plan.python, "-m", "foundation_cli", "agent", "run"]
+
+
+def agent_env(plan: HostPlan) -> dict[str, str]:
+    env = {
+        "PYTHONPATH": f"{plan.install_root}/agent/lib",
+        "CONSUL_HTTP_ADDR": f"http://127.0.0.1:{plan.http_port}",
+        "FOUNDATION_NODE": plan.node_name,
+    }
+    env.update(plan.agent_env)
+    return env
+
+
+def apply(
+    conn: Connection,
+    p: Probe,
+    plan: HostPlan,
+    *,
+    local_binary: bytes | None,
+    bundle,
+    say: Progress,
+) -> list[StepResult]:
+    """Bring one host to its plan; returns what each step did."""
+    steps: list[StepResult] = []
+    say("consul binary")
+    step, consul_path = ensure_consul(conn, p, plan, local_binary=local_binary, say=say)
+    steps.append(step)
+    say("consul config")
+    cfg_step = write_consul_config(conn, p, plan)
+    steps.append(cfg_step)
+    say("consul service")
+    steps.append(
+        ensure_service(
+            conn,
+            p,
+            name="consul",
+            description="Consul agent (Foundation)",
+            argv=[consul_path, "agent", f"-config-dir={CONFIG_DIR}"],
+            env={},
+            running=p.consul_running,
+            restart=cfg_step.state != "unchanged" or step.state != "unchanged",
+        )
+    )
+    say("node agent")
+    inst = install_agent(conn, p, plan, bundle, say)
+    steps.append(inst)
+    steps.append(
+        ensure_service(
+            conn,
+            p,
+            name="agent",
+            description="Foundation node agent",
+            argv=agent_argv(plan),
+            env=agent_env(plan),
+            running=p.agent_running,
+            restart=inst.state != "unchanged",
+        )
+    )
+    return steps
+
+
+def teardown(conn: Connection, p: Probe, *, install_root: str, http_port: int, purge: bool) -> list[StepResult]:
+    """Stop the agent, leave the cluster gracefully, stop consul, remove services; purge deletes data too."""
+    steps = []
+    if p.systemd:
+        conn.run(
+            "systemctl disable --now -q foundation-agent foundation-consul 2>/dev/null; "
+            f"rm -f {UNIT_DIR}/foundation-agent.service {UNIT_DIR}/foundation-consul.service; "
+            "systemctl daemon-reload; true"
+        )
+        steps.append(StepResult("services", "removed"))
+    else:
+        conn.run(_supervised_stop("agent"))
+        steps.append(StepResult("agent", "stopped" if p.agent_running else "unchanged"))
+        consul = p.consul_path or "consul"
+        leave = f"{shlex.quote(consul)} leave -http-addr=http://127.0.0.1:{http_port} >/dev/null 2>&1; "
+        conn.run(_supervised_stop("consul", before_kill=leave))
+        steps.append(StepResult("consul", "left and stopped" if p.consul_running else "unchanged"))
+    if purge:
+        conn.run(f"rm -rf {DATA_DIR} {CONFIG_DIR} {install_root}/agent {install_root}/bin/consul {LOG_DIR}")
+        steps.append(StepResult("data", "purged"))
+    return steps
