@@ -1,0 +1,549 @@
+"""The agent's placement task: run the singletons this node holds and its replicated instances.
+
+Inputs, each from a blocking query (no polling): the specs under
+``foundation/services/`` and the lock keys under ``foundation/locks/``.
+One reconciler thread turns them into actions; the session thread
+(:mod:`.session`) fences independently of it, so a reconciler stuck on a slow
+Consul call can never delay a fence.
+
+Singleton: contend with ``PUT /v1/kv/foundation/locks/<name>?acquire=<session>``
+when the key has no holder; the winner starts the process. A refused acquire
+of a free key means lock-delay is in force: retry every ``acquire_retry``.
+Replicated: every node whose node-meta matches runs one instance.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+from foundation_cli.agent.context import AgentContext, _short, backoff
+from foundation_cli.agent.session import NodeSession
+from foundation_cli.agent.supervisor import FenceGuard, Instance
+from foundation_cli.agent.timing import Timing
+from foundation_cli.core import keys
+from foundation_cli.core.service_spec import ServiceSpec
+
+BLOCKING_WAIT = "60s"
+
+
+def service_registration(spec: ServiceSpec, node: str, timing: Timing) -> dict:
+    """Body of ``PUT /v1/agent/service/register`` for an instance (shown by ``--explain`` too)."""
+    checks: list[dict] = [
+        {
+            "CheckID": f"foundation:{spec.name}",
+            "Name": f"process {spec.name} alive",
+            "TTL": f"{int(timing.service_ttl)}s",
+            "Status": "passing",
+        }
+    ]
+    if spec.check_http:
+        checks.append({"CheckID": f"foundation:{spec.name}:http", "HTTP": spec.check_http, "Interval": "10s"})
+    if spec.check_tcp:
+        checks.append({"CheckID": f"foundation:{spec.name}:tcp", "TCP": spec.check_tcp, "Interval": "10s"})
+    body: dict = {
+        "ID": spec.name,
+        "Name": spec.name,
+        "Tags": list(spec.tags),
+        "Meta": {"foundation_mode": spec.mode, "foundation_generation": str(spec.generation)},
+        "Checks": checks,
+    }
+    if spec.port:
+        body["Port"] = spec.port
+    return body
+
+
+def restart_delay(attempt: int) -> float:
+    """Restart backoff: 0.5 s, 1 s, 2 s … capped at 30 s."""
+    return min(30.0, 0.5 * (2 ** min(attempt, 10)))
+
+
+class Placement:
+    def __init__(self, ctx: AgentContext, stop: threading.Event, timing: Timing | None = None) -> None:
+        self.ctx = ctx
+        self.log = ctx.logger
+        self.stop = stop
+        self.timing = timing or Timing.from_env()
+        self.wake = threading.Event()
+        self.lock = threading.RLock()  # reconciler state
+        self.spawn_lock = threading.Lock()  # spawn vs. fence
+        self.specs: dict[str, ServiceSpec] = {}
+        self.specs_loaded = False
+        self.holders: dict[str, str | None] = {}  # lock name -> session holding it
+        self.instances: dict[str, Instance] = {}
+        self.held: set[str] = set()
+        self.restart_at: dict[str, float] = {}
+        self.acquire_at: dict[str, float] = {}
+        self.registered: dict[str, str] = {}  # name -> digest registered
+        self.status_sent: dict[str, str] = {}
+        self.session_retry_at = 0.0
+        self.next_housekeeping = 0.0
+        self.services_dir = ctx.node_dir() / "services"
+        self.guard = FenceGuard(ctx.node_dir(), self.timing.fence_kill_grace)
+        self.session = NodeSession(
+            ctx, self.timing, on_fence=self._fence, on_lost=self._session_lost, on_confirmed=self.wake.set
+        )
+        self.client = ctx.consul(timeout=5.0)
+
+    # ================================================================ threads
+    def run(self) -> None:
+        self.guard.start()
+        self._adopt()
+        self._destroy_stale_sessions()
+        for name, target in (
+            ("specs", lambda: self._watch(keys.SERVICES, self._apply_specs)),
+            ("locks", lambda: self._watch(keys.LOCKS, self._apply_locks)),
+            ("session", lambda: self.session.run(self.stop)),
+            ("stop", lambda: (self.stop.wait(), self.wake.set())),
+        ):
+            threading.Thread(target=target, daemon=True, name=f"placement-{name}").start()
+        while not self.stop.is_set():
+            try:
+                timeout = self._reconcile()
+            except Exception as exc:  # noqa: BLE001 - the loop must survive anything Consul does
+                self.log.warning("placement: %s; retrying", _short(exc))
+                timeout = 1.0
+            self.wake.wait(timeout)
+            self.wake.clear()
+        self._shutdown()
+
+    def _watch(self, prefix: str, apply) -> None:
+        client = self.ctx.consul(timeout=10.0)
+        index = None
+        attempt = 0
+        while not self.stop.is_set():
+            try:
+                new_index, data = client.kv.get(prefix, recurse=True, index=index, wait=BLOCKING_WAIT)
+                attempt = 0
+            except Exception as exc:  # noqa: BLE001
+                if attempt == 0:
+                    self.log.warning("watch %s: %s; retrying", prefix, _short(exc))
+                self.stop.wait(backoff(attempt))
+                attempt += 1
+                continue
+            new_index = int(new_index)
+            index = None if index is not None and new_index < int(index) else new_index
+            apply(data or [])
+            self.wake.set()
+
+    def _apply_specs(self, items: list[dict]) -> None:
+        specs: dict[str, ServiceSpec] = {}
+        for item in items:
+            name = item["Key"][len(keys.SERVICES) :]
+            if not name or "/" in name or item.get("Value") is None:
+                continue
+            try:
+                specs[name] = ServiceSpec.from_json(item["Value"]).validate()
+            except Exception as exc:  # noqa: BLE001
+                self.log.warning("ignoring malformed spec %s: %s", name, _short(exc))
+        with self.lock:
+            self.specs = specs
+            self.specs_loaded = True
+
+    def _apply_locks(self, items: list[dict]) -> None:
+        holders = {}
+        for item in items:
+            name = item["Key"][len(keys.LOCKS) :]
+            if name and "/" not in name:
+                holders[name] = item.get("Session")
+        self.holders = holders
+
+    # ================================================================ fencing (session thread)
+    def _singletons(self) -> list[Instance]:
+        return [i for i in list(self.instances.values()) if i.mode == "singleton"]
+
+    def _kill_singletons(self, why: str) -> None:
+        with self.spawn_lock:
+            victims = [i for i in self._singletons() if i.state == "running"]
+            threads = [
+                threading.Thread(target=i.terminate, args=(self.timing.fence_kill_grace,), daemon=True) for i in victims
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            for inst in victims:
+                inst.state = "fenced"
+                self.log.warning("%s stopped (%s)", inst.name, why)
+        self._update_guard()
+        self.wake.set()
+
+    def _fence(self) -> None:
+        self._kill_singletons("fenced: session not confirmed")
+
+    def _session_lost(self) -> None:
+        self._kill_singletons("session invalidated: lock lost")
+        with self.lock:
+            self.held.clear()
+        self.wake.set()
+
+    def _update_guard(self) -> None:
+        pgids = [i.pgid for i in self._singletons() if i.pgid and i.state == "running"]
+        try:
+            self.guard.ensure()
+            self.guard.update(pgids)
+        except OSError as exc:
+            self.log.warning("fence guard: %s", exc)
+
+    # ================================================================ reconcile
+    def _reconcile(self) -> float:
+        """One pass; returns how long to sleep at most before the next."""
+        now = time.monotonic()
+        if not self.specs_loaded:
+            return 1.0
+        timers: list[float] = []
+        with self.lock:
+            if self.session.id is None and now >= self.session_retry_at and not self.stop.is_set():
+                self._create_session()
+            for name in list(self.instances):
+                spec = self.specs.get(name)
+                inst = self.instances[name]
+                if spec is None or spec.mode != inst.mode or not spec.eligible(self.ctx.node_meta):
+                    self._remove(
+                        name, graceful=True, reason="spec removed" if spec is None else "no longer placed here"
+                    )
+            for name in list(self.held):
+                spec = self.specs.get(name)
+                if spec is None or spec.mode != "singleton" or not spec.eligible(self.ctx.node_meta):
+                    self._release(name)
+            for _name, spec in sorted(self.specs.items()):
+                if not spec.eligible(self.ctx.node_meta):
+                    continue
+                if spec.mode == "replicated":
+                    self._ensure_running(spec, timers)
+                else:
+                    self._singleton(spec, timers)
+            for name in [n for n in self.status_sent if n not in self.instances]:
+                self._delete_status(name)
+            if now >= self.next_housekeeping:
+                self._housekeeping()
+                self.next_housekeeping = now + self.timing.housekeeping
+            timers.append(self.next_housekeeping)
+            if self.session.id is None:
+                timers.append(self.session_retry_at)
+        wait = min(timers) - time.monotonic() if timers else self.timing.housekeeping
+        return max(0.02, min(wait, self.timing.housekeeping))
+
+    def _create_session(self) -> None:
+        try:
+            self.session.create(self.client)
+        except Exception as exc:  # noqa: BLE001 - no leader / check not yet synced: retry soon
+            self.log.warning("session create failed: %s; retrying", _short(exc))
+            self.session_retry_at = time.monotonic() + 1.0
+
+    def _singleton(self, spec: ServiceSpec, timers: list[float]) -> None:
+        name = spec.name
+        sid = self.session.id
+        now = time.monotonic()
+        if name in self.held:
+            holder = self.holders.get(name, sid)
+            if holder != sid and not self._still_ours(name):
+                self.log.warning("%s: lock no longer ours (holder %s)", name, holder)
+                self.held.discard(name)
+                self._remove(name, graceful=False, reason="lock lost")
+                return
+            if not self.session.confirmed(within=self.timing.fence_timeout / 2):
+                return  # fenced or not yet re-confirmed: the session thread wakes us
+            self._ensure_running(spec, timers)
+            return
+        inst = self.instances.get(name)
+        if inst is not None:
+            self._remove(name, graceful=False, reason="not the lock holder")
+        if sid is None or not self.session.confirmed() or self.holders.get(name):
+            return
+        if now < self.acquire_at.get(name, 0.0):
+            timers.append(self.acquire_at[name])
+            return
+        sent = time.monotonic()
+        try:
+            ok = self.client.kv.put(keys.LOCKS + name, json.dumps({"node": self.ctx.node}), acquire=sid)
+        except Exception as exc:  # noqa: BLE001
+            self.log.debug("acquire %s: %s", name, _short(exc))
+            ok = False
+        if ok:
+            self.session.mark_confirmed(sent)
+            self.held.add(name)
+            self.holders[name] = sid
+            self.acquire_at.pop(name, None)
+            self.log.info("%s: lock acquired", name)
+            self._ensure_running(spec, timers)
+        else:
+            self.acquire_at[name] = time.monotonic() + self.timing.acquire_retry
+            timers.append(self.acquire_at[name])
+
+    def _still_ours(self, name: str) -> bool:
+        """Consistent read of the lock key: the watch may lag behind our own acquire."""
+        try:
+            _i, data = self.client.kv.get(keys.LOCKS + name, consistency="consistent")
+        except Exception:  # noqa: BLE001 - cannot tell: keep it (fencing covers a partition)
+            return True
+        holder = (data or {}).get("Session")
+        self.holders[name] = holder
+        return holder is not None and holder == self.session.id
+
+    def _release(self, name: str) -> None:
+        self.held.discard(name)
+        sid = self.session.id
+        if sid:
+            try:
+                self.client.kv.put(keys.LOCKS + name, json.dumps({"node": self.ctx.node}), release=sid)
+            except Exception as exc:  # noqa: BLE001
+                self.log.warning("release %s: %s", name, _short(exc))
+
+    # ---------------------------------------------------------------- instances
+    def _ensure_running(self, spec: ServiceSpec, timers: list[float]) -> None:
+        name = spec.name
+        inst = self.instances.get(name)
+        now = time.monotonic()
+        if inst is not None and inst.digest != spec.digest():
+            self.log.info("%s: spec changed (generation %d): restarting", name, spec.generation)
+            restarts = inst.restarts
+            inst.terminate(self.timing.stop_grace)
+            inst = self._new_instance(spec)
+            inst.restarts = restarts
+        if inst is None:
+            inst = self._new_instance(spec)
+        if inst.state == "running":
+            if inst.alive():
+                if self.registered.get(name) != inst.digest:
+                    self._register(spec)
+                self._report(inst)
+            return  # (not alive: its waiter thread reports the exit and wakes us)
+        if inst.state in ("exited", "failed", "backoff"):
+            policy = spec.restart
+            if policy == "never" or (policy == "on-failure" and inst.exit_code == 0):
+                self._report(inst)
+                return
+            due = self.restart_at.get(name, 0.0)
+            if now < due:
+                inst.state = "backoff"
+                self._report(inst)
+                timers.append(due)
+                return
+            inst.restarts += 1
+        self._spawn(inst, spec)
+
+    def _new_instance(self, spec: ServiceSpec) -> Instance:
+        inst = Instance(spec, self.services_dir / spec.name, self.ctx.node)
+        self.instances[spec.name] = inst
+        return inst
+
+    def _spawn(self, inst: Instance, spec: ServiceSpec) -> None:
+        extra = {"FOUNDATION_SERVICE": spec.name, "FOUNDATION_NODE": self.ctx.node, "FOUNDATION_MODE": spec.mode}
+        if spec.port:
+            extra["PORT"] = str(spec.port)
+        with self.spawn_lock:
+            if spec.mode == "singleton" and not self.session.confirmed(within=self.timing.fence_timeout / 2):
+                return
+            try:
+                inst.spawn(extra, self._on_exit)
+            except OSError as exc:
+                inst.state, inst.error, inst.exit_code = "failed", f"cannot execute: {exc.strerror}", 127
+                self.restart_at[spec.name] = time.monotonic() + restart_delay(inst.restarts)
+                self.log.warning("%s: %s", spec.name, inst.error)
+                self._report(inst)
+                return
+        self.log.info("%s: started pid %d (%s)", spec.name, inst.pid, spec.mode)
+        if spec.mode == "singleton":
+            self._update_guard()
+        self._register(spec)
+        self._report(inst)
+
+    def _on_exit(self, inst: Instance) -> None:
+        """Exit of a process (waiter thread): decide the restart time, wake the reconciler."""
+        if inst.stopping:
+            return
+        ran = time.monotonic() - inst.started_mono
+        attempt = 0 if ran > 30 else inst.restarts
+        inst.state = "exited" if inst.exit_code == 0 else "failed"
+        self.restart_at[inst.name] = time.monotonic() + restart_delay(attempt)
+        self.log.warning("%s: pid %s exited with %s after %.1fs", inst.name, inst.pid, inst.exit_code, ran)
+        if inst.mode == "singleton":
+            self._update_guard()
+        try:
+            self.client.agent.check.ttl_fail(f"foundation:{inst.name}", notes=f"exited with {inst.exit_code}")
+        except Exception:  # noqa: BLE001
+            pass
+        self.wake.set()
+
+    def _remove(self, name: str, *, graceful: bool, reason: str) -> None:
+        inst = self.instances.pop(name, None)
+        if inst is not None:
+            inst.terminate(self.timing.stop_grace if graceful else self.timing.fence_kill_grace)
+            self.log.info("%s: stopped (%s)", name, reason)
+            if inst.mode == "singleton":
+                self._update_guard()
+        if name in self.held:
+            self._release(name)
+        self.restart_at.pop(name, None)
+        self._deregister(name)
+        self._delete_status(name)
+
+    # ---------------------------------------------------------------- consul side effects
+    def _register(self, spec: ServiceSpec) -> None:
+        body = service_registration(spec, self.ctx.node, self.timing)
+        try:
+            self.client.http.put(_ok, "/v1/agent/service/register", data=json.dumps(body))
+            self.registered[spec.name] = spec.digest()
+        except Exception as exc:  # noqa: BLE001
+            self.log.warning("register %s: %s", spec.name, _short(exc))
+
+    def _deregister(self, name: str) -> None:
+        if self.registered.pop(name, None) is None:
+            return
+        try:
+            self.client.agent.service.deregister(name)
+        except Exception as exc:  # noqa: BLE001
+            self.log.warning("deregister %s: %s", name, _short(exc))
+
+    def _report(self, inst: Instance) -> None:
+        text = json.dumps(inst.status(), sort_keys=True)
+        if self.status_sent.get(inst.name) == text:
+            return
+        try:
+            self.client.kv.put(f"{keys.STATUS}{inst.name}/{self.ctx.node}", text)
+            self.status_sent[inst.name] = text
+        except Exception as exc:  # noqa: BLE001
+            self.log.debug("status %s: %s", inst.name, _short(exc))
+
+    def _delete_status(self, name: str) -> None:
+        try:
+            self.client.kv.delete(f"{keys.STATUS}{name}/{self.ctx.node}")
+            self.status_sent.pop(name, None)
+        except Exception as exc:  # noqa: BLE001
+            self.log.debug("status delete %s: %s", name, _short(exc))
+
+    def _housekeeping(self) -> None:
+        for name, inst in list(self.instances.items()):
+            if inst.state == "running" and name in self.registered:
+                try:
+                    self.client.agent.check.ttl_pass(f"foundation:{name}")
+                except Exception as exc:  # noqa: BLE001 - e.g. the local Consul lost its state: register again
+                    self.log.debug("ttl pass %s: %s", name, _short(exc))
+                    self.registered.pop(name, None)
+            try:
+                inst.rotate_log()
+            except OSError:
+                pass
+        self._update_guard()
+
+    # ---------------------------------------------------------------- adopt / shutdown
+    def _adopt(self) -> None:
+        """Agent restart: keep live replicated instances we started; stop anything else we find."""
+        if not self.services_dir.exists():
+            return
+        specs = self._read_specs_once()
+        for directory in sorted(p for p in self.services_dir.iterdir() if p.is_dir()):
+            spec = specs.get(directory.name)
+            inst, meta = Instance.load(spec, directory, self.ctx.node)
+            if inst is None:
+                if meta:
+                    (directory / "instance.json").unlink(missing_ok=True)
+                continue
+            keep = (
+                spec is not None
+                and spec.mode == "replicated"
+                and inst.mode == "replicated"
+                and inst.digest == spec.digest()
+                and spec.eligible(self.ctx.node_meta)
+            )
+            if keep:
+                self.instances[inst.name] = inst
+                inst.watch_adopted(self._on_exit)
+                self.log.info("%s: adopted pid %d from the previous agent run", inst.name, inst.pid)
+            else:
+                self.log.info("%s: stopping pid %d left by the previous agent run", directory.name, inst.pid)
+                inst.terminate(self.timing.stop_grace)
+
+    def _destroy_stale_sessions(self) -> None:
+        """Sessions of a previous agent run on this node (same name) would hold its locks forever:
+        the new run re-registers the same TTL check, so they never turn critical on their own."""
+        from foundation_cli.agent.session import session_body
+
+        name = session_body(self.ctx, self.timing)["Name"]
+        attempt = 0
+        while not self.stop.is_set():
+            try:
+                _i, sessions = self.client.session.node(self.ctx.node)
+                for item in sessions or []:
+                    if item.get("Name") == name:
+                        self.client.session.destroy(item["ID"])
+                        self.log.info("destroyed session %s of a previous agent run", item["ID"])
+                return
+            except Exception as exc:  # noqa: BLE001
+                if attempt == 0:
+                    self.log.warning("listing this node's sessions: %s; retrying", _short(exc))
+                self.stop.wait(backoff(attempt))
+                attempt += 1
+
+    def _read_specs_once(self) -> dict[str, ServiceSpec]:
+        attempt = 0
+        while not self.stop.is_set():
+            try:
+                _i, items = self.client.kv.get(keys.SERVICES, recurse=True)
+                self._apply_specs(items or [])
+                return dict(self.specs)
+            except Exception:  # noqa: BLE001
+                self.stop.wait(backoff(attempt))
+                attempt += 1
+        return {}
+
+    def _shutdown(self) -> None:
+        """SIGTERM: stop every process; release each singleton lock as soon as its process is gone."""
+        self.log.info("shutting down: stopping %d instance(s)", len(self.instances))
+
+        def stop_one(name: str) -> None:
+            inst = self.instances.get(name)
+            if inst is None:
+                return
+            inst.terminate(self.timing.stop_grace)
+            if name in self.held:
+                self._release_quick(name)
+
+        threads = [threading.Thread(target=stop_one, args=(n,), daemon=True) for n in list(self.instances)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(self.timing.stop_grace + 3)
+        for name in list(self.held):
+            self._release_quick(name)
+        self._update_guard()
+        for name in list(self.instances):
+            self._deregister(name)
+            self._delete_status(name)
+        self.instances.clear()
+        try:
+            self.session.destroy(self.client)
+        except Exception as exc:  # noqa: BLE001
+            self.log.warning("session destroy: %s", _short(exc))
+        self.guard.close()
+
+    def _release_quick(self, name: str) -> None:
+        client = self.ctx.consul(timeout=2.0)
+        sid = self.session.id
+        self.held.discard(name)
+        for attempt in range(3):
+            try:
+                client.kv.put(keys.LOCKS + name, json.dumps({"node": self.ctx.node}), release=sid)
+                self.log.info("%s: lock released", name)
+                return
+            except Exception:  # noqa: BLE001
+                time.sleep(backoff(attempt, cap=1.0))
+
+
+def _ok(response):
+    from consul.callback import CB
+
+    return CB.boolean()(response)
+
+
+def run(ctx: AgentContext, stop: threading.Event) -> None:
+    """Agent task entry point (see :mod:`foundation_cli.agent.tasks`)."""
+    Placement(ctx, stop).run()
+
+
+def instance_dir(data_root: Path, node: str, name: str) -> Path:
+    """Where a node keeps an instance's pid file and log (``foundation logs`` reads it)."""
+    return data_root / "nodes" / node / "services" / name

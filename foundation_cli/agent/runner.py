@@ -1,0 +1,204 @@
+"""``foundation agent run``: register the agent, keep its TTL check passing, run the tasks, stop cleanly.
+
+Contract with ``foundation up`` (issue 3): started on every node as
+``python3 -m foundation_cli agent run`` with ``CONSUL_HTTP_ADDR`` (the node's
+Consul agent) and ``FOUNDATION_NODE`` (its Consul node name). Every failure to
+reach Consul is retried with backoff — leader elections answer 500, a
+restarting local agent refuses connections — and never ends the agent.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+
+from foundation_cli.agent import tasks as task_registry
+from foundation_cli.agent.context import (
+    AGENT_SERVICE,
+    AgentContext,
+    AgentRecorder,
+    ExplainLog,
+    _short,
+    backoff,
+    data_root,
+    retrying,
+)
+from foundation_cli.agent.timing import Timing
+from foundation_cli.errors import UsageError
+from foundation_cli.raw.recorder import set_process_recorder
+from foundation_cli.raw.secrets import MaskingFilter
+from foundation_cli.settings import Settings
+
+TASK_JOIN_TIMEOUT = 15.0
+
+
+def agent_registration(node: str, timing: Timing) -> dict:
+    """Body of ``PUT /v1/agent/service/register`` for the agent itself."""
+    return {
+        "ID": f"{AGENT_SERVICE}-{node}",
+        "Name": AGENT_SERVICE,
+        "Meta": {"node": node, "pid": str(os.getpid())},
+        "Check": {
+            "CheckID": f"{AGENT_SERVICE}-{node}:ttl",
+            "Name": "foundation agent alive",
+            "TTL": f"{int(timing.agent_ttl)}s",
+            "Status": "passing",
+        },
+    }
+
+
+def setup_logging(node: str | None, verbose: int) -> logging.Logger:
+    logger = logging.getLogger("foundation.agent")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s agent[%(node)s] %(message)s"))
+        handler.addFilter(MaskingFilter())
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+    _NodeFilter.node = node or "?"
+    for h in logger.handlers:
+        if not any(isinstance(f, _NodeFilter) for f in h.filters):
+            h.addFilter(_NodeFilter())
+    return logger
+
+
+class _NodeFilter(logging.Filter):
+    node = "?"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.node = _NodeFilter.node
+        return True
+
+
+class Agent:
+    def __init__(self, settings: Settings, *, node: str | None = None, explain: bool = False, verbose: int = 0) -> None:
+        self.settings = settings
+        self.requested_node = node or os.environ.get("FOUNDATION_NODE") or None
+        self.stop = threading.Event()
+        self.log = setup_logging(self.requested_node, verbose)
+        self.recorder = AgentRecorder()
+        if explain:
+            self.recorder.subscribe(ExplainLog(self.log))
+        set_process_recorder(self.recorder)
+        self.timing = Timing.from_env()
+        self._lock_fd: int | None = None
+
+    def _client(self, timeout: float = 5.0):
+        from foundation_cli.tools import consul as consul_tool
+
+        return consul_tool.connect(self.settings, recorder=self.recorder, timeout=timeout)
+
+    # ------------------------------------------------------------------ lifecycle
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop.set())
+        client = self._client()
+        self.log.info("connecting to Consul at %s", self.settings.consul_addr)
+        me = retrying(client.agent.self, self.stop, self.log, "reading /v1/agent/self")
+        if me is None:
+            return 0
+        consul_node = me["Config"]["NodeName"]
+        node = self.requested_node or consul_node
+        if node != consul_node:
+            raise UsageError(
+                f"FOUNDATION_NODE/--node is {node!r} but the Consul agent at {self.settings.consul_addr} is node "
+                f"{consul_node!r}",
+                hint="point CONSUL_HTTP_ADDR at this node's own Consul agent",
+            )
+        _NodeFilter.node = node
+        meta = dict(me.get("Meta") or {})
+        ctx = AgentContext(
+            node=node,
+            settings=self.settings,
+            logger=self.log,
+            recorder=self.recorder,
+            data_dir=data_root(),
+            agent_service_id=f"{AGENT_SERVICE}-{node}",
+            agent_check_id=f"{AGENT_SERVICE}-{node}:ttl",
+            node_meta=meta,
+        )
+        self._single_instance(ctx)
+        registration = agent_registration(node, self.timing)
+        if retrying(lambda: self._register(client, registration), self.stop, self.log, "registering the agent") is None:
+            return 0
+        self.log.info("registered service %s (data %s)", ctx.agent_service_id, ctx.node_dir())
+        threading.Thread(target=self._heartbeat, args=(ctx, registration), daemon=True, name="agent-heartbeat").start()
+        threads = []
+        for name, spec in list(task_registry.TASKS):
+            func = task_registry.load(spec)
+            thread = threading.Thread(target=self._task, args=(name, func, ctx), daemon=True, name=f"task-{name}")
+            thread.start()
+            threads.append(thread)
+        self.stop.wait()
+        self.log.info("stopping (%d tasks)", len(threads))
+        deadline = time.monotonic() + TASK_JOIN_TIMEOUT
+        for thread in threads:
+            thread.join(max(0.1, deadline - time.monotonic()))
+        try:
+            self._client(timeout=2.0).agent.service.deregister(ctx.agent_service_id)
+            self.log.info("deregistered %s", ctx.agent_service_id)
+        except Exception as exc:  # noqa: BLE001
+            self.log.warning("deregister failed: %s", _short(exc))
+        return 0
+
+    def _task(self, name: str, func, ctx: AgentContext) -> None:
+        attempt = 0
+        while not self.stop.is_set():
+            try:
+                func(ctx, self.stop)
+                return
+            except Exception as exc:  # noqa: BLE001 - a crashing task restarts, the agent stays
+                self.log.error("task %s crashed: %s; restarting", name, _short(exc), exc_info=True)
+                self.stop.wait(backoff(attempt, base=1.0, cap=30.0))
+                attempt += 1
+
+    def _register(self, client, registration: dict) -> bool:
+        return client.http.put(_ok, "/v1/agent/service/register", data=json.dumps(registration))
+
+    def _heartbeat(self, ctx: AgentContext, registration: dict) -> None:
+        """Keep the agent's TTL check passing; register again if the local Consul forgot it."""
+        client = self._client(timeout=self.timing.agent_ttl_pass * 2)
+        failures = 0
+        while not self.stop.wait(self.timing.agent_ttl_pass):
+            try:
+                client.agent.check.ttl_pass(ctx.agent_check_id)
+                if failures:
+                    self.log.info("agent TTL check passing again")
+                failures = 0
+            except Exception as exc:  # noqa: BLE001
+                if failures == 0:
+                    self.log.warning("agent TTL pass failed: %s", _short(exc))
+                failures += 1
+                try:
+                    self._register(client, registration)
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def _single_instance(self, ctx: AgentContext) -> None:
+        """Never two agents for one node (two agents would run two copies)."""
+        path = ctx.node_dir() / "agent.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.read(fd, 32).decode(errors="replace").strip()
+            os.close(fd)
+            raise UsageError(
+                f"another foundation agent (pid {other or '?'}) is already running for node {ctx.node}"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+
+def _ok(response):
+    from consul.callback import CB
+
+    return CB.boolean()(response)

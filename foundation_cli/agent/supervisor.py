@@ -1,0 +1,338 @@
+"""Run one service instance as a local process: own process group, log file, pid file, adoption.
+
+Each instance has a directory ``<data>/nodes/<node>/services/<name>/`` with
+``instance.json`` (pid, process group, the kernel's start time of the pid —
+so a recycled pid is never mistaken for ours — spec digest, restarts) and
+``output.log`` (stdout+stderr, appended; rotated by copy-and-truncate so a
+running process keeps writing, at most ``LOG_KEEP`` old files of
+``LOG_MAX_BYTES``).
+
+Exits are noticed by a thread blocked in ``wait()`` (our child) or on a pidfd
+(a process adopted from a previous agent run): no polling.
+
+:class:`FenceGuard` covers the agent itself dying (SIGKILL, OOM): a tiny
+``sh`` holding the read end of a pipe from the agent kills the singleton
+process groups listed in a file as soon as the pipe closes. Without it a
+singleton would outlive its fencing agent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from foundation_cli.core.service_spec import ServiceSpec
+
+LOG_MAX_BYTES = 10 * 1024 * 1024
+LOG_KEEP = 3
+
+
+def proc_start_ticks(pid: int) -> int | None:
+    """The process start time (clock ticks since boot) from /proc/<pid>/stat, or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    try:
+        if fields[0] == "Z":
+            return None
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def _killpg(pgid: int, sig: int) -> bool:
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+class Instance:
+    """One running (or restarting) copy of a service on this node."""
+
+    def __init__(self, spec: ServiceSpec, directory: Path, node: str) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.mode = spec.mode
+        self.digest = spec.digest()
+        self.dir = directory
+        self.node = node
+        self.proc: subprocess.Popen | None = None
+        self.pid: int | None = None
+        self.pgid: int | None = None
+        self.start_ticks: int | None = None
+        self.started: float | None = None  # epoch seconds
+        self.started_mono: float = 0.0
+        self.restarts = 0
+        self.state = "new"  # running | exited | failed | backoff | stopped | fenced
+        self.exit_code: int | None = None
+        self.error: str | None = None
+        self.stopping = False
+        self.adopted = False
+        self._lock = threading.Lock()
+        self._exited = threading.Event()
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "output.log"
+
+    @property
+    def meta_path(self) -> Path:
+        return self.dir / "instance.json"
+
+    def alive(self) -> bool:
+        if self.pid is None:
+            return False
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return proc_start_ticks(self.pid) == self.start_ticks
+
+    # -- start ---------------------------------------------------------------------
+    def spawn(self, extra_env: dict[str, str], on_exit: Callable[[Instance], None]) -> None:
+        """Start the command in its own session/process group; raises OSError if it cannot be executed."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env.update(extra_env)
+        env.update(self.spec.env)
+        log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        try:
+            with self._lock:
+                self.stopping = False
+                self._exited.clear()
+                self.proc = subprocess.Popen(
+                    self.spec.command,
+                    cwd=self.spec.cwd or None,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_fd,
+                    stderr=log_fd,
+                    start_new_session=True,
+                    close_fds=True,
+                )
+                self.pid = self.proc.pid
+                self.pgid = self.proc.pid
+                self.start_ticks = proc_start_ticks(self.pid)
+                self.started = time.time()
+                self.started_mono = time.monotonic()
+                self.state = "running"
+                self.exit_code = None
+                self.error = None
+                self.adopted = False
+        finally:
+            os.close(log_fd)
+        self.save()
+        threading.Thread(
+            target=self._wait_child, args=(self.proc, on_exit), daemon=True, name=f"wait-{self.name}"
+        ).start()
+
+    def _wait_child(self, proc: subprocess.Popen, on_exit: Callable[[Instance], None]) -> None:
+        code = proc.wait()
+        with self._lock:
+            if proc is not self.proc:
+                return
+            self.exit_code = code
+            self._exited.set()
+        on_exit(self)
+
+    # -- adopt ---------------------------------------------------------------------
+    @classmethod
+    def load(cls, spec: ServiceSpec | None, directory: Path, node: str) -> tuple[Instance | None, dict]:
+        """Read ``instance.json``; return an Instance only if its process is still the one we started."""
+        try:
+            meta = json.loads((directory / "instance.json").read_text())
+        except (OSError, ValueError):
+            return None, {}
+        pid = meta.get("pid")
+        if not isinstance(pid, int) or proc_start_ticks(pid) != meta.get("start_ticks"):
+            return None, meta
+        placeholder = spec or ServiceSpec(name=directory.name, mode=meta.get("mode", "replicated"), command=["?"])
+        inst = cls(placeholder, directory, node)
+        inst.pid, inst.pgid, inst.start_ticks = pid, meta.get("pgid", pid), meta.get("start_ticks")
+        inst.started = meta.get("started")
+        inst.started_mono = time.monotonic() - max(0.0, time.time() - (inst.started or time.time()))
+        inst.restarts = int(meta.get("restarts", 0))
+        inst.digest = meta.get("digest", "")
+        inst.mode = meta.get("mode", placeholder.mode)
+        inst.state = "running"
+        inst.adopted = True
+        return inst, meta
+
+    def watch_adopted(self, on_exit: Callable[[Instance], None]) -> None:
+        """Notice the exit of a process that is not our child (pidfd; no polling)."""
+
+        def wait() -> None:
+            try:
+                fd = os.pidfd_open(self.pid)  # type: ignore[arg-type]
+            except OSError:
+                fd = None
+            if fd is not None:
+                try:
+                    select.select([fd], [], [])
+                finally:
+                    os.close(fd)
+            with self._lock:
+                if self.proc is not None:
+                    return
+                self.exit_code = None
+                self._exited.set()
+            on_exit(self)
+
+        threading.Thread(target=wait, daemon=True, name=f"adopted-{self.name}").start()
+
+    # -- stop ----------------------------------------------------------------------
+    def terminate(self, grace: float) -> None:
+        """SIGTERM the process group, SIGKILL whatever is left after ``grace`` seconds."""
+        with self._lock:
+            self.stopping = True
+            pgid, pid = self.pgid, self.pid
+            done = self.state in ("stopped", "fenced")
+        if pgid is None or pid is None or done:
+            return
+        if self.proc is None and proc_start_ticks(pid) != self.start_ticks:
+            # An adopted process that already exited: its group id may now belong to someone else.
+            self._forget()
+            return
+        _killpg(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if self.proc is not None:
+                if self._exited.wait(min(0.05, max(0.0, deadline - time.monotonic()))) and not _group_alive(pgid):
+                    break
+            elif not _group_alive(pgid):
+                break
+            else:
+                time.sleep(0.05)
+        _killpg(pgid, signal.SIGKILL)
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
+        self._forget()
+
+    def _forget(self) -> None:
+        with self._lock:
+            self.state = "stopped"
+        try:
+            self.meta_path.unlink()
+        except FileNotFoundError:
+            pass
+
+    # -- bookkeeping -----------------------------------------------------------------
+    def save(self) -> None:
+        meta = {
+            "name": self.name,
+            "mode": self.mode,
+            "pid": self.pid,
+            "pgid": self.pgid,
+            "start_ticks": self.start_ticks,
+            "started": self.started,
+            "restarts": self.restarts,
+            "digest": self.digest,
+            "generation": self.spec.generation,
+            "node": self.node,
+        }
+        tmp = self.meta_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, self.meta_path)
+
+    def rotate_log(self, max_bytes: int = LOG_MAX_BYTES, keep: int = LOG_KEEP) -> bool:
+        """Copy-and-truncate rotation (the process keeps its O_APPEND descriptor)."""
+        try:
+            if self.log_path.stat().st_size < max_bytes:
+                return False
+        except FileNotFoundError:
+            return False
+        for i in range(keep - 1, 0, -1):
+            older = self.log_path.with_name(f"output.log.{i}")
+            if older.exists():
+                os.replace(older, self.log_path.with_name(f"output.log.{i + 1}"))
+        shutil.copyfile(self.log_path, self.log_path.with_name("output.log.1"))
+        with open(self.log_path, "r+b") as fh:
+            fh.truncate(0)
+        return True
+
+    def status(self) -> dict:
+        """What goes to ``foundation/status/<name>/<node>``."""
+        return {
+            "node": self.node,
+            "mode": self.mode,
+            "pid": self.pid if self.state == "running" else None,
+            "state": self.state,
+            "started": self.started,
+            "restarts": self.restarts,
+            "exit_code": self.exit_code,
+            "generation": self.spec.generation,
+            "error": self.error,
+            "log": str(self.log_path),
+        }
+
+
+class FenceGuard:
+    """A small ``sh`` that kills the listed process groups when the agent dies (its stdin closes)."""
+
+    SCRIPT = (
+        'read _ || true; [ -f "$1" ] || exit 0; '
+        'for g in $(cat "$1"); do kill -TERM "-$g" 2>/dev/null; done; sleep "$2"; '
+        'for g in $(cat "$1"); do kill -KILL "-$g" 2>/dev/null; done; rm -f "$1"'
+    )
+
+    def __init__(self, directory: Path, grace: float) -> None:
+        self.path = directory / "fence.pgids"
+        self.grace = grace
+        self.proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            ["/bin/sh", "-c", self.SCRIPT, "foundation-fence-guard", str(self.path), f"{self.grace:g}"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+        )
+
+    def ensure(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            self.start()
+
+    def update(self, pgids: list[int]) -> None:
+        with self._lock:
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text("".join(f"{g}\n" for g in pgids))
+            os.replace(tmp, self.path)
+
+    def close(self) -> None:
+        """Graceful exit: nothing left to kill; let the guard go."""
+        self.update([])
+        if self.proc is not None and self.proc.stdin:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()

@@ -1,0 +1,456 @@
+"""Singletons and replicated services: the CLI side of placement (the seed's ProcessManager).
+
+The CLI only writes a spec to ``foundation/services/<name>`` and reads what the
+node agents report; the agents (:mod:`foundation_cli.agent.placement`) do the
+running. :func:`agent_side_operations` spells out what the agents send, as the
+same raw-operation model the recorder uses, so ``--explain`` can show both.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any
+
+from foundation_cli.core import keys
+from foundation_cli.core.service_spec import ServiceSpec, check_update, validate_name
+from foundation_cli.errors import ConflictError, FoundationError, NotFoundError, UsageError
+from foundation_cli.raw.operation import RawOperation
+
+AGENT_SERVICE = "foundation-agent"
+
+
+@dataclass
+class InstanceView:
+    """One instance as ``ps`` shows it."""
+
+    name: str
+    mode: str
+    node: str | None
+    pid: int | None
+    state: str
+    health: str
+    started: float | None
+    restarts: int
+    generation: int | None = None
+    log: str | None = None
+    session: str | None = None
+    lock_key: str | None = None
+
+    def uptime(self, now: float | None = None) -> float | None:
+        if self.started is None or self.state != "running":
+            return None
+        return max(0.0, (now or time.time()) - self.started)
+
+    def to_dict(self) -> dict[str, Any]:
+        up = self.uptime()
+        return {
+            "name": self.name,
+            "mode": self.mode,
+            "node": self.node,
+            "pid": self.pid,
+            "state": self.state,
+            "health": self.health,
+            "started": self.started,
+            "uptime_s": None if up is None else round(up, 1),
+            "restarts": self.restarts,
+            "generation": self.generation,
+            "log": self.log,
+            "session": self.session,
+            "lock_key": self.lock_key,
+        }
+
+
+@dataclass
+class StartResult:
+    spec: ServiceSpec
+    changed: bool
+    instances: list[InstanceView] = field(default_factory=list)
+    waited: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.spec.name,
+            "mode": self.spec.mode,
+            "generation": self.spec.generation,
+            "changed": self.changed,
+            "spec_key": keys.SERVICES + self.spec.name,
+            "instances": [i.to_dict() for i in self.instances],
+        }
+
+
+def _translate(what: str):
+    from foundation_cli.tools.consul import translate_errors
+
+    return translate_errors(what)
+
+
+class ProcessManager:
+    """Placement operations on a connected, recording Consul client."""
+
+    def __init__(self, client, *, dry_run: bool = False) -> None:
+        self.client = client
+        self.dry_run = dry_run
+
+    # ------------------------------------------------------------------ specs
+    def get_spec(self, name: str) -> tuple[ServiceSpec | None, int]:
+        """The stored spec and its ModifyIndex (0 when absent)."""
+        with _translate(f"read spec {name}"):
+            _i, data = self.client.kv.get(keys.SERVICES + name)
+        if not data or data.get("Value") is None:
+            return None, 0
+        return ServiceSpec.from_json(data["Value"]), int(data["ModifyIndex"])
+
+    def list_specs(self) -> dict[str, ServiceSpec]:
+        with _translate("list specs"):
+            _i, items = self.client.kv.get(keys.SERVICES, recurse=True)
+        out = {}
+        for item in items or []:
+            name = item["Key"][len(keys.SERVICES) :]
+            if name and "/" not in name and item.get("Value") is not None:
+                try:
+                    out[name] = ServiceSpec.from_json(item["Value"])
+                except UsageError:
+                    continue
+        return out
+
+    def start(self, spec: ServiceSpec, *, wait: bool = True, timeout: float = 60.0) -> StartResult:
+        """Store the spec (check-and-set); with ``wait``, until the agents report it running."""
+        spec.validate()
+        existing, index = self.get_spec(spec.name)
+        spec = check_update(existing, spec)
+        changed = existing is None or existing.to_json() != spec.to_json()
+        if changed:
+            with _translate(f"store spec {spec.name}"):
+                ok = self.client.kv.put(keys.SERVICES + spec.name, spec.to_json(), cas=index)
+            if not ok:
+                raise ConflictError(
+                    f"service {spec.name!r} changed while it was being updated", hint="run the command again"
+                )
+        result = StartResult(spec, changed)
+        if wait and not self.dry_run:
+            result.instances = self.wait_running(spec, timeout=timeout)
+            result.waited = True
+        return result
+
+    def restart(self, name: str, *, wait: bool = True, timeout: float = 60.0) -> StartResult:
+        """Bump the generation: every agent running it restarts its process (singleton keeps its node)."""
+        validate_name(name)
+        existing, index = self.get_spec(name)
+        if existing is None:
+            raise NotFoundError(f"no service named {name!r}", hint="`foundation ps` lists the services")
+        existing.generation += 1
+        with _translate(f"restart {name}"):
+            ok = self.client.kv.put(keys.SERVICES + name, existing.to_json(), cas=index)
+        if not ok:
+            raise ConflictError(f"service {name!r} changed while restarting it", hint="run the command again")
+        result = StartResult(existing, True)
+        if wait and not self.dry_run:
+            result.instances = self.wait_running(existing, timeout=timeout)
+            result.waited = True
+        return result
+
+    def stop(self, name: str, *, wait: bool = True, timeout: float = 30.0) -> dict[str, Any]:
+        """Delete the spec; wait for the agents to stop their instances; remove the lock and status keys."""
+        validate_name(name)
+        existing, index = self.get_spec(name)
+        if existing is None:
+            raise NotFoundError(f"no service named {name!r}", hint="`foundation ps` lists the services")
+        with _translate(f"stop {name}"):
+            self.client.kv.delete(keys.SERVICES + name, cas=index)
+        left: list[str] = []
+        if wait and not self.dry_run:
+            left = self._wait_status_gone(name, timeout)
+        with _translate(f"clean up {name}"):
+            self.client.kv.delete(keys.LOCKS + name)
+            self.client.kv.delete(f"{keys.STATUS}{name}/", recurse=True)
+        return {"name": name, "mode": existing.mode, "stopped": True, "unconfirmed_nodes": left}
+
+    # ------------------------------------------------------------------ waiting
+    def _status(self, name: str, index: int | None = None, wait: str | None = None) -> tuple[int, list[dict]]:
+        with _translate(f"status of {name}"):
+            idx, items = self.client.kv.get(f"{keys.STATUS}{name}/", recurse=True, index=index, wait=wait)
+        out = []
+        for item in items or []:
+            try:
+                out.append(json.loads(item["Value"]))
+            except (TypeError, ValueError):
+                continue
+        return int(idx), out
+
+    def eligible_agent_nodes(self, spec: ServiceSpec) -> list[str]:
+        """Nodes with a passing agent whose node meta satisfies the spec's constraint."""
+        with _translate("list agents"):
+            _i, entries = self.client.health.service(AGENT_SERVICE, passing=True)
+        nodes = []
+        for entry in entries or []:
+            node = entry.get("Node") or {}
+            if spec.eligible(node.get("Meta") or {}):
+                nodes.append(node.get("Node"))
+        return sorted(n for n in nodes if n)
+
+    def wait_running(self, spec: ServiceSpec, *, timeout: float) -> list[InstanceView]:
+        """Block (Consul blocking queries on the status prefix) until the spec's generation runs."""
+        deadline = time.monotonic() + timeout
+        index: int | None = None
+        last: list[dict] = []
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            wait = f"{max(1, min(10, int(remaining)))}s"
+            index, statuses = self._status(spec.name, index, wait if index else None)
+            last = [s for s in statuses if s.get("generation") == spec.generation]
+            running = [s for s in last if s.get("state") == "running"]
+            failed = [s for s in last if s.get("state") in ("failed", "exited", "backoff") and s.get("error")]
+            if failed and not running:
+                err = failed[0]
+                raise FoundationError(
+                    f"{spec.name} failed to start on {err.get('node')}: {err.get('error')}",
+                    hint=f"`foundation logs {spec.name} --node {err.get('node')}`",
+                )
+            if spec.mode == "singleton" and running:
+                return [self._view(spec, s) for s in running]
+            if spec.mode == "replicated" and running:
+                wanted = set(self.eligible_agent_nodes(spec))
+                if wanted and wanted <= {s.get("node") for s in running}:
+                    return [self._view(spec, s) for s in running]
+        agents = self.eligible_agent_nodes(spec)
+        if not agents:
+            raise FoundationError(
+                f"{spec.name} is stored but no node agent picked it up within {timeout:.0f}s: no eligible agent",
+                hint="start `foundation agent run` on the nodes (foundation up does), or check --node-meta",
+            )
+        states = ", ".join(f"{s.get('node')}: {s.get('state')}" for s in last) or "no instance reported"
+        raise FoundationError(
+            f"{spec.name} is not running after {timeout:.0f}s ({states})",
+            hint=f"`foundation ps {spec.name}` and `foundation logs {spec.name}`",
+        )
+
+    def _wait_status_gone(self, name: str, timeout: float) -> list[str]:
+        deadline = time.monotonic() + timeout
+        index: int | None = None
+        statuses: list[dict] = []
+        while time.monotonic() < deadline:
+            remaining = max(1, min(10, int(deadline - time.monotonic())))
+            index, statuses = self._status(name, index, f"{remaining}s" if index else None)
+            if not statuses:
+                return []
+            # Only agents that are alive will answer; a dead node's record is cleaned up by us.
+            alive = set(self._alive_agent_nodes())
+            if not any(s.get("node") in alive for s in statuses):
+                return []
+        return sorted({s.get("node") for s in statuses if s.get("node")})
+
+    def _alive_agent_nodes(self) -> list[str]:
+        with _translate("list agents"):
+            _i, entries = self.client.health.service(AGENT_SERVICE, passing=True)
+        return [(e.get("Node") or {}).get("Node") for e in entries or []]
+
+    # ------------------------------------------------------------------ ps
+    def _view(self, spec: ServiceSpec, status: dict, health: str = "", session: str | None = None) -> InstanceView:
+        return InstanceView(
+            name=spec.name,
+            mode=spec.mode,
+            node=status.get("node"),
+            pid=status.get("pid"),
+            state=status.get("state") or "?",
+            health=health,
+            started=status.get("started"),
+            restarts=int(status.get("restarts") or 0),
+            generation=status.get("generation"),
+            log=status.get("log"),
+            session=session,
+            lock_key=keys.LOCKS + spec.name if spec.mode == "singleton" else None,
+        )
+
+    def ps(self, name: str | None = None) -> list[InstanceView]:
+        """Every instance of every service (or of ``name``), with health from the catalog."""
+        if name is not None:
+            validate_name(name)
+            spec, _ = self.get_spec(name)
+            if spec is None:
+                raise NotFoundError(f"no service named {name!r}", hint="`foundation ps` lists the services")
+            specs = {name: spec}
+        else:
+            specs = self.list_specs()
+        with _translate("read status"):
+            _i, status_items = self.client.kv.get(keys.STATUS, recurse=True)
+            _i, lock_items = self.client.kv.get(keys.LOCKS, recurse=True)
+        statuses: dict[str, dict[str, dict]] = {}
+        for item in status_items or []:
+            rest = item["Key"][len(keys.STATUS) :]
+            if "/" not in rest:
+                continue
+            svc, node = rest.split("/", 1)
+            try:
+                statuses.setdefault(svc, {})[node] = json.loads(item["Value"])
+            except (TypeError, ValueError):
+                continue
+        locks = {item["Key"][len(keys.LOCKS) :]: item.get("Session") for item in lock_items or []}
+        rows: list[InstanceView] = []
+        for svc, spec in sorted(specs.items()):
+            health = self._health(svc)
+            session = locks.get(svc)
+            holder_node = self._session_node(session) if session else None
+            reported = statuses.get(svc, {})
+            if spec.mode == "singleton":
+                for node, st in sorted(reported.items()):
+                    state = st.get("state") or "?"
+                    if node != holder_node:
+                        state = "stale" if state == "running" else state
+                    rows.append(
+                        self._view(
+                            spec, st | {"state": state}, health.get(node, ""), session if node == holder_node else None
+                        )
+                    )
+                if not reported:
+                    rows.append(
+                        InstanceView(
+                            svc,
+                            spec.mode,
+                            holder_node,
+                            None,
+                            "pending",
+                            "",
+                            None,
+                            0,
+                            spec.generation,
+                            session=session,
+                            lock_key=keys.LOCKS + svc,
+                        )
+                    )
+            else:
+                for node, st in sorted(reported.items()):
+                    rows.append(self._view(spec, st, health.get(node, "")))
+                if not reported:
+                    rows.append(InstanceView(svc, spec.mode, None, None, "pending", "", None, 0, spec.generation))
+        return rows
+
+    def _health(self, name: str) -> dict[str, str]:
+        """Node → aggregated check status of the service instance there."""
+        with _translate(f"health of {name}"):
+            _i, entries = self.client.health.service(name)
+        out = {}
+        for entry in entries or []:
+            statuses = [c.get("Status") for c in entry.get("Checks") or []]
+            agg = "critical" if "critical" in statuses else "warning" if "warning" in statuses else "passing"
+            out[(entry.get("Node") or {}).get("Node")] = agg
+        return out
+
+    def _session_node(self, session: str) -> str | None:
+        with _translate("session info"):
+            _i, info = self.client.session.info(session)
+        return (info or {}).get("Node")
+
+    # ------------------------------------------------------------------ logs
+    def log_location(self, name: str, node: str | None) -> tuple[str, str]:
+        """(node, log path on that node) from the status the agent reported."""
+        validate_name(name)
+        spec, _ = self.get_spec(name)
+        _idx, statuses = self._status(name)
+        if spec is None and not statuses:
+            raise NotFoundError(f"no service named {name!r}", hint="`foundation ps` lists the services")
+        if node:
+            statuses = [s for s in statuses if s.get("node") == node]
+            if not statuses:
+                raise NotFoundError(f"{name} has no instance on node {node!r}", hint=f"`foundation ps {name}`")
+        elif len(statuses) > 1:
+            running = [s for s in statuses if s.get("state") == "running"]
+            if spec is not None and spec.mode == "singleton" and len(running) == 1:
+                statuses = running
+            else:
+                nodes = ", ".join(sorted(str(s.get("node")) for s in statuses))
+                raise UsageError(f"{name} runs on several nodes ({nodes})", hint="choose one with --node")
+        if not statuses or not statuses[0].get("log"):
+            raise NotFoundError(f"{name} has not reported a log file yet", hint=f"`foundation ps {name}`")
+        return statuses[0]["node"], statuses[0]["log"]
+
+    def node_address(self, node: str) -> str | None:
+        with _translate(f"node {node}"):
+            _i, data = self.client.catalog.node(node)
+        return ((data or {}).get("Node") or {}).get("Address")
+
+    def local_node(self) -> str | None:
+        with _translate("agent self"):
+            me = self.client.agent.self()
+        return (me.get("Config") or {}).get("NodeName")
+
+
+def agent_side_operations(spec: ServiceSpec, consul_addr: str) -> list[tuple[str, RawOperation]]:
+    """What each node agent sends for ``spec`` (not sent by this CLI): for ``--explain``."""
+    from foundation_cli.agent.placement import service_registration
+    from foundation_cli.agent.timing import Timing
+
+    timing = Timing()
+    base = consul_addr.rstrip("/")
+    node = "<node>"
+    ops: list[tuple[str, RawOperation]] = []
+    if spec.mode == "singleton":
+        session = {
+            "Name": f"foundation-agent {node}",
+            "Node": node,
+            "Checks": ["serfHealth", f"foundation-agent-{node}:ttl"],
+            "LockDelay": timing.lock_delay_text(),
+            "Behavior": "release",
+        }
+        ops.append(
+            (
+                "each eligible agent has one session, bound to its node's gossip health and its own TTL check",
+                RawOperation(
+                    kind="consul-http", method="PUT", url=f"{base}/v1/session/create", body=json.dumps(session).encode()
+                ),
+            )
+        )
+        ops.append(
+            (
+                "each contends for the lock when it is free; the winner runs the command",
+                RawOperation(
+                    kind="consul-http",
+                    method="PUT",
+                    url=f"{base}/v1/kv/{keys.LOCKS}{spec.name}?" + urllib.parse.urlencode({"acquire": "<session-id>"}),
+                    body=json.dumps({"node": node}).encode(),
+                ),
+            )
+        )
+        ops.append(
+            (
+                f"the holder confirms its session every {timing.confirm_interval}s and stops the process after "
+                f"{timing.fence_timeout}s without confirmation (< lock-delay {timing.lock_delay}s)",
+                RawOperation(kind="consul-http", method="GET", url=f"{base}/v1/session/info/<session-id>?consistent=1"),
+            )
+        )
+    ops.append(
+        (
+            "the agent running it registers the instance with a check tied to the process",
+            RawOperation(
+                kind="consul-http",
+                method="PUT",
+                url=f"{base}/v1/agent/service/register",
+                body=json.dumps(service_registration(spec, node, timing)).encode(),
+            ),
+        )
+    )
+    ops.append(
+        (
+            "and reports the instance for `foundation ps`",
+            RawOperation(
+                kind="consul-http",
+                method="PUT",
+                url=f"{base}/v1/kv/{keys.STATUS}{spec.name}/{node}",
+                body=b'{"node": "<node>", "pid": 1234, "state": "running", ...}',
+            ),
+        )
+    )
+    return ops
+
+
+def raw_equivalent(spec: ServiceSpec) -> str:
+    """The hand-run equivalent with the stock consul CLI (no fencing, 15 s default lock-delay)."""
+    cmd = " ".join(shlex.quote(a) for a in spec.command)
+    if spec.mode == "singleton":
+        return f"consul lock -n=1 {keys.LOCKS}{spec.name} {cmd}    # on every node"
+    return f"{cmd}    # on every node, e.g. as a systemd unit, plus `consul services register`"
