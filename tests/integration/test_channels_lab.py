@@ -1,0 +1,102 @@
+"""Channels and cluster-wide config on a real 3-server Consul in the network-namespace lab.
+
+Listeners and agents run inside the lab hosts (`python3 -m foundation_cli …`),
+each talking to its own host's Consul agent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(240)]
+
+
+def cli(addr: str, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_HTTP")}
+    env["CONSUL_HTTP_ADDR"] = addr
+    return subprocess.run(
+        [sys.executable, "-m", "foundation_cli", *args], env=env, input=input, capture_output=True, timeout=60
+    )
+
+
+def host_listen(host, *args: str) -> subprocess.Popen:
+    proc = host.popen(
+        ["python3", "-m", "foundation_cli", "listen", *args],
+        env={"CONSUL_HTTP_ADDR": f"http://{host.ip}:8500"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    line = proc.stderr.readline().decode()
+    assert "listening on" in line, f"{host.name}: {line}"
+    return proc
+
+
+def collect(proc: subprocess.Popen, timeout: float = 60) -> list[dict]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err.decode()
+    return [json.loads(line) for line in out.decode().splitlines()]
+
+
+def test_broadcast_reaches_every_node_once_and_late_listener_catches_up(shared_consul_cluster) -> None:
+    cluster = shared_consul_cluster
+    listeners = [host_listen(h, "fleet", "--json", "--count", "2", "--timeout", "60s") for h in cluster.hosts]
+    big = (b"0123456789abcdef" * 256)[:4096]
+    small = cli(cluster.http_addrs[0], "broadcast", "fleet", "hello fleet", "--durable", "--json")
+    large = cli(cluster.http_addrs[1], "broadcast", "fleet", "-", "--durable", "--json", input=big)
+    assert small.returncode == 0 and large.returncode == 0, (small.stderr, large.stderr)
+    sent = [json.loads(small.stdout)["id"], json.loads(large.stdout)["id"]]
+    for host, proc in zip(cluster.hosts, listeners, strict=True):
+        got = collect(proc)
+        assert sorted(m["id"] for m in got) == sorted(sent), host.name  # each exactly once
+        by_id = {m["id"]: m for m in got}
+        assert by_id[sent[0]]["data"] == "hello fleet"
+        assert by_id[sent[1]]["data"] == big.decode() and by_id[sent[1]]["size"] == 4096
+    # A listener that starts late replays the durable messages it missed.
+    late = host_listen(cluster.hosts[2], "fleet", "--json", "--since", "5m", "--count", "2", "--timeout", "30s")
+    replayed = collect(late)
+    assert [m["id"] for m in replayed] == sent and {m["via"] for m in replayed} == {"history"}
+
+
+def test_cluster_wide_config_applied_by_every_agent(shared_consul_cluster) -> None:
+    cluster = shared_consul_cluster
+    agents = [
+        h.popen(
+            ["python3", "-m", "foundation_cli", "agent", "run", "--node", h.name],
+            env={"CONSUL_HTTP_ADDR": f"http://{h.ip}:8500"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for h in cluster.hosts
+    ]
+    try:
+        proc = cli(cluster.http_addr, "config", "set", "restart.backoff", "3s", "--cluster-wide", "--json")
+        assert proc.returncode == 0, proc.stderr
+        version = json.loads(proc.stdout)["version"]
+        deadline = time.time() + 60
+        status: dict = {}
+        while time.time() < deadline:
+            status = json.loads(cli(cluster.http_addr, "config", "get", "restart.backoff", "--status", "--json").stdout)
+            if status["version"] == version and status["applied"] == len(cluster.hosts):
+                break
+            time.sleep(0.5)
+        assert {n["node"]: n["state"] for n in status["nodes"]} == {h.name: "applied" for h in cluster.hosts}
+    finally:
+        for proc in agents:
+            proc.terminate()
+        for proc in agents:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
