@@ -78,7 +78,7 @@ def system_nameserver(path: str = "/etc/resolv.conf") -> tuple[str, int]:
                     return parse_nameserver(parts[1])
     except OSError:
         pass
-    raise UsageError("no nameserver configured", hint="set cluster.dns.nameserver in foundation.yaml")
+    raise UsageError("no nameserver configured", hint="set cluster.options.nameserver in foundation.yaml")
 
 
 def encode_name(name: str) -> bytes:
@@ -196,7 +196,7 @@ def query(name: str, rtype: str, *, nameserver: tuple[str, int], timeout: float 
         current_recorder().add(op)
         raise UnreachableError(
             f"DNS query {rtype} {name} to {nameserver[0]}:{nameserver[1]} failed: {reason}",
-            hint="check the nameserver address (cluster.dns.nameserver) and that it answers",
+            hint="check the nameserver address (cluster.options.nameserver) and that it answers",
         ) from None
     rcode = RCODES.get(response.rcode, str(response.rcode)) if response.rcode else "NOERROR"
     op.finish(status=response.rcode, summary=f"{rcode}, {len(response.answers)} answer(s)")
