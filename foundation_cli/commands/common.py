@@ -177,9 +177,12 @@ def store_root_globals(ctx: typer.Context, values: dict[str, Any]) -> None:
 
 
 def _merged_globals(local: dict[str, Any]) -> dict[str, Any]:
-    import click
+    try:  # Typer >= 0.2x vendors click as typer._click; its context stack is the one in use
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover - a Typer that runs on the click package
+        from click import get_current_context
 
-    ctx = click.get_current_context(silent=True)
+    ctx = get_current_context(silent=True)
     merged: dict[str, Any] = {}
     if ctx is not None:
         root = ctx.find_root()

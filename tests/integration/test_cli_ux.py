@@ -226,6 +226,18 @@ def test_invalid_input_from_the_command_body_exits_2(agent, state_dir):
     _assert_one_line_error(proc)
 
 
+def test_global_options_before_the_command_are_honoured(agent, state_dir):
+    """`foundation --dry-run kv put …` must not write; `foundation --json kv get …` must print JSON."""
+    env = _env(CONSUL_HTTP_ADDR=agent.http_addr, FOUNDATION_STATE_DIR=state_dir)
+    dry = _run(["--dry-run", "kv", "put", "polish/dry", "v"], env)
+    assert dry.returncode == ExitStatus.OK, dry.stderr
+    assert "curl" in dry.stdout and "polish/dry" in dry.stdout
+    assert _run(["kv", "get", "polish/dry"], env).returncode == ExitStatus.NOT_FOUND  # nothing was written
+    assert _run(["kv", "put", "polish/json", "v"], env).returncode == ExitStatus.OK
+    out = _run(["--json", "kv", "get", "polish/json"], env)
+    assert out.returncode == ExitStatus.OK and out.stdout.lstrip().startswith("{"), out.stdout
+
+
 # -- colour ------------------------------------------------------------------------------------------
 
 
