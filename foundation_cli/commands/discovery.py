@@ -11,6 +11,8 @@ from foundation_cli.commands.common import command, current
 PANEL = "Discovery"
 app = typer.Typer()
 HEALTH_STYLE = {"passing": "green", "warning": "yellow", "critical": "red"}
+# rich lays out ~1,000 rows in over a second; past this many rows print plain aligned columns.
+PLAIN_TABLE_ROWS = 200
 
 
 @command(app, "discover", rich_help_panel=PANEL)
@@ -53,17 +55,26 @@ def discover(
                 checks if not verbose else _check_lines(inst["checks"]),
             )
         )
-    styles = {}
-    if run.settings.color:
-        styles = HEALTH_STYLE
-    rows = [(*r[:4], f"[{styles[r[4]]}]{r[4]}[/]" if r[4] in styles else r[4], r[5]) for r in rows]
-    run.out.table(("NODE", "ADDRESS", "PORT", "TAGS", "HEALTH", "CHECKS" if verbose else "FAILING CHECKS"), rows)
+    columns = ("NODE", "ADDRESS", "PORT", "TAGS", "HEALTH", "CHECKS" if verbose else "FAILING CHECKS")
+    if len(rows) > PLAIN_TABLE_ROWS:
+        _plain_table(columns, rows)
+    else:
+        styles = HEALTH_STYLE if run.settings.color else {}
+        rows = [(*r[:4], f"[{styles[r[4]]}]{r[4]}[/]" if r[4] in styles else r[4], r[5]) for r in rows]
+        run.out.table(columns, rows)
     h = result["health"]
     stale_note = f", stale read ({result['last_contact_ms']} ms behind)" if stale else ""
     run.out.info(
         f"{result['count']} instance(s): {h['passing']} passing, {h['warning']} warning, {h['critical']} critical"
         f"{stale_note}"
     )
+
+
+def _plain_table(columns: tuple, rows: list[tuple]) -> None:
+    cells = [[str(c) for c in columns]] + [["" if c is None else str(c).replace("\n", "; ") for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    text = "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
+    current().out.line(text)
 
 
 def _check_lines(checks: list[dict]) -> str:
