@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -321,3 +322,58 @@ def test_agent_task_without_interface_does_nothing(monkeypatch, tmp_path):
     )
     task.run(ctx, threading.Event())  # returns at once, touches nothing
     assert seen == []
+
+
+@pytest.mark.timeout(240)
+def test_mortal_up_bootstraps_the_unclaimed_advertisers_and_never_the_other_cluster(make_lab, consul_bin, tmp_path):
+    """No foundation.yaml: `up` browses the named interface, bootstraps the 3 unclaimed hosts, not the 4th."""
+    import urllib.request
+
+    lab = make_lab(4)
+    fresh, other = lab.hosts[:3], lab.hosts[3]
+    procs = [advertise(h) for h in fresh]
+    procs.append(advertise(other, "--cluster-id", "not-ours", "--role", "server", "--datacenter", "dc1"))
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text(
+        f"Host 198.18.0.*\n  User root\n  IdentityFile {lab.ssh_key}\n  UserKnownHostsFile {lab.known_hosts}\n"
+    )
+    env = {
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
+        "FOUNDATION_STATE_DIR": str(tmp_path / "state"),
+        mdns_tool.ENV_INTERFACE: lab.bridge_ip,
+        "NO_COLOR": "1",
+    }
+    help_text = foundation("up", "--help", env=env).stdout
+    args = ["up", "--json"] + (["--yes"] if "--yes" in help_text else [])
+    try:
+        wait_announced(procs)
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_HTTP")}
+        full_env.pop(mdns_tool.ENV_INTERFACE, None)
+        full_env.update(env)
+        r = subprocess.run(
+            [PY, "-m", "foundation_cli", *args],
+            cwd=tmp_path,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=200,
+        )
+        assert r.returncode == 0, r.stderr[-3000:]
+        with urllib.request.urlopen(f"http://{fresh[0].ip}:8500/v1/agent/members", timeout=5) as resp:
+            members = json.loads(resp.read())
+        assert sorted(m["Addr"] for m in members) == sorted(h.ip for h in fresh)
+        # The other cluster's machine was never touched: no consul, nothing written under /etc/foundation.
+        from tests.lab.slots import netns_pids
+
+        comms = []
+        for pid in netns_pids(other.netns):
+            try:
+                comms.append(Path(f"/proc/{pid}/comm").read_text().strip())
+            except OSError:
+                pass
+        assert "sshd" in comms and "consul" not in comms, comms
+        assert not other.path("/etc/foundation").exists()
+    finally:
+        stop_all(procs)
