@@ -209,3 +209,13 @@ def test_bad_input_is_one_line_and_stores_nothing(consul_agent, args, message) -
     assert proc.returncode == 2 and message in err and "Traceback" not in err
     assert err.splitlines()[0].startswith("error:") and len(err.splitlines()) <= 2
     assert consul_agent.kv_dump("foundation/channels/ok/") == {}
+
+
+def test_explain_shows_the_kv_spill_and_the_event_fire(consul_agent) -> None:
+    proc = cli(consul_agent, "broadcast", "shown", "y" * 1000, "--explain")
+    assert proc.returncode == 0, proc.stderr
+    err = proc.stderr.decode()
+    spill = err.index("-X PUT http://127.0.0.1:")
+    assert "/v1/kv/foundation/channels/shown/blobs/" in err[spill : spill + 200]
+    assert "/v1/event/fire/foundation:shown" in err[spill:] and "consul event -name=foundation:shown" in err
+    assert '"r":"blobs"' in err and '"sz":1000' in err
