@@ -19,6 +19,9 @@ class HostProgress:
 
     def __init__(self, hosts: list[str]) -> None:
         self.run = current()
+        import time
+
+        self.started = time.monotonic()
         self.state = {h: "waiting" for h in hosts}
         self.lock = threading.Lock()
         self.live = None
@@ -56,7 +59,9 @@ class HostProgress:
             if self.live is not None:
                 self.live.update(self._render())
             elif message in ("done", "failed") or self.run.settings.verbosity > 0:
-                self.run.out.info(f"{host}: {message}")
+                import time
+
+                self.run.out.info(f"{time.monotonic() - self.started:6.1f}s  {host}: {message}")
 
 
 def _print_results(results, *, title: str) -> None:

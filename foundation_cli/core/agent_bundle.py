@@ -99,7 +99,22 @@ def cache_dir() -> Path:
 
 
 def build() -> Bundle:
-    """The bundle for this machine's Python (cached; rebuilt when the package or a dep changes)."""
+    """The bundle for this machine's Python (cached; rebuilt when the package or a dep changes).
+
+    ``FOUNDATION_AGENT_BUNDLE=path.tar.gz`` uses a prebuilt bundle instead (another Python or
+    architecture than this machine's, or a pinned release).
+    """
+    explicit = os.environ.get("FOUNDATION_AGENT_BUNDLE")
+    if explicit:
+        try:
+            data = Path(explicit).read_bytes()
+        except OSError as exc:
+            from foundation_cli.errors import UsageError
+
+            raise UsageError(f"FOUNDATION_AGENT_BUNDLE: cannot read {explicit}: {exc.strerror}") from None
+        m = re.search(r"agent-(\d+\.\d+)-([A-Za-z0-9_]+)-", Path(explicit).name)
+        py, arch = (m.group(1), m.group(2)) if m else (python_tag(), platform.machine())
+        return Bundle(Path(explicit), hashlib.sha256(data).hexdigest(), py, arch, len(data))
     files = _files()
     key = hashlib.sha256()
     key.update(f"{python_tag()} {platform.machine()}\n".encode())

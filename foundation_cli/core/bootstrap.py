@@ -371,12 +371,23 @@ def apply(
     return steps
 
 
-def teardown(conn: Connection, p: Probe, *, install_root: str, http_port: int, purge: bool) -> list[StepResult]:
-    """Stop the agent, leave the cluster gracefully, stop consul, remove services; purge deletes data too."""
+def teardown(
+    conn: Connection, p: Probe, *, install_root: str, http_port: int, purge: bool, leave: bool = True
+) -> list[StepResult]:
+    """Stop the agent, leave the cluster gracefully, stop consul, remove services; purge deletes data too.
+
+    ``leave=False`` (servers when the whole cluster goes down) stops Consul without leaving, so the
+    servers keep their Raft peer set and a later ``up`` brings the same cluster back with its data.
+    """
     steps = []
     if p.systemd:
         conn.run(
-            "systemctl disable --now -q foundation-agent foundation-consul 2>/dev/null; "
+            (
+                f"{shlex.quote(p.consul_path or 'consul')} leave -http-addr=http://127.0.0.1:{http_port} >/dev/null 2>&1; "
+                if leave and p.consul_running
+                else ""
+            )
+            + "systemctl disable --now -q foundation-agent foundation-consul 2>/dev/null; "
             f"rm -f {UNIT_DIR}/foundation-agent.service {UNIT_DIR}/foundation-consul.service; "
             "systemctl daemon-reload; true"
         )
@@ -385,9 +396,10 @@ def teardown(conn: Connection, p: Probe, *, install_root: str, http_port: int, p
         conn.run(_supervised_stop("agent"))
         steps.append(StepResult("agent", "stopped" if p.agent_running else "unchanged"))
         consul = p.consul_path or "consul"
-        leave = f"{shlex.quote(consul)} leave -http-addr=http://127.0.0.1:{http_port} >/dev/null 2>&1; "
-        conn.run(_supervised_stop("consul", before_kill=leave))
-        steps.append(StepResult("consul", "left and stopped" if p.consul_running else "unchanged"))
+        leave_cmd = f"{shlex.quote(consul)} leave -http-addr=http://127.0.0.1:{http_port} >/dev/null 2>&1; "
+        conn.run(_supervised_stop("consul", before_kill=leave_cmd if leave else ""))
+        done = "left and stopped" if leave else "stopped"
+        steps.append(StepResult("consul", done if p.consul_running else "unchanged"))
     if purge:
         conn.run(f"rm -rf {DATA_DIR} {CONFIG_DIR} {install_root}/agent {install_root}/bin/consul {LOG_DIR}")
         steps.append(StepResult("data", "purged"))

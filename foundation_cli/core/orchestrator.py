@@ -354,7 +354,9 @@ def up(
         return result
 
     try:
+        say("cluster", "waiting for a leader and every member")
         _wait_cluster(result, plans, results, cfg, timeout=wait_timeout, say=say)
+        say("cluster", "writing the cluster record")
         _write_record(result, cfg, server_addrs, cluster_id)
     except FoundationError as exc:
         result.warnings.append(exc.message)
@@ -419,6 +421,7 @@ def _wait_cluster(result: UpResult, plans, results, cfg: ClusterConfig, *, timeo
     if quiet.operations:
         current_recorder().add(quiet.operations[-1])
     # Agents: registered as a Consul service (the agent of issue 4); report, do not fail.
+    say("cluster", "waiting for the node agents to register")
     reg_deadline = time.monotonic() + 10
     unregistered = set(expected)
     while time.monotonic() < reg_deadline and unregistered:
@@ -493,6 +496,7 @@ def down(
                     install_root=h.install_root or cfg.agent.install_root,
                     http_port=cfg.ports.get("http", 8500),
                     purge=purge,
+                    leave=bool(only) or not p.existing_config.get("server"),
                 )
             say(h.address, "done")
         except Exception as exc:  # noqa: BLE001
