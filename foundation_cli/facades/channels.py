@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from foundation_cli.core import envelope as env_mod
 from foundation_cli.core.envelope import Envelope, Since
-from foundation_cli.errors import UsageError
+from foundation_cli.errors import FoundationError, PermissionDeniedError, UsageError
 
 BLOB_RETENTION = 3600.0  # seconds a spilled payload stays in KV
 HISTORY_MAX = 100  # messages kept per durable channel
@@ -293,6 +293,7 @@ class Channels:
         seen_events = {e.get("ID") for e in events or []}
         newest = (events or [{}])[-1].get("ID") if events else None
         seen_messages: set[str] = set()
+        failures = 0
         if on_ready:
             on_ready(self.sender_node())
         if since is not None:
@@ -304,8 +305,19 @@ class Channels:
             if remaining is not None and remaining <= 0:
                 return
             step = wait if remaining is None else max(1.0, min(wait, remaining))
-            with translate_errors(f"event list {name}"):
-                index, events = self.client.event.list(name=name, index=index, wait=f"{int(step)}s")
+            try:
+                with translate_errors(f"event list {name}"):
+                    index, events = self.client.event.list(name=name, index=index, wait=f"{int(step)}s")
+                failures = 0
+            except (PermissionDeniedError, UsageError):
+                raise
+            except FoundationError as exc:
+                # A listener runs for days: ride through a restarting agent or a leader election.
+                failures += 1
+                if on_gap and failures == 1:
+                    on_gap(f"reading events failed ({exc.message}); retrying — messages may be missed meanwhile")
+                stop.wait(min(5.0, 0.25 * 2 ** min(failures, 5)))
+                continue
             events = events or []
             ids = [e.get("ID") for e in events]
             if newest is not None and newest not in ids and events and on_gap:
