@@ -15,6 +15,7 @@ TASKS: list[tuple[str, str]] = [
     ("placement", "foundation_cli.agent.placement:run"),
     ("advertise", "foundation_cli.agent.advertise:run"),
     ("config-apply", "foundation_cli.agent.config_apply:run"),
+    ("optimizer", "foundation_cli.agent.optimizer_task:run"),
 ]
 
 

@@ -226,7 +226,9 @@ def _print_report(run, data: dict) -> None:
 def _explain_rec(out, rec: dict) -> None:
     import textwrap
 
-    wrap = lambda text, indent: textwrap.fill(text, 100, initial_indent=indent, subsequent_indent=indent)  # noqa: E731
+    def wrap(text: str, indent: str, rest: str | None = None) -> str:
+        return textwrap.fill(text, 100, initial_indent=indent, subsequent_indent=rest or indent)
+
     out.line("  why:")
     out.line(wrap(rec["reasoning"], "    "))
     out.line("  evidence:")
@@ -236,7 +238,7 @@ def _explain_rec(out, rec: dict) -> None:
             out.line(f"      read by: {ev['read']['curl']}")
     out.line(f"  change ({rec['applies']}{', --apply can do it' if rec['auto'] else ''}):")
     for change in rec["changes"]:
-        out.line(wrap(change["description"], "    - "))
+        out.line(wrap(change["description"], "    - ", "      "))
         if change.get("api"):
             out.line(f"      {change['api']['curl']}")
         if change.get("cli"):

@@ -32,7 +32,9 @@ from foundation_cli.raw.operation import RawOperation
 
 SCHEMA_VERSION = 1
 MEMBER_STATES = {0: "none", 1: "alive", 2: "leaving", 3: "left", 4: "failed"}
-EVENT_LIMIT = 512  # serf's UserEventSizeLimit in Consul 1.8 (name + payload)
+EVENT_LIMIT = 512  # serf's UserEventSizeLimit in Consul 1.8, applied to the encoded event
+# Measured on Consul 1.8.7 (see core/envelope.py): encoded size = 98 + 2 x len(name) + len(payload) + len(filters).
+EVENT_OVERHEAD = 98
 FLAP_MIN_TRANSITIONS = 2  # status changes within the observation window that make a check "flapping"
 SINGLETON_KEYS = ("singleton.lock_delay", "singleton.fence_timeout")
 
@@ -161,7 +163,7 @@ class Events:
     new: int = 0
     per_min: float = 0.0
     max_size_bytes: int = 0
-    near_limit: int = 0  # buffered events whose name+payload is >= 80% of the limit
+    near_limit: int = 0  # buffered events whose estimated encoded size is >= 80% of the limit
     limit_bytes: int = EVENT_LIMIT
     by_name: dict[str, int] = field(default_factory=dict)
 
@@ -889,7 +891,8 @@ class HealthMonitor:
                 size = len(base64.b64decode(payload)) if payload else 0
             except ValueError:
                 size = len(payload)
-            sizes.append(size + len(e.get("Name") or ""))
+            filters = sum(len(e.get(k) or "") for k in ("NodeFilter", "ServiceFilter", "TagFilter"))
+            sizes.append(EVENT_OVERHEAD + 2 * len((e.get("Name") or "").encode()) + size + filters)
         out.max_size_bytes = max(sizes) if sizes else 0
         out.near_limit = sum(1 for s in sizes if s >= 0.8 * EVENT_LIMIT)
         out.by_name = dict(Counter(e.get("Name", "") for e in last).most_common(10))

@@ -21,8 +21,9 @@ def payload_near_limit(snap) -> list[Recommendation]:
             severity="info",
             title=f"{ev.near_limit} recent event(s) within 20% of the {ev.limit_bytes}-byte user-event limit",
             reasoning=(
-                f"The largest buffered event is {ev.max_size_bytes} bytes of a {ev.limit_bytes}-byte limit (name + "
-                "payload). Events over the limit are refused, and big events crowd gossip. Foundation channels "
+                f"The largest buffered event is about {ev.max_size_bytes} bytes encoded, of a {ev.limit_bytes}-byte "
+                "limit (the encoded event counts the name twice plus ~98 bytes of envelope). Events over the limit are "
+                "refused, and big events crowd gossip. Foundation channels "
                 "spill large payloads to KV automatically; for raw `consul event` senders, put the data in KV and "
                 "send only its key."
             ),

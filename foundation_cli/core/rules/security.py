@@ -31,14 +31,10 @@ def gossip_encryption(snap) -> list[Recommendation]:
             evidence=[Evidence("Stats.serf_lan.encrypted", False, "agent_self")],
             changes=[
                 Change(
-                    "1) on every agent, with a key from `consul keygen`, then a rolling restart",
-                    config=hcl(
-                        {
-                            "encrypt": "<consul keygen output>",
-                            "encrypt_verify_incoming": False,
-                            "encrypt_verify_outgoing": False,
-                        }
-                    ),
+                    "1) make one key (GOSSIP_KEY=$(consul keygen)), put it in every agent's config with verification "
+                    "off, then restart the agents one at a time",
+                    config="encrypt = $GOSSIP_KEY   # the same quoted key on every agent\n"
+                    + hcl({"encrypt_verify_incoming": False, "encrypt_verify_outgoing": False}),
                     cli="consul keygen",
                 ),
                 Change(

@@ -121,7 +121,7 @@ def failover_speed(snap) -> list[Recommendation]:
         from foundation_cli.agent.timing import Timing
 
         base = Timing()
-        target = max(base.lock_delay, math.ceil((fence + base.fence_kill_grace + base.fence_margin + 0.5) * 2) / 2)
+        target = max(base.lock_delay, math.ceil((fence + base.fence_kill_grace + base.fence_margin + 0.1) * 2) / 2)
     except ImportError:  # pragma: no cover
         target = 2.5
     if target >= lock:
