@@ -233,7 +233,7 @@ def record_from_answer(answer: Answer) -> HostRecord:
 
 def _first_address(addresses: list[str]) -> str | None:
     """The first usable unicast address (IPv4 preferred); garbage and multicast are ignored."""
-    good: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    good: list[tuple[int, str]] = []
     for text in addresses:
         try:
             ip = ipaddress.ip_address(text.split("%", 1)[0])
@@ -241,9 +241,12 @@ def _first_address(addresses: list[str]) -> str | None:
             continue
         if ip.is_multicast or ip.is_unspecified:
             continue
-        good.append(ip)
-    good.sort(key=lambda ip: ip.version)
-    return str(good[0]) if good else None
+        scope = text.split("%", 1)[1] if "%" in text else ""
+        # A link-local IPv6 address is only usable with its scope (interface), e.g. fe80::1%3.
+        keep_scope = ip.version == 6 and ip.is_link_local and scope.isalnum()
+        good.append((ip.version, f"{ip}%{scope}" if keep_scope else str(ip)))
+    good.sort(key=lambda item: item[0])
+    return good[0][1] if good else None
 
 
 def classify(rec: HostRecord, *, cluster_id: str | None, members: set[str] | None = None) -> str:

@@ -117,13 +117,8 @@ def _zeroconf(binding: Binding):
     if binding.all_interfaces:
         interfaces = InterfaceChoice.All
     else:
-        interfaces = []
-        for addr in binding.addresses:
-            if "%" in addr:  # scoped IPv6: zeroconf takes (addr, flowinfo, scope_id)
-                host, scope = addr.split("%", 1)
-                interfaces.append((host, 0, int(scope) if scope.isdigit() else 0))
-            else:
-                interfaces.append(addr)
+        # zeroconf maps an IPv6 address (as a plain string) to its interface index itself.
+        interfaces = [addr.split("%", 1)[0] for addr in binding.addresses]
     try:
         return Zeroconf(interfaces=interfaces, ip_version=ipv)
     except OSError as exc:
@@ -228,23 +223,23 @@ class Advertiser:
         self._zc = self._info = None
         if zc is None:
             return
-        try:
-            if not send_goodbye and info is not None:
+        if not send_goodbye or info is None:
+            if info is not None:
                 _forget(zc, info)
-            if send_goodbye and info is not None:
-                op = RawOperation(
-                    kind="mdns",
-                    method="GOODBYE",
-                    command=goodbye_command(self.instance, SERVICE_TYPE),
-                    interface=self.binding.label,
-                )
-                try:
-                    zc.unregister_service(info)
-                    _record(op, summary=f"withdrew {self.instance}")
-                except Exception as exc:  # the sockets may already be gone at interpreter exit
-                    _record(op, error=type(exc).__name__)
-        finally:
             zc.close()
+            return
+        op = RawOperation(
+            kind="mdns",
+            method="GOODBYE",
+            command=goodbye_command(self.instance, SERVICE_TYPE),
+            interface=self.binding.label,
+        )
+        try:
+            # Zeroconf.close() multicasts the goodbye (TTL 0) records three times before it closes the sockets.
+            zc.close()
+            _record(op, summary=f"withdrew {self.instance}")
+        except Exception as exc:  # the sockets may already be gone at interpreter exit
+            _record(op, error=type(exc).__name__)
 
 
 def _forget(zc, info) -> None:

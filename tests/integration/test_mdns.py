@@ -377,3 +377,43 @@ def test_mortal_up_bootstraps_the_unclaimed_advertisers_and_never_the_other_clus
         assert not other.path("/etc/foundation").exists()
     finally:
         stop_all(procs)
+
+
+def _wait_no_tentative(lab, timeout: float = 10) -> None:
+    """IPv6 link-local addresses are usable once duplicate address detection is done."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        busy = subprocess.run(
+            ["ip", "-6", "addr", "show", "dev", lab.bridge, "tentative"], capture_output=True, text=True
+        ).stdout.strip()
+        busy += "".join(h.exec("ip -6 addr show dev eth0 tentative").stdout.strip() for h in lab.hosts)
+        if not busy:
+            return
+        time.sleep(0.2)
+    raise AssertionError("IPv6 link-local addresses still tentative")
+
+
+def test_ipv6_only_advertise_and_browse(make_lab):
+    lab = make_lab(2)
+    _wait_no_tentative(lab)
+    procs = [
+        h.popen(
+            [PY, "-m", "foundation_cli", "advertise", "--interface", "eth0", "--ipv6"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for h in lab.hosts
+    ]
+    try:
+        wait_announced(procs)
+        r = foundation("discover-hosts", "-i", lab.bridge, "--ipv6", "--json", "--expect", "2", "-t", "10")
+        assert r.returncode == 0, r.stderr
+        rows = json.loads(r.stdout)
+        assert sorted(row["node"] for row in rows) == [h.name for h in lab.hosts]
+        for row in rows:
+            # Link-local: the address keeps its scope so SSH can use it.
+            assert row["address"].startswith("fe80::") and "%" in row["address"]
+            assert row["status"] == "unclaimed"
+    finally:
+        stop_all(procs)

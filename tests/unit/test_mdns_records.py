@@ -130,3 +130,10 @@ def test_check_advertisement_rejects_what_browsers_would_reject():
 def test_safe_text_bounds_and_strips():
     assert m.safe_text("a\x00b[c]\\", 40) == "a?b?c??"
     assert len(m.safe_text("x" * 100, 10)) == 10
+
+
+def test_link_local_ipv6_keeps_its_scope_global_does_not():
+    text = m.build_txt(good_fields())
+    assert m.record_from_answer(answer(text, addresses=["fe80::1%3"])).address == "fe80::1%3"
+    assert m.record_from_answer(answer(text, addresses=["fd00::1%3"])).address == "fd00::1"
+    assert m.record_from_answer(answer(text, addresses=["fe80::1%3;x"])).address == "fe80::1"
