@@ -77,7 +77,7 @@ def by_addr(rows: list[dict]) -> dict[str, dict]:
 
 def test_five_advertisers_found_other_cluster_listed_goodbye_seen(make_lab):
     lab = make_lab(5)
-    procs = [advertise(h) for h in lab.hosts[:4]]
+    procs = [advertise(lab.hosts[0], "--explain", "--no-color")] + [advertise(h) for h in lab.hosts[1:4]]
     procs.append(advertise(lab.hosts[4], "--cluster-id", "someone-else", "--role", "server", "--datacenter", "dc7"))
     try:
         wait_announced(procs)
@@ -116,6 +116,10 @@ def test_five_advertisers_found_other_cluster_listed_goodbye_seen(make_lab):
                     item = browser.next(deadline - time.monotonic())
                     removed = bool(item and item[1] and item[0].instance == gone)
                 assert removed, "no goodbye seen after SIGTERM"
+                # --explain showed the announcement and the goodbye as raw operations.
+                explained = procs[0].stderr.read()
+                assert f"avahi-publish-service {lab.hosts[0].name}@{lab.hosts[0].ip} _foundation._tcp 22" in explained
+                assert "goodbye (TTL 0)" in explained and f"withdrew {lab.hosts[0].name}@" in explained
             finally:
                 browser.close()
     finally:
