@@ -11,7 +11,9 @@ import os
 import subprocess
 import sys
 import time
+from importlib import resources
 
+import jsonschema
 import pytest
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(240)]
@@ -68,7 +70,7 @@ def test_broadcast_reaches_every_node_once_and_late_listener_catches_up(shared_c
     assert [m["id"] for m in replayed] == sent and {m["via"] for m in replayed} == {"history"}
 
 
-def test_cluster_wide_config_applied_by_every_agent(shared_consul_cluster) -> None:
+def test_cluster_wide_config_applied_by_every_agent_and_placed_service_discovered(shared_consul_cluster) -> None:
     cluster = shared_consul_cluster
     agents = [
         h.popen(
@@ -91,6 +93,27 @@ def test_cluster_wide_config_applied_by_every_agent(shared_consul_cluster) -> No
                 break
             time.sleep(0.5)
         assert {n["node"]: n["state"] for n in status["nodes"]} == {h.name: "applied" for h in cluster.hosts}
+
+        # discover finds a service Foundation placed, with its health, like any other.
+        placed = cli(
+            cluster.http_addr, "start-singleton", "labweb", "--port", "7100", "--tag", "lab", "--", "sleep", "600"
+        )
+        assert placed.returncode == 0, placed.stderr
+        deadline = time.time() + 60
+        found: dict = {}
+        while time.time() < deadline:
+            proc = cli(cluster.http_addr, "discover", "labweb", "--passing", "--json")
+            found = json.loads(proc.stdout) if proc.returncode == 0 else {}
+            if found.get("count") == 1:
+                break
+            time.sleep(0.5)
+        jsonschema.validate(
+            found, json.loads(resources.files("foundation_cli").joinpath("schemas/discover.json").read_text())
+        )
+        (inst,) = found["instances"]
+        assert inst["port"] == 7100 and inst["tags"] == ["lab"] and inst["health"] == "passing"
+        assert inst["meta"]["foundation_mode"] == "singleton" and inst["node"] in {h.name for h in cluster.hosts}
+        assert cli(cluster.http_addr, "stop", "labweb").returncode == 0
     finally:
         for proc in agents:
             proc.terminate()
