@@ -112,6 +112,68 @@ def _discover_hosts(
     run.out.table(*strategies.hosts_table(hosts))
 
 
+def mortal_hosts(cfg, *, yes: bool = False, interfaces: list[str] | None = None) -> list:
+    """Mortal ``up``: discover, show what answered, ask before bootstrapping; the hosts to bootstrap.
+
+    For the ``up`` command (issue 3): ``hosts = mdns.mortal_hosts(cfg, yes=yes)``;
+    an empty list means "nothing to bootstrap: build the local one-node cluster".
+    Only unclaimed, valid machines are returned (never another cluster's). The
+    table goes to stderr so ``--json`` output stays clean; in a dry run nothing
+    is asked (nothing is changed). Without ``--yes``, a closed or non-terminal
+    stdin is a refusal (one-line error), never a silent yes.
+    """
+    import sys
+
+    from foundation_cli.core import strategies
+    from foundation_cli.errors import UsageError
+
+    run = current()
+    notes: list[str] = []
+    found = strategies.discover(cfg, run.settings, interfaces=interfaces, notes=notes)
+    for note in notes:
+        run.out.info(note)
+    hosts = strategies.claimable(found)
+    if found and not run.settings.quiet:
+        columns, rows = strategies.hosts_table(found)
+        run.out.info(f"found {len(found)} machine(s) ({len(hosts)} to bootstrap):")
+        _table_to_stderr(run, columns, rows)
+    skipped = len(found) - len(hosts)
+    if skipped:
+        run.out.info(f"leaving {skipped} machine(s) alone (other cluster, invalid, already a member or not Foundation)")
+    if not hosts or yes or run.settings.dry_run:
+        return hosts
+    question = f"bootstrap these {len(hosts)} machine(s) over SSH? [y/N] "
+    stdin = sys.stdin
+    if stdin is not None and hasattr(stdin, "isatty") and stdin.isatty():
+        run.out.stderr.write(question)
+        run.out.stderr.flush()
+    try:
+        answer = stdin.readline() if stdin is not None else ""
+    except (OSError, ValueError):
+        answer = ""
+    if not answer:
+        raise UsageError(
+            f"found {len(hosts)} machine(s) to bootstrap but got no confirmation (stdin is not a terminal)",
+            hint="re-run with --yes, or list the hosts in foundation.yaml",
+        )
+    if answer.strip().lower() not in ("y", "yes"):
+        raise UsageError("not bootstrapped: the answer was not yes")
+    return hosts
+
+
+def _table_to_stderr(run, columns, rows) -> None:
+    from rich.table import Table
+
+    from foundation_cli.raw.secrets import mask
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*(mask(str(cell)) for cell in row))
+    run.out.console(err=True).print(table)
+
+
 def register(root: typer.Typer) -> None:
     """Add this module's commands to the root app (called once by commands.app)."""
     command(root, "advertise", rich_help_panel=PANEL)(_advertise)

@@ -365,6 +365,27 @@ def _short_id(cid: str | None) -> str:
     return cid[:8] if len(cid) == 36 and cid.count("-") == 4 else cid
 
 
+def read_discovered(client) -> list[dict[str, Any]]:
+    """What node agents heard on mDNS (``foundation/discovered/<addr>``), for ``status``; bad entries skipped."""
+    import json
+
+    from foundation_cli.core import keys
+    from foundation_cli.tools import consul as consul_tool
+
+    with consul_tool.translate_errors("read discovered machines"):
+        _idx, entries = client.kv.get(keys.DISCOVERED, recurse=True)
+    out = []
+    for entry in entries or []:
+        try:
+            data = json.loads(entry.get("Value") or b"")
+        except ValueError:
+            continue
+        if isinstance(data, dict):
+            data["address"] = entry["Key"][len(keys.DISCOVERED) :]
+            out.append(data)
+    return out
+
+
 def to_dict(h: HostRecord) -> dict[str, Any]:
     """JSON form of a record (``--json``)."""
     return {

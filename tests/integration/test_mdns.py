@@ -243,6 +243,7 @@ def test_agent_task_records_newcomers_and_auto_joins_claimants(make_lab, consul_
 
     from foundation_cli.agent import advertise as task
     from foundation_cli.agent.context import AgentContext, AgentRecorder
+    from foundation_cli.core import strategies
     from foundation_cli.settings import Settings
     from foundation_cli.tools import consul as consul_tool
 
@@ -280,8 +281,7 @@ def test_agent_task_records_newcomers_and_auto_joins_claimants(make_lab, consul_
         discovered: dict = {}
         members: set = set()
         while time.monotonic() < deadline:
-            _i, entries = client.kv.get(keys.DISCOVERED, recurse=True)
-            discovered = {e["Key"][len(keys.DISCOVERED) :]: json.loads(e["Value"]) for e in entries or []}
+            discovered = {d["address"]: d for d in strategies.read_discovered(client)}  # what `status` reads
             members = {m["Name"] for m in client.agent.members()}
             if fresh.ip in discovered and "c3" in members:
                 break
