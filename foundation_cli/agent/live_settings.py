@@ -15,6 +15,7 @@ is stored and shown but not interpreted by Foundation):
     singleton.fence_timeout  duration (500ms-10m)         how long a holder that cannot reach Consul keeps running
     restart.backoff          duration (0s-10m)          delay before restarting a crashed placed process
     restart.backoff_max      duration (0s-1h)           cap of the exponential restart backoff
+    optimizer.interval       duration (10s-1d)          time between optimizer rounds (read by the optimizer task)
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ OWNED: dict[str, LiveSetting] = {
         LiveSetting("singleton.fence_timeout", _bounded_duration(0.5, 600), "how long a cut-off holder keeps running"),
         LiveSetting("restart.backoff", _bounded_duration(0, 600), "first delay before restarting a crashed process"),
         LiveSetting("restart.backoff_max", _bounded_duration(0, 3600), "cap of the restart backoff"),
+        LiveSetting("optimizer.interval", _bounded_duration(10, 86400), "time between optimizer rounds"),
     )
 }
 
