@@ -210,6 +210,27 @@ def test_dry_run_advertise_prints_the_avahi_command_and_sends_nothing(make_lab):
     assert json.loads(r.stdout or "[]") == []
 
 
+def test_once_announces_and_exits_without_goodbye(make_lab):
+    lab = make_lab(1)
+    host = lab.hosts[0]
+    browser = mdns_tool.Browser(mdns_tool.resolve_binding([lab.bridge_ip]))
+    with use_recorder(Recorder()):
+        browser.start()
+        try:
+            r = host.exec(f"{PY} -m foundation_cli advertise --interface {host.ip} --once", timeout=30)
+            assert r.stdout.startswith(f"announcing {host.name}@{host.ip}")
+            events = []
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                item = browser.next(deadline - time.monotonic())
+                if item:
+                    events.append((item[0].instance, item[1]))
+            name = f"{host.name}@{host.ip}._foundation._tcp.local."
+            assert (name, False) in events and (name, True) not in events
+        finally:
+            browser.close()
+
+
 def test_bad_interface_is_a_one_line_error(tmp_path):
     r = foundation("discover-hosts")
     assert r.returncode == 2 and "explicit interface" in r.stderr and "Traceback" not in r.stderr
