@@ -72,6 +72,7 @@ def run(ctx, stop: threading.Event) -> None:
     watcher = Watcher(ctx, client, cluster)
     try:
         advertiser.start()
+        watcher.own_instance = advertiser.full_name
         browser.start()
         ctx.logger.info("mdns: announcing %s on %s and browsing", advertiser.instance, binding.label)
         while not stop.is_set():
@@ -117,6 +118,7 @@ class Watcher:
         self._written: dict[str, tuple[str, float]] = {}  # addr -> (json, when)
         self._instances: dict[str, str] = {}  # instance -> addr
         self._joined: dict[str, float] = {}
+        self.own_instance: str | None = None  # our own announcement (never "discovered")
 
     def members(self) -> set[str]:
         if time.monotonic() - self._members_at > MEMBERS_REFRESH:
@@ -133,7 +135,7 @@ class Watcher:
             if addr:
                 self._forget(addr)
             return
-        if answer.service_type != mdns_records.SERVICE_TYPE:
+        if answer.service_type != mdns_records.SERVICE_TYPE or answer.instance == self.own_instance:
             return
         rec = mdns_records.record_from_answer(answer)
         if not rec.address:
