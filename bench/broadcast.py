@@ -153,6 +153,7 @@ def bench_raw(cluster, n: int, interval: float) -> dict:
         cluster.hosts, lambda h: ["python3", "-c", RAW_WATCHER, f"http://{h.ip}:8500", "raw-bench"], "stdout"
     )
     sent: dict[str, float] = {}
+    send_ms: list[float] = []
     try:
         for i in range(n):
             t0 = time.time()
@@ -163,12 +164,16 @@ def bench_raw(cluster, n: int, interval: float) -> dict:
             )
             with urllib.request.urlopen(req, timeout=10) as r:
                 sent[json.loads(r.read())["ID"]] = t0
+            send_ms.append((time.time() - t0) * 1000.0)
             time.sleep(interval)
         time.sleep(3)
     finally:
         stop(readers)
     lat, missing, dupes = latencies(readers, sent, lambda line: line)
-    return report("raw consul events", lat, missing, dupes, n * len(cluster.hosts))
+    row = report("raw consul events", lat, missing, dupes, n * len(cluster.hosts))
+    row["send_p50_ms"] = round(percentile(send_ms, 50), 1)
+    print(f"{'':<28} (sender side: p50 {row['send_p50_ms']} ms per fire request)", flush=True)
+    return row
 
 
 def bench_ours(cluster, n: int, interval: float, size: int, label: str) -> dict:
@@ -185,18 +190,23 @@ def bench_ours(cluster, n: int, interval: float, size: int, label: str) -> dict:
     channels = Channels(consul_tool.connect(resolve(consul_addr=cluster.http_addrs[0], env={})))
     channels.sender_node()  # once, as a long-running sender would
     sent: dict[str, float] = {}
+    send_ms: list[float] = []
     try:
         for i in range(n):
             payload = (f"m{i} ".encode() * (size // 3 + 1))[:size] if size else f"m{i}".encode()
             t0 = time.time()
             result = channels.broadcast(channel, payload, now=t0)
+            send_ms.append((time.time() - t0) * 1000.0)
             sent[result.id] = t0
             time.sleep(interval)
         time.sleep(3)
     finally:
         stop(readers)
     lat, missing, dupes = latencies(readers, sent, lambda line: json.loads(line)["id"])
-    return report(label, lat, missing, dupes, n * len(cluster.hosts))
+    row = report(label, lat, missing, dupes, n * len(cluster.hosts))
+    row["send_p50_ms"] = round(percentile(send_ms, 50), 1)
+    print(f"{'':<28} (broadcaster side: p50 {row['send_p50_ms']} ms per broadcast() call)", flush=True)
+    return row
 
 
 def bench_discover(cluster, instances: int = 1000, runs: int = 5) -> dict:
