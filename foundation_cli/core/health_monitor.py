@@ -411,8 +411,9 @@ class HealthMonitor:
         self.reader = Reader(client_factory)
         self.consul_addr = consul_addr
         self.workers = workers
-        # (node, check_id) -> (last status, transitions, statuses seen, first seen time)
-        self._history: dict[tuple[str, str], list[Any]] = {}
+        # Check statuses at the end of the last snapshot, and recent transitions (t, from, to) per check.
+        self._last_status: dict[tuple[str, str], str] = {}
+        self._transitions: dict[tuple[str, str], list[tuple[float, str, str]]] = {}
         self._history_started: float | None = None
         self.history_s = 600.0
 
@@ -805,27 +806,26 @@ class HealthMonitor:
         if self._history_started is None:
             self._history_started = now
         sequences = raw.get("sequences") or {}
-        history = self._history
-        current: dict[tuple[str, str], str] = {}
-        for check in raw.get("last") or []:
-            current[(check.get("Node", ""), check.get("CheckID", ""))] = check.get("Status", "")
-        merged: dict[tuple[str, str], list[str]] = {}
-        for key, status in current.items():
-            seq = sequences.get(key) or [status]
-            entry = history.get(key)
-            if entry is None:
-                entry = [seq[0], []]  # [last status, [(t, from, to), ...]]
-                history[key] = entry
-            elif entry[0] != seq[0]:
-                entry[1].append((now, entry[0], seq[0]))
+        current = {(c.get("Node", ""), c.get("CheckID", "")): c.get("Status", "") for c in raw.get("last") or []}
+        previous, transitions = self._last_status, self._transitions
+        if previous:
+            for key, status in current.items():
+                before = previous.get(key)
+                seq = sequences.get(key)
+                first = seq[0] if seq else status
+                if before is not None and before != first:
+                    transitions.setdefault(key, []).append((now, before, first))
+        for key, seq in sequences.items():
             for before, after in zip(seq, seq[1:], strict=False):
-                entry[1].append((now, before, after))
-            entry[0] = seq[-1]
-            entry[1] = [t for t in entry[1] if now - t[0] <= self.history_s]
-            if entry[1]:
-                merged[key] = [entry[1][0][1]] + [after for _t, _b, after in entry[1]]
-        for key in [k for k in history if k not in current]:
-            del history[key]
+                transitions.setdefault(key, []).append((now, before, after))
+        for key in list(transitions):
+            kept = [t for t in transitions[key] if now - t[0] <= self.history_s] if key in current else []
+            if kept:
+                transitions[key] = kept
+            else:
+                del transitions[key]
+        self._last_status = current
+        merged = {key: [ts[0][1]] + [t[2] for t in ts] for key, ts in transitions.items()}
         elapsed = max(float(raw.get("elapsed") or 0.0), min(now - self._history_started, self.history_s))
         return {**raw, "sequences": merged, "elapsed": elapsed}
 
