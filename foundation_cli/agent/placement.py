@@ -15,8 +15,10 @@ Replicated: every node whose node-meta matches runs one instance.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 from foundation_cli.agent.context import AgentContext, _short, backoff
@@ -27,6 +29,10 @@ from foundation_cli.core import keys
 from foundation_cli.core.service_spec import ServiceSpec
 
 BLOCKING_WAIT = "60s"
+HOLDER_CHECK_INTERVAL = 0.25
+PROBE_TIMEOUT = 0.25
+PROBE_FAILURES = 3
+SERF_LEFT, SERF_FAILED = 3, 4
 
 
 def service_registration(spec: ServiceSpec, node: str, timing: Timing) -> dict:
@@ -97,6 +103,7 @@ class Placement:
             ("locks", lambda: self._watch(keys.LOCKS, self._apply_locks)),
             ("session", lambda: self.session.run(self.stop)),
             ("stop", lambda: (self.stop.wait(), self.wake.set())),
+            ("holders", self._watch_holders),
         ):
             threading.Thread(target=target, daemon=True, name=f"placement-{name}").start()
         while not self.stop.is_set():
@@ -115,7 +122,12 @@ class Placement:
         attempt = 0
         while not self.stop.is_set():
             try:
-                new_index, data = client.kv.get(prefix, recurse=True, index=index, wait=BLOCKING_WAIT)
+                # ?stale: answered by the nearest server, so a watch never hangs on a connection to a
+                # leader that just died or was partitioned; decisions are re-checked by writes and
+                # consistent reads (acquire, _still_ours).
+                new_index, data = client.kv.get(
+                    prefix, recurse=True, index=index, wait=BLOCKING_WAIT, consistency="stale"
+                )
                 attempt = 0
             except Exception as exc:  # noqa: BLE001
                 if attempt == 0:
@@ -127,6 +139,85 @@ class Placement:
             index = None if index is not None and new_index < int(index) else new_index
             apply(data or [])
             self.wake.set()
+
+    def _watch_holders(self) -> None:
+        """Destroy the session of a holder whose node looks dead from here, to take over sooner.
+
+        Safety never depends on this detector: lock-delay starts at the
+        destroy, which comes after the holder's last confirmation, so the
+        holder has fenced itself before anyone may acquire (see timing.py). A
+        wrong verdict costs a handover, never an overlap. Hence it may be fast:
+
+        - gossip: the local member list (no server round trip) says ``failed``;
+        - reachability: a TCP connect to the holder node's Consul HTTP port,
+          every 0.25 s, fails ``PROBE_FAILURES`` times in a row — used only for
+          nodes where it has succeeded before (an HTTP API bound to loopback
+          never counts as a failure).
+
+        The servers would invalidate the session on their own once the leader
+        processes the node's failure; after a leader change that can lag
+        gossip by tens of seconds. The only periodic work of the agent apart
+        from fencing, and only while another node holds a singleton this node
+        could run.
+        """
+        client = self.ctx.consul(timeout=2.0)
+        port = urllib.parse.urlsplit(self.ctx.settings.consul_addr or "http://127.0.0.1:8500").port or 8500
+        session_nodes: dict[str, str | None] = {}
+        destroyed: set[str] = set()
+        reachable_once: set[str] = set()
+        failures: dict[str, int] = {}
+        members: dict[str, tuple[int, str]] = {}
+        tick = 0
+        while not self.stop.wait(HOLDER_CHECK_INTERVAL):
+            sid = self.session.id
+            specs = self.specs
+            foreign = {
+                holder
+                for name, holder in list(self.holders.items())
+                if holder
+                and holder != sid
+                and holder not in destroyed
+                and name in specs
+                and specs[name].mode == "singleton"
+                and specs[name].eligible(self.ctx.node_meta)
+            }
+            if not foreign:
+                failures.clear()
+                continue
+            try:
+                if tick % 2 == 0 or not members:
+                    members = {m["Name"]: (m["Status"], m["Addr"]) for m in client.agent.members()}
+                tick += 1
+                for holder in foreign:
+                    if holder not in session_nodes:
+                        _i, info = client.session.info(holder)
+                        session_nodes[holder] = (info or {}).get("Node")
+                    node = session_nodes[holder]
+                    if not node or node == self.ctx.node:
+                        continue
+                    status, addr = members.get(node, (None, None))
+                    verdict = None
+                    if status in (SERF_LEFT, SERF_FAILED):
+                        verdict = "failed in gossip"
+                    elif addr:
+                        if _tcp_ok(addr, port, PROBE_TIMEOUT):
+                            reachable_once.add(node)
+                            failures[node] = 0
+                        elif node in reachable_once:
+                            failures[node] = failures.get(node, 0) + 1
+                            if failures[node] >= PROBE_FAILURES:
+                                verdict = f"Consul at {addr}:{port} unreachable {failures[node]} times"
+                    if verdict and self.session.confirmed():
+                        self.log.warning("holder node %s %s: destroying its session %s", node, verdict, holder)
+                        client.session.destroy(holder)
+                        destroyed.add(holder)
+                        failures.pop(node, None)
+                        for name, h in list(self.holders.items()):
+                            if h == holder:
+                                self.holders[name] = None
+                        self.wake.set()
+            except Exception as exc:  # noqa: BLE001
+                self.log.debug("holder check: %s", _short(exc))
 
     def _apply_specs(self, items: list[dict]) -> None:
         specs: dict[str, ServiceSpec] = {}
@@ -531,6 +622,14 @@ class Placement:
                 return
             except Exception:  # noqa: BLE001
                 time.sleep(backoff(attempt, cap=1.0))
+
+
+def _tcp_ok(host: str, port: int, timeout: float) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _ok(response):
