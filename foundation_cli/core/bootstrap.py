@@ -371,36 +371,47 @@ def apply(
     return steps
 
 
-def teardown(
+def stop_agent(conn: Connection, p: Probe) -> StepResult:
+    """Stop the node agent first (it hands over what it runs while Consul is still there)."""
+    if p.systemd:
+        conn.run("systemctl disable --now -q foundation-agent 2>/dev/null; true")
+    else:
+        conn.run(_supervised_stop("agent"))
+    return StepResult("agent", "stopped" if p.agent_running else "unchanged")
+
+
+def stop_consul(
     conn: Connection, p: Probe, *, install_root: str, http_port: int, purge: bool, leave: bool = True
 ) -> list[StepResult]:
-    """Stop the agent, leave the cluster gracefully, stop consul, remove services; purge deletes data too.
+    """Leave the cluster gracefully, stop consul, remove services; purge deletes data too.
 
     ``leave=False`` (servers when the whole cluster goes down) stops Consul without leaving, so the
     servers keep their Raft peer set and a later ``up`` brings the same cluster back with its data.
     """
     steps = []
+    consul = shlex.quote(p.consul_path or "consul")
+    leave_cmd = f"{consul} leave -http-addr=http://127.0.0.1:{http_port} >/dev/null 2>&1; " if leave else ""
     if p.systemd:
         conn.run(
-            (
-                f"{shlex.quote(p.consul_path or 'consul')} leave -http-addr=http://127.0.0.1:{http_port} >/dev/null 2>&1; "
-                if leave and p.consul_running
-                else ""
-            )
+            (leave_cmd if p.consul_running else "")
             + "systemctl disable --now -q foundation-agent foundation-consul 2>/dev/null; "
             f"rm -f {UNIT_DIR}/foundation-agent.service {UNIT_DIR}/foundation-consul.service; "
             "systemctl daemon-reload; true"
         )
-        steps.append(StepResult("services", "removed"))
     else:
-        conn.run(_supervised_stop("agent"))
-        steps.append(StepResult("agent", "stopped" if p.agent_running else "unchanged"))
-        consul = p.consul_path or "consul"
-        leave_cmd = f"{shlex.quote(consul)} leave -http-addr=http://127.0.0.1:{http_port} >/dev/null 2>&1; "
-        conn.run(_supervised_stop("consul", before_kill=leave_cmd if leave else ""))
-        done = "left and stopped" if leave else "stopped"
-        steps.append(StepResult("consul", done if p.consul_running else "unchanged"))
+        conn.run(_supervised_stop("consul", before_kill=leave_cmd))
+    done = "left and stopped" if leave else "stopped"
+    steps.append(StepResult("consul", done if p.consul_running else "unchanged"))
     if purge:
         conn.run(f"rm -rf {DATA_DIR} {CONFIG_DIR} {install_root}/agent {install_root}/bin/consul {LOG_DIR}")
         steps.append(StepResult("data", "purged"))
     return steps
+
+
+def teardown(
+    conn: Connection, p: Probe, *, install_root: str, http_port: int, purge: bool, leave: bool = True
+) -> list[StepResult]:
+    """Agent, then Consul (see :func:`stop_consul`)."""
+    return [stop_agent(conn, p)] + stop_consul(
+        conn, p, install_root=install_root, http_port=http_port, purge=purge, leave=leave
+    )

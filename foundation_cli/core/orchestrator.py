@@ -481,37 +481,56 @@ def down(
 
             raise NotFoundError(f"no such host in the cluster: {', '.join(only)}")
     results = {h.address: HostResult(alias=h.address) for h in hosts}
+    conns: dict[str, ssh.Connection] = {}
+    probes: dict[str, Probe] = {}
 
-    def one(h: HostConfig) -> None:
+    def fail(h: HostConfig, exc: BaseException) -> None:
+        results[h.address].error, results[h.address].exit_status = _error_result(h.address, exc)
+        say(h.address, "failed")
+
+    def agent_phase(h: HostConfig) -> None:
         try:
             say(h.address, "connecting")
-            with ssh.connect(h.address, opts, user=h.user, port=h.port) as conn:
-                p = bootstrap.probe(conn, install_root=h.install_root or cfg.agent.install_root, python="python3")
-                results[h.address].node_name = p.existing_config.get("node_name", "")
-                results[h.address].role = "server" if p.existing_config.get("server") else "client"
-                say(h.address, "stopping")
-                results[h.address].steps = bootstrap.teardown(
-                    conn,
-                    p,
-                    install_root=h.install_root or cfg.agent.install_root,
-                    http_port=cfg.ports.get("http", 8500),
-                    purge=purge,
-                    leave=bool(only) or not p.existing_config.get("server"),
-                )
+            conn = ssh.connect(h.address, opts, user=h.user, port=h.port)
+            conns[h.address] = conn
+            p = bootstrap.probe(conn, install_root=h.install_root or cfg.agent.install_root, python="python3")
+            probes[h.address] = p
+            results[h.address].node_name = p.existing_config.get("node_name", "")
+            results[h.address].role = "server" if p.existing_config.get("server") else "client"
+            say(h.address, "stopping the agent")
+            results[h.address].steps.append(bootstrap.stop_agent(conn, p))
+        except Exception as exc:  # noqa: BLE001
+            fail(h, exc)
+
+    def consul_phase(h: HostConfig) -> None:
+        p = probes[h.address]
+        try:
+            say(h.address, "stopping consul")
+            results[h.address].steps += bootstrap.stop_consul(
+                conns[h.address],
+                p,
+                install_root=h.install_root or cfg.agent.install_root,
+                http_port=cfg.ports.get("http", 8500),
+                purge=purge,
+                leave=bool(only) or not p.existing_config.get("server"),
+            )
             say(h.address, "done")
         except Exception as exc:  # noqa: BLE001
-            results[h.address].error, results[h.address].exit_status = _error_result(h.address, exc)
-            say(h.address, "failed")
+            fail(h, exc)
 
-    servers = set(state.get("servers") or [])
-    clients = [h for h in hosts if h.address not in servers]
-    server_hosts = [h for h in hosts if h.address in servers]
-    for batch in (clients, server_hosts):
-        if not batch:
-            continue
-        with ThreadPoolExecutor(max_workers=len(batch)) as pool:
-            for f in [_in_context(pool, one, h) for h in batch]:
-                f.result()
+    def parallel(fn, batch) -> None:
+        if batch:
+            with ThreadPoolExecutor(max_workers=len(batch)) as pool:
+                for f in [_in_context(pool, fn, h) for h in batch]:
+                    f.result()
+
+    # Agents everywhere first; then clients leave; servers stop last.
+    parallel(agent_phase, hosts)
+    ready = [h for h in hosts if h.address in probes and not results[h.address].error]
+    parallel(consul_phase, [h for h in ready if not probes[h.address].existing_config.get("server")])
+    parallel(consul_phase, [h for h in ready if probes[h.address].existing_config.get("server")])
+    for c in conns.values():
+        c.close()
     if not current_recorder().dry_run and not only and not any(r.error for r in results.values()):
         cluster_state.clear()
         if purge:

@@ -1,0 +1,222 @@
+"""`foundation up` / `down` over SSH on lab hosts (network namespaces with their own sshd and mounts).
+
+One 5-host lab is shared by the module; the tests run in order and build on each other:
+dry run (touches nothing) → up on 3 (3 servers, agents) → re-run unchanged → 4th host joins as a
+client → a partitioned 5th host fails alone (exit 7) → host keys → one-line errors → down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.lab.netns import Lab
+
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(240)]
+
+
+class Ctx:
+    def __init__(self, lab: Lab, root: Path) -> None:
+        self.lab = lab
+        self.root = root
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_HTTP")}
+        self.env.update(FOUNDATION_STATE_DIR=str(root / "state"), XDG_CONFIG_HOME=str(root / "xdg"), NO_COLOR="1")
+
+    def write(self, hosts, *, known_hosts: str | None = None, identity: str | None = None, extra: str = "") -> None:
+        lines = "".join(f"  - {h.ip if hasattr(h, 'ip') else h}\n" for h in hosts)
+        (self.root / "foundation.yaml").write_text(
+            f"hosts:\n{lines}ssh:\n  user: root\n  identity_file: {identity or self.lab.ssh_key}\n"
+            f"  known_hosts: {known_hosts or self.lab.known_hosts}\n  connect_timeout: 3\n{extra}"
+        )
+
+    def run(self, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "foundation_cli", *args],
+            cwd=self.root,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=200,
+        )
+
+    def http(self, host, path: str):
+        with urllib.request.urlopen(f"http://{host.ip}:8500{path}", timeout=5) as resp:
+            return json.loads(resp.read())
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    root = tmp_path_factory.mktemp("up-ssh")
+    # Pin the agent bundle for the module: the package under test may be edited while it runs.
+    import shutil
+
+    from foundation_cli.core import agent_bundle
+
+    pinned = root / agent_bundle.build().path.name
+    shutil.copy(agent_bundle.build().path, pinned)
+    lab = Lab(5)
+    c = Ctx(lab, root)
+    c.env["FOUNDATION_AGENT_BUNDLE"] = str(pinned)
+    try:
+        yield c
+    finally:
+        # Whatever happened, nothing keeps running: stop every process in the hosts, then the lab.
+        for h in lab.hosts:
+            h.heal()
+        c.write(lab.hosts)
+        c.run("down", "--purge")
+        lab.close()
+
+
+def _upper_snapshot(lab: Lab, hosts) -> dict[str, tuple[int, int]]:
+    snap = {}
+    for h in hosts:
+        base = Path(h.dir) / "upper"
+        for dirpath, _dirs, files in os.walk(base):
+            for name in files:
+                p = Path(dirpath) / name
+                st = p.lstat()
+                snap[str(p)] = (st.st_size, st.st_mtime_ns)
+    return snap
+
+
+def test_dry_run_prints_everything_and_touches_nothing(ctx):
+    hosts = ctx.lab.hosts[:3]
+    ctx.write(hosts)
+    before = _upper_snapshot(ctx.lab, hosts)
+    proc = ctx.run("up", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    script = proc.stdout
+    for h in hosts:
+        assert f"root@{h.ip}" in script
+    assert "/etc/foundation/consul.d/foundation.json" in script and '"bootstrap_expect": 3' in script
+    assert "nohup setsid sh -c" in script  # the service start, shown
+    assert '"encrypt": "****"' in script  # the gossip key is never printed
+    assert _upper_snapshot(ctx.lab, hosts) == before
+    assert not (ctx.root / "state" / "state.json").exists()
+
+
+def test_up_forms_three_server_cluster_with_agents(ctx):
+    proc = ctx.run("up", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert [h["role"] for h in result["hosts"]] == ["server"] * 3
+    members = ctx.http(ctx.lab.hosts[0], "/v1/agent/members")
+    assert sorted((m["Name"], m["Status"], m["Tags"]["role"]) for m in members) == [
+        (h.name, 1, "consul") for h in ctx.lab.hosts[:3]
+    ]
+    assert len(ctx.http(ctx.lab.hosts[0], "/v1/status/peers")) == 3
+    state = json.loads((ctx.root / "state" / "state.json").read_text())
+    assert oct((ctx.root / "state" / "state.json").stat().st_mode & 0o777) == "0o600"
+    # The cluster record and the agents (they register themselves as a Consul service).
+    kv = ctx.run("consul", "kv", "get", "foundation/cluster")
+    assert json.loads(kv.stdout)["cluster_id"] == state["cluster_id"]
+    agents = ctx.http(ctx.lab.hosts[0], "/v1/catalog/service/foundation-agent")
+    assert sorted(a["Node"] for a in agents) == [h.name for h in ctx.lab.hosts[:3]]
+
+
+def test_second_run_is_unchanged(ctx):
+    proc = ctx.run("up", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert [h["state"] for h in json.loads(proc.stdout)["hosts"]] == ["unchanged"] * 3
+
+
+def test_fourth_host_joins_as_client(ctx):
+    ctx.write(ctx.lab.hosts[:4])
+    proc = ctx.run("up", "--json")
+    assert proc.returncode == 0, proc.stderr
+    hosts = json.loads(proc.stdout)["hosts"]
+    assert [h["state"] for h in hosts] == ["unchanged"] * 3 + ["changed"]
+    assert hosts[3]["role"] == "client"
+    members = ctx.http(ctx.lab.hosts[0], "/v1/agent/members")
+    assert sorted((m["Name"], m["Status"]) for m in members)[-1] == (ctx.lab.hosts[3].name, 1)
+
+
+def test_a_host_that_is_down_does_not_stop_the_others(ctx):
+    dead = ctx.lab.hosts[4]
+    dead.partition()
+    try:
+        ctx.write(ctx.lab.hosts)
+        proc = ctx.run("up", "--json")
+    finally:
+        dead.heal()
+    assert proc.returncode == 7, proc.stderr
+    hosts = json.loads(proc.stdout)["hosts"]
+    assert [h["state"] for h in hosts[:4]] == ["unchanged"] * 4
+    assert hosts[4]["state"] == "failed" and "cannot connect" in hosts[4]["error"] or "SSH failed" in hosts[4]["error"]
+    assert "1 of 5 hosts failed" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unknown_host_key_refused_then_accepted(ctx, tmp_path):
+    first = ctx.lab.hosts[0]
+    pinned = Path(ctx.lab.known_hosts).read_text().splitlines()
+    known = tmp_path / "known_hosts"
+    known.write_text("".join(line + "\n" for line in pinned if not line.startswith(first.ip + " ")))
+    ctx.write(ctx.lab.hosts[:4], known_hosts=str(known))
+    proc = ctx.run("up")
+    assert proc.returncode == 7, proc.stderr
+    assert f"{first.ip}: unknown host key" in proc.stdout + proc.stderr
+    proc = ctx.run("up", "--accept-new-host-keys", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert [h["state"] for h in json.loads(proc.stdout)["hosts"]] == ["unchanged"] * 4
+    assert first.ip in known.read_text()
+    # A changed key is never accepted, even with --accept-new-host-keys.
+    other = next(line for line in pinned if line.startswith(ctx.lab.hosts[1].ip + " ")).split()[1:]
+    known.write_text(
+        "".join(line + "\n" for line in pinned if not line.startswith(first.ip + " "))
+        + f"{first.ip} {' '.join(other)}\n"
+    )
+    proc = ctx.run("up", "--accept-new-host-keys", "--json")
+    assert proc.returncode == 7
+    assert "host key has CHANGED" in json.loads(proc.stdout)["hosts"][0]["error"]
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["bad key file", "unreachable", "invalid yaml", "unknown key", "wrong type"],
+)
+def test_one_line_errors(ctx, tmp_path, case):
+    env = {"FOUNDATION_STATE_DIR": str(tmp_path / "state")}
+    hosts = ctx.lab.hosts[:1]
+    if case == "bad key file":
+        ctx.write(hosts, identity="/etc/hostname")
+        expect, code = "/etc/hostname: bad key file", 2
+    elif case == "unreachable":
+        ctx.write(["198.18.0.254"])
+        expect, code = "198.18.0.254:22", 3
+    elif case == "invalid yaml":
+        (ctx.root / "foundation.yaml").write_text("hosts: [a, b\n")
+        expect, code = "foundation.yaml:2:1: invalid YAML", 2
+    elif case == "unknown key":
+        (ctx.root / "foundation.yaml").write_text("hosts: [a]\nservres: 1\n")
+        expect, code = "foundation.yaml:2:1: unknown key 'servres'", 2
+    else:
+        (ctx.root / "foundation.yaml").write_text("hosts: [a]\nservers: three\n")
+        expect, code = "foundation.yaml:2:10: servers must be a whole number", 2
+    proc = ctx.run("up", env=env)
+    assert proc.returncode == code, proc.stderr
+    first = (
+        proc.stderr.strip().splitlines()[0] if case in ("invalid yaml", "unknown key", "wrong type") else proc.stderr
+    )
+    assert expect in first
+    assert "Traceback" not in proc.stderr
+
+
+def test_down_leaves_nothing_running(ctx):
+    ctx.write(ctx.lab.hosts)
+    proc = ctx.run("down")
+    # Host 5 never got anything; every host answers, so down succeeds everywhere.
+    assert proc.returncode == 0, proc.stderr
+    for h in ctx.lab.hosts:
+        left = [Path(f"/proc/{p}/cmdline").read_text() for p in h.pids()]
+        assert all("sshd" in c for c in left), (h.name, left)
+    assert not (ctx.root / "state" / "state.json").exists()
+    assert ctx.lab.hosts[0].path("/var/lib/foundation/consul").exists()  # data kept without --purge
