@@ -213,7 +213,11 @@ class Channels:
             return message
         key = env_mod.channel_key(message.channel, message.ref, message.id)
         with translate_errors(f"kv get {key}"):
-            _index, item = self.client.kv.get(key)
+            # The copy was committed before the event was fired: any server usually has it already, so ask
+            # the nearest one (?stale) and go to the leader only if that one is behind.
+            _index, item = self.client.kv.get(key, consistency="stale")
+            if item is None:
+                _index, item = self.client.kv.get(key)
         if item is None or item.get("Value") is None:
             message.via = "missing"
             message.extra["error"] = f"payload expired or deleted from KV ({key})"
