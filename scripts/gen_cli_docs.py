@@ -170,7 +170,7 @@ def render_schemas(schema_dir: Path) -> str:
             raise SystemExit(f"{path}: invalid JSON: {exc}") from None
         out.append(f"### {path.stem}")
         out.append("")
-        out.append(f"File: [`foundation_cli/schemas/{path.name}`](../foundation_cli/schemas/{path.name})")
+        out.append(f"File: `foundation_cli/schemas/{path.name}`")
         out.append("")
         if schema.get("title"):
             out.append(f"**{_md(str(schema['title']))}**")
