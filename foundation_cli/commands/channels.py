@@ -24,7 +24,9 @@ def broadcast(
     channel: str = typer.Argument(..., help="Channel name (event foundation:CHANNEL)."),
     message: str = typer.Argument(..., help="The message text; '-' reads it (bytes) from stdin."),
     data_json: bool = typer.Option(
-        False, "--data-json", help="MESSAGE is JSON data (validated; content type application/json)."
+        False,
+        "--data-json",
+        help="MESSAGE is JSON data (validated; content type application/json). --json only formats the output.",
     ),
     content_type: Optional[str] = typer.Option(
         None, "--content-type", help="Content type in the envelope (default text/plain, or octet-stream for binary)."
@@ -36,11 +38,9 @@ def broadcast(
         False, "--durable", help="Also keep it in the channel's KV history (newest 100) for `listen --since`."
     ),
 ) -> None:
-    """Send MESSAGE to every node's listeners on CHANNEL (a Consul user event).
+    """Send MESSAGE to every node's listeners on CHANNEL (a Consul user event foundation:CHANNEL).
 
-    Payloads too big for an event (inline limit 256 bytes of envelope, less for long names and filters)
-    are stored in KV under foundation/channels/CHANNEL/ and the event carries a reference; stored copies
-    are deleted after 1 hour. Best effort: see `foundation listen --help`.
+    Payloads too big for an event (over 256 bytes of envelope, less with long names and filters) are stored in KV under foundation/channels/CHANNEL/ and the event carries a reference; stored copies are deleted after 1 hour. Best effort, like every Consul event: see `foundation listen --help` and docs/channels.md.
 
     Example: foundation broadcast deploys "web v42 is out" --durable --explain
     """
@@ -92,10 +92,9 @@ def listen(
 ) -> None:
     """Print messages on CHANNEL as they arrive (blocking queries on /v1/event/list).
 
-    Each message is printed once (de-duplicated by event id), in the order this node's agent received
-    them; big payloads are fetched from KV transparently. With --json: one JSON object per line. Delivery
-    is best effort: at most once per listener; messages sent while no listener runs, or beyond the 256
-    events each agent keeps between two reads, are missed. Durable channels replay with --since.
+    Each message is printed once (de-duplicated by event id), in the order this node's agent received them; big payloads are fetched from KV transparently. With --json: one JSON object per line.
+
+    Delivery is best effort: at most once per listener. Messages sent while no listener runs, or beyond the 256 events each agent keeps between two reads, are missed; durable channels replay them with --since.
 
     Example: foundation listen deploys --since 10m --exec 'logger -t deploys'
     """
