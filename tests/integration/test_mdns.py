@@ -231,15 +231,6 @@ def test_once_announces_and_exits_without_goodbye(make_lab):
             browser.close()
 
 
-def test_bad_interface_is_a_one_line_error(tmp_path):
-    r = foundation("discover-hosts")
-    assert r.returncode == 2 and "explicit interface" in r.stderr and "Traceback" not in r.stderr
-    r = foundation("advertise", "--interface", "nope0")
-    assert r.returncode == 2 and "no such network interface: nope0" in r.stderr
-    r = foundation("advertise", "--interface", "127.0.0.1", "--node", "bad name", "--dry-run")
-    assert r.returncode == 2 and "node has invalid characters" in r.stderr
-
-
 CONSUL_FLAGS = ["-hcl", "disable_update_check = true", "-dns-port=-1", "-grpc-port=-1"]
 
 

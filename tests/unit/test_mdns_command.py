@@ -69,3 +69,20 @@ def test_nothing_claimable_returns_empty_without_asking(monkeypatch):
     found = [h for h in _found() if h.extra["status"] != mdns_records.UNCLAIMED]
     result = CliRunner().invoke(app_with(monkeypatch, found), ["fake-up"], input="")
     assert result.exit_code == 0 and result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_bad_interface_and_bad_fields_are_one_line_errors(monkeypatch):
+    from foundation_cli.commands.app import app
+    from foundation_cli.tools import mdns as mdns_tool
+
+    monkeypatch.delenv(mdns_tool.ENV_INTERFACE, raising=False)
+    runner = CliRunner()
+    r = runner.invoke(app, ["discover-hosts"])
+    assert r.exit_code == 2 and "explicit interface" in r.stderr
+    assert "Traceback" not in r.output and isinstance(r.exception, SystemExit)
+    r = runner.invoke(app, ["advertise", "--interface", "nope0"])
+    assert r.exit_code == 2 and "no such network interface: nope0" in r.stderr
+    r = runner.invoke(app, ["advertise", "--interface", "127.0.0.1", "--node", "bad name", "--dry-run"])
+    assert r.exit_code == 2 and "node has invalid characters" in r.stderr
+    r = runner.invoke(app, ["advertise", "--interface", "127.0.0.1", "--role", "server", "--dry-run"])
+    assert r.exit_code == 2 and "role server without a cluster id" in r.stderr
