@@ -706,7 +706,8 @@ class HealthMonitor:
                 id=s.get("ID", ""),
                 voter=bool(s.get("Voter")),
                 leader=bool(s.get("Leader")),
-                serf_status=h.get("SerfStatus") or member_status.get(name),
+                # This agent's gossip view first: autopilot refreshes its copy only every few seconds.
+                serf_status=member_status.get(name) or h.get("SerfStatus"),
                 healthy=h.get("Healthy"),
                 last_contact_ms=parse_duration_ms(h.get("LastContact")) if h else None,
                 version=h.get("Version") or member_version.get(name),
@@ -724,7 +725,11 @@ class HealthMonitor:
         out.autopilot_config = dict(ap_conf)
         out.cleanup_dead_servers = ap_conf.get("CleanupDeadServers") if ap_conf else None
         out.last_contact_threshold_ms = parse_duration_ms(ap_conf.get("LastContactThreshold")) if ap_conf else None
-        contacts = [s.last_contact_ms for s in out.servers if not s.leader and s.last_contact_ms is not None]
+        contacts = [
+            s.last_contact_ms
+            for s in out.servers
+            if not s.leader and s.last_contact_ms is not None and s.serf_status in (None, "alive")
+        ]
         out.max_last_contact_ms = max(contacts) if contacts else None
         out.dead = [s.name for s in out.servers if s.serf_status not in (None, "alive")]
         return out

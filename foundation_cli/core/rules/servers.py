@@ -134,17 +134,22 @@ def raft_multiplier(snap) -> list[Recommendation]:
 def leader_contact(snap) -> list[Recommendation]:
     """A follower's last contact with the leader above autopilot's threshold: leadership is at risk of flapping."""
     threshold = snap.servers.last_contact_threshold_ms or 200.0
-    worst = snap.servers.max_last_contact_ms
-    metric = snap.runtime.leader_last_contact_max_ms
+    worst = snap.servers.max_last_contact_ms  # alive followers only (autopilot health)
+    # The leader's lastContact metric also counts dead followers: use it only without autopilot's view.
+    metric = snap.runtime.leader_last_contact_mean_ms if worst is None and not snap.servers.dead else None
     observed = max(v for v in (worst, metric, 0.0) if v is not None)
     if observed <= threshold:
         return []
-    slow = [s.name for s in snap.servers.servers if (s.last_contact_ms or 0) > threshold]
+    slow = [
+        s.name
+        for s in snap.servers.servers
+        if (s.last_contact_ms or 0) > threshold and not s.leader and s.serf_status in (None, "alive")
+    ]
     evidence = [Evidence("autopilot LastContactThreshold", ms(threshold), "autopilot_configuration")]
     if worst is not None:
         evidence.append(Evidence("worst follower LastContact", ms(worst), "autopilot_health"))
     if metric is not None:
-        evidence.append(Evidence("consul.raft.leader.lastContact max", ms(metric), "agent_metrics"))
+        evidence.append(Evidence("consul.raft.leader.lastContact mean", ms(metric), "agent_metrics"))
     return [
         Recommendation(
             id="raft.last_contact",
