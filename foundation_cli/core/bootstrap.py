@@ -191,20 +191,21 @@ def unified_diff(old: str | None, new: str, path: str) -> str:
 
 
 def ensure_consul(
-    conn: Connection, p: Probe, plan: HostPlan, *, local_binary: bytes | None, say: Progress
+    conn: Connection, p: Probe, plan: HostPlan, *, local_binary: Callable[[], bytes | None], say: Progress
 ) -> tuple[StepResult, str]:
     """Use the host's consul when it is recent enough, else upload ours (sha256 checked)."""
     if p.consul_ok:
         return StepResult("consul binary", "unchanged", f"{p.consul_path} ({p.consul_version})"), p.consul_path
-    if local_binary is None:
+    binary = local_binary()
+    if binary is None:
         raise FoundationError(
             f"{plan.alias}: no consul ≥ {'.'.join(map(str, MIN_CONSUL))} on the host and no local binary to upload",
             hint="install consul locally or pass --consul-binary PATH",
         )
     target = f"{plan.install_root}/bin/consul"
-    digest = hashlib.sha256(local_binary).hexdigest()
-    say(f"uploading consul ({len(local_binary) // (1 << 20)} MiB)")
-    conn.upload(target, local_binary, mode=0o755)
+    digest = hashlib.sha256(binary).hexdigest()
+    say(f"uploading consul ({len(binary) // (1 << 20)} MiB)")
+    conn.upload(target, binary, mode=0o755)
     res = conn.run(f"sha256sum {shlex.quote(target)}", timeout=60)
     if not conn_dry(conn) and res.stdout.split()[:1] != [digest]:
         raise FoundationError(f"{plan.alias}: consul upload corrupted (sha256 mismatch)")
@@ -328,7 +329,7 @@ def apply(
     p: Probe,
     plan: HostPlan,
     *,
-    local_binary: bytes | None,
+    local_binary: Callable[[], bytes | None],
     bundle,
     say: Progress,
 ) -> list[StepResult]:

@@ -16,6 +16,7 @@ import contextvars
 import json
 import os
 import secrets as pysecrets
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -250,17 +251,24 @@ def up(
             say(h.address, "failed")
 
     bundle_box: dict[str, Any] = {}
+    binary_lock = threading.Lock()
     binary_box: dict[str, Any] = {}
+
+    def local_binary() -> bytes | None:
+        """Read the operator's consul only when a host needs it (67 MB), once."""
+        with binary_lock:
+            if "b" not in binary_box:
+                binary_box["b"] = _local_binary(consul_binary or cfg.consul_binary)
+            return binary_box["b"]
+
     with ThreadPoolExecutor(max_workers=max(1, len(hosts)) + 2) as pool:
         from foundation_cli.core import agent_bundle
 
         bundle_future = _in_context(pool, agent_bundle.build)
-        binary_future = _in_context(pool, _local_binary, consul_binary or cfg.consul_binary)
         futures = [_in_context(pool, guarded, h, connect_probe) for h in hosts]
         for f in futures:
             f.result()
         bundle_box["b"] = bundle_future.result()
-        binary_box["b"] = binary_future.result()
 
     # Cluster-wide decisions.
     gossip = _load_gossip_key()
@@ -325,7 +333,7 @@ def up(
             conns[h.address],
             probes[h.address],
             plan,
-            local_binary=binary_box["b"],
+            local_binary=local_binary,
             bundle=bundle_box["b"],
             say=lambda msg: say(h.address, msg),
         )
