@@ -178,7 +178,7 @@ def test_hostile_announcements_are_shown_invalid_without_crashing(make_lab, cons
         state.mkdir()
         (state / "state.json").write_text(json.dumps({"cluster_id": "ours-123", "datacenter": "dc1"}))
         env = {"FOUNDATION_STATE_DIR": str(state), "CONSUL_HTTP_ADDR": consul_agent.http_addr}
-        r = foundation("discover-hosts", "-i", lab.bridge_ip, "--json", "-t", "2.5", env=env)
+        r = foundation("discover-hosts", "-i", lab.bridge_ip, "--json", "--expect", "6", "-t", "10", env=env)
         assert r.returncode == 0, r.stderr
         rows = {row["extra"]["instance"]: row for row in json.loads(r.stdout)}
         assert rows["good"]["status"] == "unclaimed"
@@ -190,7 +190,7 @@ def test_hostile_announcements_are_shown_invalid_without_crashing(make_lab, cons
         # ~1.6 kB of TXT still fits one mDNS packet (zeroconf sends up to ~9 kB): it arrives and is refused.
         assert problems["huge"][0] == "invalid" and "too large" in problems["huge"][1]
         # The human table survives the same input (rich markup in names must not break it).
-        r = foundation("discover-hosts", "-i", lab.bridge_ip, "-t", "1.5", "--no-color", env=env)
+        r = foundation("discover-hosts", "-i", lab.bridge_ip, "--expect", "6", "-t", "10", "--no-color", env=env)
         assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
         assert "invalid" in r.stdout and "[bold red]" not in r.stdout
     finally:
