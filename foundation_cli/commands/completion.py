@@ -88,6 +88,25 @@ def _channels(client: Any) -> list[str]:
     return [name for name in names if name and not name.startswith("_")]
 
 
+def _keys_under(client: Any, prefix: str) -> list[str]:
+    _, keys = client.kv.get(prefix, keys=True)
+    return [key[len(prefix) :] for key in keys or [] if key.startswith(prefix) and not key.endswith("/")]
+
+
+def config_keys(incomplete: str = "", ctx: Any = None) -> list[str]:
+    """Cluster-wide config keys (``foundation/config/<key>``) starting with ``incomplete``."""
+    from foundation_cli.core import keys
+
+    return _lookup(ctx, incomplete, lambda c: _keys_under(c, keys.CONFIG))
+
+
+def kv_keys(incomplete: str = "", ctx: Any = None) -> list[str]:
+    """``foundation kv`` keys (relative to ``foundation/kv/``) starting with ``incomplete``."""
+    from foundation_cli.core import keys
+
+    return _lookup(ctx, incomplete, lambda c: _keys_under(c, keys.USER_KV))
+
+
 def channel_names(incomplete: str = "", ctx: Any = None) -> list[str]:
     """Channel names seen in the event list (``foundation:<ch>``) or channel KV, starting with ``incomplete``."""
     return _lookup(ctx, incomplete, _channels)

@@ -105,6 +105,10 @@ def seeded(agent):
     c.event.fire("foundation:_control", "{}")
     c.event.fire("unrelated", "x")
     c.agent.service.register("api", port=8080)
+    c.kv.put("foundation/config/agent.log_level", "debug")
+    c.kv.put("foundation/config/app/colour", "blue")
+    c.kv.put("foundation/kv/app/mode", "blue")
+    c.kv.put("foundation/kv/other", "x")
     return agent
 
 
@@ -147,13 +151,26 @@ def test_channel_names_from_events_and_kv_without_internal_ones(seeded, env_for)
     assert completion.channel_names("d") == ["deploys"]
 
 
+def test_config_and_kv_keys(seeded, env_for):
+    env_for(seeded.http_addr)
+    assert completion.config_keys("") == ["agent.log_level", "app/colour"]
+    assert completion.config_keys("app") == ["app/colour"]
+    assert completion.kv_keys("app/") == ["app/mode"]
+
+
 @pytest.mark.timeout(10)
 def test_consul_down_gives_nothing(env_for):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
     env_for(f"http://127.0.0.1:{closed}")
-    for func in (completion.service_names, completion.node_names, completion.channel_names):
+    for func in (
+        completion.service_names,
+        completion.node_names,
+        completion.channel_names,
+        completion.config_keys,
+        completion.kv_keys,
+    ):
         assert func("") == []
 
 
