@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Wall time of `foundation kv get` against its floor, side by side on the same real Consul agent.
+
+    python3 bench/kv_get.py [--runs 15] [--no-importtime]
+
+Measures (median of N runs each, interleaved so machine load hits all alike):
+  python -c pass            the interpreter alone
+  floor                     a minimal `python -c` that imports py-consul and reads the key
+  consul kv get             the Go CLI
+  foundation kv get         our command (python -m foundation_cli, as the console script runs it)
+  foundation --help
+
+Goals (issue 2): foundation kv get <= 1.3x the floor; foundation --help <= 100 ms.
+Then prints where the time of `foundation kv get` goes (`python -X importtime`), by top-level package.
+Starts and kills its own Consul agent (loopback, free ports, disable_update_check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from tests.lab.consul import consul_path, start_agent  # noqa: E402
+
+KEY = "foundation/kv/bench/key"
+FLOOR = (
+    "import consul; c = consul.Consul(host='127.0.0.1', port={port}); "
+    "import sys; sys.stdout.buffer.write(c.kv.get('{key}')[1]['Value'])"
+)
+
+
+def timed(argv: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(argv, env=env, capture_output=True, timeout=60, cwd="/")
+    elapsed = (time.perf_counter() - start) * 1000.0
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.decode()[-500:]}")
+    return elapsed
+
+
+def where_time_goes(env: dict[str, str], args: list[str], top: int = 12) -> list[tuple[str, float]]:
+    """Self import time (ms) per top-level package for ``python -m foundation_cli ARGS``."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "foundation_cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+    )
+    totals: dict[str, float] = collections.defaultdict(float)
+    for line in proc.stderr.splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        self_us, _cumulative, name = line[len("import time:") :].split("|")
+        if not self_us.strip().isdigit():
+            continue
+        totals[name.strip().split(".")[0]] += int(self_us) / 1000.0
+    return sorted(totals.items(), key=lambda kv: kv[1], reverse=True)[:top]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--no-importtime", action="store_true")
+    opts = parser.parse_args()
+    if opts.runs < 10:
+        parser.error("--runs must be at least 10")
+    consul = consul_path()
+    if not consul:
+        raise SystemExit("consul not installed: scripts/install-consul.sh")
+
+    agent = start_agent()
+    try:
+        req = urllib.request.Request(f"{agent.http_addr}/v1/kv/{KEY}", data=b"bench-value", method="PUT")
+        urllib.request.urlopen(req, timeout=5).read()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_")}
+        env["CONSUL_HTTP_ADDR"] = agent.http_addr
+        py = sys.executable
+        cases = {
+            "python -c pass": [py, "-c", "pass"],
+            "floor (py-consul read)": [py, "-c", FLOOR.format(port=agent.http_port, key=KEY)],
+            "consul kv get": [consul, "kv", "get", KEY],
+            "foundation kv get": [py, "-m", "foundation_cli", "kv", "get", "bench/key"],
+            "foundation --help": [py, "-m", "foundation_cli", "--help"],
+        }
+        for argv in cases.values():  # warm the page cache and .pyc files
+            timed(argv, env)
+            timed(argv, env)
+        samples: dict[str, list[float]] = {name: [] for name in cases}
+        for _ in range(opts.runs):
+            for name, argv in cases.items():
+                samples[name].append(timed(argv, env))
+        imports = {}
+        if not opts.no_importtime:
+            for args in (["kv", "get", "bench/key"], ["--help"]):
+                imports[" ".join(args)] = where_time_goes(env, args)
+    finally:
+        agent.close()
+
+    med = {name: statistics.median(values) for name, values in samples.items()}
+    floor = med["floor (py-consul read)"]
+    load = os.getloadavg()[0]
+    print(f"median of {opts.runs} runs each, same agent, {os.cpu_count()} CPUs, load average {load:.1f}")
+    if load > (os.cpu_count() or 1):
+        print("WARNING: the machine is busy; absolute figures are inflated (ratios are more telling)")
+    print(f"{'command':<26}{'median ms':>10}{'min ms':>9}{'x floor':>9}")
+    for name, values in samples.items():
+        print(f"{name:<26}{med[name]:>10.1f}{min(values):>9.1f}{med[name] / floor:>9.2f}")
+    kv_ratio = med["foundation kv get"] / floor
+    help_ms = med["foundation --help"]
+    print()
+    print(f"foundation kv get = {kv_ratio:.2f}x the floor (goal <= 1.30x): {'OK' if kv_ratio <= 1.3 else 'MISSED'}")
+    print(f"foundation --help = {help_ms:.0f} ms (goal <= 100 ms): {'OK' if help_ms <= 100 else 'MISSED'}")
+    print(
+        f"consul kv get = {med['consul kv get']:.1f} ms; issue baseline: floor ~110 ms, consul ~24 ms, bare Typer+py-consul ~200 ms"
+    )
+
+    for args, totals in imports.items():
+        print()
+        print(f"where `foundation {args}` spends import time (self ms by top-level package, one run):")
+        for name, ms in totals:
+            print(f"  {name:<32}{ms:>8.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
