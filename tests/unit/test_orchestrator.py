@@ -1,0 +1,57 @@
+"""Cluster-wide decisions of `up`: node names, server choice, the per-host Consul config."""
+
+from __future__ import annotations
+
+import json
+
+from foundation_cli.core import cluster_config as cc
+from foundation_cli.core.bootstrap import Probe
+from foundation_cli.core.orchestrator import _choose_servers, _unique_names, consul_config_for
+
+
+def probe(hostname: str, addr: str, config: dict | None = None) -> Probe:
+    return Probe(hostname=hostname, addr=addr, config=json.dumps(config) if config else None)
+
+
+def test_shared_hostnames_get_unique_node_names():
+    cfg = cc.parse("hosts: [10.0.0.1, 10.0.0.2, 10.0.0.3]")
+    probes = {
+        "10.0.0.1": probe("raspberrypi", "10.0.0.1"),
+        "10.0.0.2": probe("raspberrypi", "10.0.0.2"),
+        "10.0.0.3": probe("db.example.org", "10.0.0.3"),
+    }
+    names = _unique_names(cfg.hosts, probes)
+    assert names == {"10.0.0.1": "raspberrypi-10-0-0-1", "10.0.0.2": "raspberrypi-10-0-0-2", "10.0.0.3": "db"}
+
+
+def test_existing_and_explicit_node_names_win():
+    cfg = cc.parse("hosts: [{address: a, node_name: edge}, b]")
+    probes = {"a": probe("x", "10.0.0.1"), "b": probe("edge", "10.0.0.2", {"node_name": "kept"})}
+    assert _unique_names(cfg.hosts, probes) == {"a": "edge", "b": "kept"}
+
+
+def test_servers_pinned_then_existing_then_first():
+    cfg = cc.parse("hosts: [a, b, c, {address: d, role: server}, e]\nservers: 3\n")
+    probes = {h.address: probe(h.address, h.address) for h in cfg.hosts}
+    probes["e"] = probe("e", "e", {"server": True})
+    assert _choose_servers(cfg, cfg.hosts, probes) == {"d", "e", "a"}
+    assert _choose_servers(cc.parse("hosts: [a, b]"), cc.parse("hosts: [a, b]").hosts, probes) == {"a"}
+
+
+def test_consul_config_has_our_defaults_and_raw_wizard_overrides():
+    cfg = cc.parse("hosts: [a]\nconsul: {log_level: DEBUG, performance: {leave_drain_time: 5s}}\n")
+    conf = consul_config_for(
+        cfg,
+        node_name="n1",
+        address="10.0.0.1",
+        server=True,
+        server_addrs=["10.0.0.1"],
+        gossip_key="k" * 44,
+        cluster_id="cid",
+        bootstrap_expect=1,
+    )
+    assert conf["disable_update_check"] is True and conf["bootstrap_expect"] == 1
+    assert conf["bind_addr"] == conf["advertise_addr"] == "10.0.0.1"
+    assert conf["retry_join"] == ["10.0.0.1"] and conf["encrypt"] == "k" * 44
+    assert conf["log_level"] == "DEBUG"
+    assert conf["performance"] == {"raft_multiplier": 1, "leave_drain_time": "5s"}
