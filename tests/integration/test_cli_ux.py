@@ -89,6 +89,46 @@ def test_unknown_option_is_a_usage_error(path):
     assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
 
 
+def _value_kind(param) -> str:
+    """What an option takes, coarsely: flag, count, int, float, str (ranges and lists folded)."""
+    if getattr(param, "is_flag", False):
+        return "flag"
+    if getattr(param, "count", False):
+        return "count"
+    record = param.get_help_record(ROOT_CMD.context_class(ROOT_CMD, info_name="foundation")) or ("", "")
+    found = re.search(r"<([^>]*)>", record[0])
+    meta = found.group(1) if found else ""
+    for kind in ("int", "float", "str"):
+        if kind in meta:
+            return kind
+    return meta or "?"
+
+
+# Same name, different kind of value, on purpose: `--tag` sets tags on start-*, filters elsewhere.
+DIFFERENT_BY_DESIGN = {"--tag"}
+
+
+def _options_by_name() -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for path, cmd in LEAVES:
+        for param in cmd.params:
+            if param.param_type_name != "option" or getattr(param, "hidden", False):
+                continue
+            for opt in param.opts:
+                if opt.startswith("--"):
+                    out.setdefault(opt, {})[_id(path)] = _value_kind(param)
+    return {name: uses for name, uses in out.items() if len(uses) > 1 and name not in DIFFERENT_BY_DESIGN}
+
+
+SHARED_OPTIONS = _options_by_name()
+
+
+@pytest.mark.parametrize("option", sorted(SHARED_OPTIONS))
+def test_same_option_name_takes_the_same_kind_of_value(option):
+    uses = SHARED_OPTIONS[option]
+    assert len(set(uses.values())) == 1, f"{option} means different things: {uses}"
+
+
 def test_unknown_command_is_a_usage_error():
     result = _invoke(["no-such-command"])
     assert result.exit_code == ExitStatus.USAGE
