@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import typer.main
@@ -26,6 +27,7 @@ from foundation_cli.errors import ExitStatus
 pytestmark = pytest.mark.timeout(180)
 
 MAX_HELP_LINES = 50
+ROOT_DIR = Path(__file__).resolve().parents[2]
 COLOR_SGR = re.compile(r"\x1b\[[0-9;]*?(?:3[0-9]|4[0-9]|9[0-7]|10[0-7])(?:;[0-9;]*)?m")
 ANY_ESCAPE = re.compile(r"\x1b\[")
 
@@ -276,6 +278,37 @@ def test_global_options_before_the_command_are_honoured(agent, state_dir):
     assert _run(["kv", "put", "polish/json", "v"], env).returncode == ExitStatus.OK
     out = _run(["--json", "kv", "get", "polish/json"], env)
     assert out.returncode == ExitStatus.OK and out.stdout.lstrip().startswith("{"), out.stdout
+
+
+# Read commands with tables or text, and their --json twin (schema file when one is published).
+JSON_READS = [
+    (("kv", "list"), None),
+    (("ps",), None),
+    (("services",), None),
+    (("config", "list"), None),
+    (("discover", "consul"), "discover.json"),
+    (("status",), "status.json"),
+    (("optimize",), "optimize.json"),
+]
+
+
+@pytest.mark.parametrize("args,schema", JSON_READS, ids=[_id(a) for a, _ in JSON_READS])
+def test_json_twin_is_json_and_follows_its_schema(args, schema, agent, state_dir):
+    leaves = {path for path, _ in LEAVES}
+    if not any(args[:n] in leaves for n in range(1, len(args) + 1)):
+        pytest.skip(f"{_id(args)} is not a command (yet)")
+    import json
+
+    env = _env(CONSUL_HTTP_ADDR=agent.http_addr, FOUNDATION_STATE_DIR=state_dir)
+    proc = _run([*args, "--json"], env)
+    assert proc.returncode == ExitStatus.OK, proc.stderr
+    assert not ANY_ESCAPE.search(proc.stdout)
+    data = json.loads(proc.stdout)
+    if schema:
+        import jsonschema
+
+        schema_path = ROOT_DIR / "foundation_cli" / "schemas" / schema
+        jsonschema.validate(data, json.loads(schema_path.read_text(encoding="utf-8")))
 
 
 # -- colour ------------------------------------------------------------------------------------------
