@@ -90,7 +90,7 @@ def run(ctx, stop: threading.Event) -> None:
         try:
             client = ctx.consul()
             wait = interval(client)
-            run_once(ctx)
+            run_once(ctx, window=float(os.environ.get("FOUNDATION_OPTIMIZER_WINDOW", WINDOW)))
             failures = 0
         except Exception as exc:  # noqa: BLE001 - ride through elections and restarts; try again later
             if failures == 0:

@@ -448,3 +448,62 @@ def test_unreachable_consul_exit_3():
     res = cli(f"http://127.0.0.1:{port}", "status", "--window", "0")
     assert res.returncode == 3, res.stderr
     assert res.stderr.startswith("error: cannot read Consul") and "Traceback" not in res.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# A cluster built by `foundation up --local`: no warnings, and its node agent stores a report
+
+
+def test_up_local_cluster_no_warnings_and_agent_stores_report(tmp_path):
+    if not consul_path():
+        pytest.skip("consul is not installed")
+    (port,) = free_ports(1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_")}
+    env.update(
+        FOUNDATION_DATA_DIR=str(tmp_path / "data"),
+        FOUNDATION_STATE_DIR=str(tmp_path / "state"),
+        XDG_CONFIG_HOME=str(tmp_path / "xdg"),
+        NO_COLOR="1",
+        FOUNDATION_OPTIMIZER_DELAY="0.5",
+        FOUNDATION_OPTIMIZER_WINDOW="0.5",
+    )
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "foundation_cli", *args],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    try:
+        up = run("up", "--local", "--http-port", str(port), "--json")
+        assert up.returncode == 0, up.stderr
+        cluster_id = json.loads(up.stdout)["cluster_id"]
+        res = run("optimize", "--json", "--window", "0.5")  # finds the cluster through the state file
+        assert res.returncode == 0, res.stderr
+        data = json.loads(res.stdout)
+        validate(data, "optimize")
+        assert data["cluster_id"] == cluster_id
+        assert [r["id"] for r in data["recommendations"] if r["severity"] != "info"] == []
+
+        deadline = time.monotonic() + 60
+        last = run("optimize", "--last", "--json")
+        while last.returncode != 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            last = run("optimize", "--last", "--json")
+        assert last.returncode == 0, last.stderr
+        stored = json.loads(last.stdout)
+        validate(stored, "optimize")
+        assert stored["cluster_id"] == cluster_id and stored["stored_by"]
+    finally:
+        run("down", "--local", "--purge")
+        for name in ("agent", "consul"):  # never leave a process behind
+            pid_file = tmp_path / "data" / f"{name}.pid"
+            if pid_file.exists():
+                try:
+                    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+                except (OSError, ValueError):
+                    pass
