@@ -51,6 +51,27 @@ def test_install_completion_installs_the_committed_script(tmp_path):
     assert "foundation.sh" in (tmp_path / ".bashrc").read_text()
 
 
+@pytest.mark.skipif(shutil.which("fish") is None or shutil.which("foundation") is None, reason="needs fish")
+def test_fish_script_completes_commands_and_options(tmp_path):
+    script = f"""
+        source {ROOT / "completions/foundation.fish"}
+        complete -C "foundation k"
+        complete -C "foundation kv put --c"
+    """
+    out = subprocess.run(["fish", "-c", script], env=_env(tmp_path), capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    words = [line.split("\t")[0] for line in out.stdout.splitlines()]
+    assert "kv" in words and "--cas" in words
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="needs zsh")
+def test_zsh_script_defines_the_completion_function(tmp_path):
+    script = f"autoload -U compinit; compinit -u; source {ROOT / 'completions/_foundation'}; whence -w _foundation_completion"
+    out = subprocess.run(["zsh", "-c", script], env=_env(tmp_path), capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "_foundation_completion: function" in out.stdout
+
+
 def test_scripts_embed_no_machine_paths():
     for name in ("foundation.bash", "_foundation", "foundation.fish"):
         text = (ROOT / "completions" / name).read_text()
