@@ -31,9 +31,9 @@ def status(
     window: float = typer.Option(1.0, "--window", help="Seconds to watch churn, events and checks.", min=0),
     interval: float = typer.Option(2.0, "--interval", help="Seconds between --watch refreshes.", min=0.2),
 ) -> None:
-    """Cluster health on one screen: servers, members, services, checks, churn, events, runtime.
+    """Cluster health on one screen (servers, members, services, checks, rates).
 
-    Reads are --stale where that is safe; rates are measured over --window.
+    Servers, members, Foundation services, checks, churn, events, agent runtime. Reads are --stale where that is safe; rates are measured over --window.
     JSON schema: foundation_cli/schemas/status.json.
 
     Example: foundation status --watch
@@ -62,7 +62,7 @@ def status(
 def metrics(
     window: float = typer.Option(1.0, "--window", help="Seconds to watch churn, events and checks.", min=0),
 ) -> None:
-    """Prometheus text exposition of the health snapshot (the same numbers as `status --json`).
+    """Health snapshot as Prometheus text (the numbers of `status --json`).
 
     Example: foundation metrics > /var/lib/node_exporter/textfile/foundation.prom
     """
@@ -80,9 +80,9 @@ def optimize(
     only: Optional[list[str]] = typer.Option(None, "--only", help="With --apply: only this finding id or rule."),
     window: float = typer.Option(1.0, "--window", help="Seconds to watch churn, events and checks.", min=0),
 ) -> None:
-    """Recommendations from the health snapshot: one line each; --explain adds evidence, reasoning and the raw change.
+    """Tuning recommendations, with evidence and the raw change (--explain).
 
-    --apply performs only changes that apply live through the Consul API, then
+    One line per finding; --explain adds evidence, reasoning and the raw change. --apply performs only changes that apply live through the Consul API, then
     re-reads to confirm each finding is gone. JSON schema: foundation_cli/schemas/optimize.json.
 
     Example: foundation optimize --explain
