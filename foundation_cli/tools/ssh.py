@@ -295,7 +295,10 @@ class Connection:
             chan.settimeout(timeout)
             chan.exec_command(command)
             if stdin:
-                chan.sendall(stdin)
+                # paramiko's sendall re-slices the whole buffer per packet (quadratic): feed it chunks.
+                view = memoryview(stdin)
+                for i in range(0, len(view), 1 << 18):
+                    chan.sendall(view[i : i + (1 << 18)].tobytes())
             chan.shutdown_write()
             out = chan.makefile("rb").read()
             err = chan.makefile_stderr("rb").read()

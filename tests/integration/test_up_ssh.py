@@ -124,6 +124,17 @@ def test_second_run_is_unchanged(ctx):
     assert [h["state"] for h in json.loads(proc.stdout)["hosts"]] == ["unchanged"] * 3
 
 
+def test_ssh_and_consul_passthrough_use_the_cluster_settings(ctx):
+    first = ctx.lab.hosts[0]
+    proc = ctx.run("ssh", first.name, "hostname")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == first.name
+    members = ctx.run("consul", "members")
+    assert members.returncode == 0 and members.stdout.count("alive") == 3
+    proc = ctx.run("ssh", "no-such-node")
+    assert proc.returncode == 5 and "no node 'no-such-node'" in proc.stderr
+
+
 def test_fourth_host_joins_as_client(ctx):
     # This host has no consul: ours is uploaded (sha256 checked) to /opt/foundation/bin.
     ctx.lab.hosts[3].exec("rm -f /usr/local/bin/consul")
