@@ -2,7 +2,8 @@
 
 Contract with ``foundation up`` (issue 3): started on every node as
 ``python3 -m foundation_cli agent run`` with ``CONSUL_HTTP_ADDR`` (the node's
-Consul agent) and ``FOUNDATION_NODE`` (its Consul node name). Every failure to
+Consul agent) and ``FOUNDATION_NODE`` (its Consul node name).
+``FOUNDATION_AGENT_TASKS=placement,config-apply`` runs only the named tasks. Every failure to
 reach Consul is retried with backoff — leader elections answer 500, a
 restarting local agent refuses connections — and never ends the agent.
 """
@@ -131,7 +132,10 @@ class Agent:
         self.log.info("registered service %s (data %s)", ctx.agent_service_id, ctx.node_dir())
         threading.Thread(target=self._heartbeat, args=(ctx, registration), daemon=True, name="agent-heartbeat").start()
         threads = []
+        only = {t.strip() for t in os.environ.get("FOUNDATION_AGENT_TASKS", "").split(",") if t.strip()}
         for name, spec in list(task_registry.TASKS):
+            if only and name not in only:
+                continue
             func = task_registry.load(spec)
             thread = threading.Thread(target=self._task, args=(name, func, ctx), daemon=True, name=f"task-{name}")
             thread.start()
