@@ -123,3 +123,17 @@ def test_cluster_wide_config_applied_by_every_agent_and_placed_service_discovere
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def test_node_filter_limits_delivery_to_matching_nodes(shared_consul_cluster) -> None:
+    cluster = shared_consul_cluster
+    target = cluster.hosts[1]
+    listeners = [host_listen(h, "only", "--json", "--count", "1", "--timeout", "6s") for h in cluster.hosts]
+    proc = cli(cluster.http_addrs[0], "broadcast", "only", "just you", "--node", f"^{target.name}$")
+    assert proc.returncode == 0, proc.stderr
+    for host, listener in zip(cluster.hosts, listeners, strict=True):
+        out, err = listener.communicate(timeout=30)
+        if host is target:
+            assert listener.returncode == 0 and json.loads(out)["data"] == "just you", err
+        else:
+            assert listener.returncode == 1 and out == b"" and b"received 0 of 1" in err
