@@ -16,6 +16,7 @@ TASKS: list[tuple[str, str]] = [
     ("advertise", "foundation_cli.agent.advertise:run"),
     ("config-apply", "foundation_cli.agent.config_apply:run"),
     ("optimizer", "foundation_cli.agent.optimizer_task:run"),
+    ("channels-gc", "foundation_cli.agent.channels_gc:run"),
 ]
 
 

@@ -204,6 +204,30 @@ class Channels:
         ids = self._stored_ids(channel, "history")
         return self._delete(channel, "history", ids[: max(0, len(ids) - HISTORY_MAX)])
 
+    def collect_garbage(self, now: float | None = None, *, limit: int = 256) -> list[str]:
+        """Delete spilled payloads older than :data:`BLOB_RETENTION` on every channel (the agent's sweep).
+
+        Broadcasters collect on their own channel when they spill; this catches
+        channels nobody spills on any more. One ``?keys`` listing, then a delete per old copy.
+        """
+        from foundation_cli.core import keys
+        from foundation_cli.tools.consul import translate_errors
+
+        now = time.time() if now is None else now
+        with translate_errors(f"list {keys.CHANNELS}"):
+            _index, found = self.client.kv.get(keys.CHANNELS, keys=True)
+        old = []
+        for key in found or []:
+            parts = key[len(keys.CHANNELS) :].split("/")
+            if len(parts) == 3 and parts[1] == "blobs" and (env_mod.id_time(parts[2]) or now) < now - BLOB_RETENTION:
+                old.append(key)
+        deleted = []
+        for key in old[:limit]:
+            with translate_errors(f"delete {key}"):
+                self.client.kv.delete(key)
+            deleted.append(key)
+        return deleted
+
     # -- receiving -----------------------------------------------------------------
     def resolve(self, message: Envelope) -> Envelope:
         """Fetch and verify the KV copy a reference points at (``data`` stays ``None`` if it is gone)."""

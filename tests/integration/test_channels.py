@@ -219,3 +219,19 @@ def test_explain_shows_the_kv_spill_and_the_event_fire(consul_agent) -> None:
     assert "/v1/kv/foundation/channels/shown/blobs/" in err[spill : spill + 200]
     assert "/v1/event/fire/foundation:shown" in err[spill:] and "consul event -name=foundation:shown" in err
     assert '"r":"blobs"' in err and '"sz":1000' in err
+
+
+def test_agent_sweep_deletes_expired_payloads_on_idle_channels(consul_agent) -> None:
+    import logging
+    from types import SimpleNamespace
+
+    from foundation_cli.agent import channels_gc
+
+    ch = Channels(client_for(consul_agent))
+    old = ch.broadcast("idle", b"i" * 1000, now=time.time() - channels_mod.BLOB_RETENTION - 60)
+    fresh = ch.broadcast("idle2", b"f" * 1000)
+    settings = resolve(consul_addr=consul_agent.http_addr, env={})
+    ctx = SimpleNamespace(consul=lambda **kw: consul_tool.connect(settings, **kw), logger=logging.getLogger("t"))
+    deleted = channels_gc.sweep(ctx)  # the single test agent is the Raft leader
+    assert old.stored[0] in deleted and consul_agent.kv_get(old.stored[0]) is None
+    assert consul_agent.kv_get(fresh.stored[0]) is not None
