@@ -182,22 +182,9 @@ def closed_addr():
 
 
 @pytest.fixture(scope="module")
-def agent(request):
-    """The shared `consul_agent` fixture if tests/conftest.py provides it, else one from tests/lab/consul.py."""
-    try:
-        yield request.getfixturevalue("consul_agent")
-        return
-    except pytest.FixtureLookupError:
-        pass
-    from tests.lab import consul as lab_consul
-
-    if lab_consul.consul_path() is None:
-        pytest.skip("consul is not installed")
-    own = lab_consul.start_agent()
-    try:
-        yield own
-    finally:
-        own.stop()
+def agent(consul_agent):
+    """The shared real single-server agent (tests/conftest.py)."""
+    return consul_agent
 
 
 def _run(args: list[str], env: dict[str, str], *, stdin: str | None = None) -> subprocess.CompletedProcess:

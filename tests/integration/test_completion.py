@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import os
-import random
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
-import time
-import urllib.request
 
 import pytest
 
@@ -20,73 +15,10 @@ from foundation_cli.commands import completion
 pytestmark = pytest.mark.timeout(120)
 
 
-class _DevAgent:
-    """A `consul agent -dev` on random loopback ports (used until/unless the shared fixture exists)."""
-
-    def __init__(self) -> None:
-        self.port = self._free_port()
-        serf_lan, serf_wan, server = (self._free_port() for _ in range(3))
-        self.data = tempfile.mkdtemp(prefix="fd-completion-")
-        self.proc = subprocess.Popen(
-            [
-                "consul", "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1",
-                "-http-port", str(self.port), "-dns-port", "-1", "-grpc-port", "-1",
-                "-serf-lan-port", str(serf_lan), "-serf-wan-port", str(serf_wan), "-server-port", str(server),
-                "-node", "completion-node", "-hcl", "disable_update_check = true",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        self.http_addr = f"http://127.0.0.1:{self.port}"
-        self.env = {"CONSUL_HTTP_ADDR": self.http_addr}
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.http_addr}/v1/status/leader", timeout=1) as resp:
-                    if resp.read().strip() not in (b"", b'""'):
-                        return
-            except OSError:
-                pass
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("consul -dev did not elect itself in 30 s")
-
-    @staticmethod
-    def _free_port() -> int:
-        for _ in range(50):
-            port = random.randint(20000, 29999)
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-        raise RuntimeError("no free port")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        shutil.rmtree(self.data, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
-def agent(request):
-    """The shared `consul_agent` fixture when tests/conftest.py has it, else our own dev agent."""
-    try:
-        yield request.getfixturevalue("consul_agent")
-        return
-    except pytest.FixtureLookupError:
-        pass
-    if not shutil.which("consul"):
-        pytest.skip("consul is not installed")
-    own = _DevAgent()
-    try:
-        yield own
-    finally:
-        own.stop()
+def agent(consul_agent):
+    """The shared real single-server agent (tests/conftest.py)."""
+    return consul_agent
 
 
 @pytest.fixture(scope="module")
