@@ -27,10 +27,15 @@ def monitor(run):
 
 
 def snapshot(run, *, window: float, mon=None):
-    from foundation_cli.errors import UnreachableError
+    from foundation_cli.errors import PermissionDeniedError, UnreachableError
 
     mon = mon or monitor(run)
     snap = mon.snapshot(window=check_window(window))
+    if "HTTP 403" in snap.errors.get("self", ""):
+        raise PermissionDeniedError(
+            f"Consul at {snap.consul_addr} refused to show the agent (403)",
+            hint="give a token with agent:read, node:read, service:read, operator:read (--token or CONSUL_HTTP_TOKEN)",
+        )
     if "self" in snap.errors and "members" in snap.errors:
         raise UnreachableError(
             f"cannot read Consul at {snap.consul_addr}: {snap.errors['self']}",

@@ -517,3 +517,18 @@ def test_up_local_cluster_no_warnings_and_agent_stores_report(tmp_path):
                     os.kill(int(pid_file.read_text()), signal.SIGKILL)
                 except (OSError, ValueError):
                     pass
+
+
+def test_acl_cluster_with_and_without_token(consul_agent_acl):
+    addr = consul_agent_acl.http_addr
+    ok = cli(addr, "status", "--json", "--window", "0", "--token", consul_agent_acl.token)
+    assert ok.returncode == 0, ok.stderr
+    data = json.loads(ok.stdout)
+    validate(data, "status")
+    assert data["agent"]["acls_enabled"] is True and data["errors"] == {}
+    assert consul_agent_acl.token not in ok.stdout + ok.stderr
+    found = optimize_ids(addr, "--window", "0", "--token", consul_agent_acl.token)
+    assert "security.acls" not in found
+    denied = cli(addr, "status", "--window", "0")
+    assert denied.returncode == 4, denied.stderr
+    assert "refused" in denied.stderr and "Traceback" not in denied.stderr
