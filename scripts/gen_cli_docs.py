@@ -145,11 +145,33 @@ def _type(schema: dict) -> str:
         kind = " or ".join(str(k) for k in kind)
     if kind == "array" and isinstance(schema.get("items"), dict):
         return f"array of {_type(schema['items'])}"
+    if not kind and isinstance(schema.get("enum"), list):
+        return "one of " + ", ".join(f"`{v}`" for v in schema["enum"])
     if not kind and "$ref" in schema:
         return schema["$ref"].rsplit("/", 1)[-1]
     if not kind and ("oneOf" in schema or "anyOf" in schema):
         return " or ".join(_type(s) for s in schema.get("oneOf") or schema.get("anyOf"))
     return str(kind or "any")
+
+
+def _rows(props: dict, required: set, *, prefix: str, depth: int) -> list[str]:
+    """Table rows for ``props``, then (two levels deep) the fields of nested objects and arrays of objects."""
+    rows = []
+    for name, sub in props.items():
+        sub = sub if isinstance(sub, dict) else {}
+        desc = " ".join(str(sub.get("description", "")).split()).replace("|", "\\|")
+        field = f"{prefix}{name}"
+        rows.append(f"| `{field}` | {_type(sub)} | {'yes' if name in required else ''} | {_md(desc)} |")
+        if depth >= 1:
+            continue
+        nested, marker = sub, "."
+        if sub.get("type") == "array" and isinstance(sub.get("items"), dict):
+            nested, marker = sub["items"], "[]."
+        if isinstance(nested.get("properties"), dict):
+            rows.extend(
+                _rows(nested["properties"], set(nested.get("required") or []), prefix=field + marker, depth=depth + 1)
+            )
+    return rows
 
 
 def render_schemas(schema_dir: Path) -> str:
@@ -161,7 +183,7 @@ def render_schemas(schema_dir: Path) -> str:
     out.append("## Schemas")
     out.append("")
     for path in files:
-        out.append(f"- [{path.name}](#{path.stem.lower()}) ")
+        out.append(f"- [{path.name}](#{path.stem.lower()})")
     out.append("")
     for path in files:
         try:
@@ -183,10 +205,7 @@ def render_schemas(schema_dir: Path) -> str:
             required = set(schema.get("required") or [])
             out.append("| field | type | required | description |")
             out.append("|---|---|---|---|")
-            for name, sub in props.items():
-                sub = sub if isinstance(sub, dict) else {}
-                desc = " ".join(str(sub.get("description", "")).split()).replace("|", "\\|")
-                out.append(f"| `{name}` | {_type(sub)} | {'yes' if name in required else ''} | {_md(desc)} |")
+            out.extend(_rows(props, required, prefix="", depth=0))
             out.append("")
     return "\n".join(out).rstrip("\n") + "\n"
 
