@@ -145,6 +145,8 @@ def _type(schema: dict) -> str:
         kind = " or ".join(str(k) for k in kind)
     if kind == "array" and isinstance(schema.get("items"), dict):
         return f"array of {_type(schema['items'])}"
+    if not kind and "const" in schema:
+        return f"always `{json.dumps(schema['const'])}`"
     if not kind and isinstance(schema.get("enum"), list):
         return "one of " + ", ".join(f"`{v}`" for v in schema["enum"])
     if not kind and "$ref" in schema:
