@@ -269,3 +269,40 @@ def test_flap_history_carries_across_snapshots():
     raw = lambda status: {"last": [{"Node": "n", "CheckID": "c", "Status": status}], "sequences": {}, "elapsed": 1.0}  # noqa: E731
     seen = [mon._checks(mon._merge_history(raw(s)), 1.0).flapping for s in ("passing", "critical", "passing")]
     assert seen[0] == [] and seen[1] == [] and seen[2][0].transitions == 2
+
+
+def test_assemble_uses_the_429_autopilot_body_and_member_view():
+    mon = hm.HealthMonitor(lambda: None, consul_addr="http://x:8500")
+    results = {
+        "raft": {
+            "raft": {
+                "Servers": [
+                    {"ID": "a", "Node": "s0", "Address": "10.0.0.1:8300", "Leader": True, "Voter": True},
+                    {"ID": "b", "Node": "s1", "Address": "10.0.0.2:8300", "Leader": False, "Voter": True},
+                ]
+            },
+            "autopilot_config": {"CleanupDeadServers": False, "LastContactThreshold": "200ms", "ModifyIndex": 7},
+        },
+        "autopilot": {
+            "status": 429,
+            "body": {
+                "Healthy": False,
+                "FailureTolerance": 0,
+                "Servers": [
+                    {"ID": "a", "SerfStatus": "alive", "LastContact": "0s", "Healthy": True, "Version": "1.8.7"},
+                    {"ID": "b", "SerfStatus": "alive", "LastContact": "1.5s", "Healthy": False, "Version": "1.8.7"},
+                ],
+            },
+        },
+        "members": [
+            {"Name": "s0", "Addr": "10.0.0.1", "Status": 1, "Tags": {"role": "consul", "build": "1.8.7:x"}},
+            {"Name": "s1", "Addr": "10.0.0.2", "Status": 4, "Tags": {"role": "consul", "build": "1.8.7:x"}},
+        ],
+    }
+    snap = mon._assemble(results, {}, {}, 0.0)
+    assert snap.servers.autopilot_status == 429 and snap.servers.healthy is False
+    assert snap.servers.failure_tolerance == 0 and snap.servers.dead == ["s1"]  # gossip says failed
+    assert snap.servers.max_last_contact_ms is None  # dead followers do not count as slow
+    found = {r.id for r in optimizer.evaluate(snap).recommendations}
+    assert {"autopilot.cleanup_dead_servers", "members.failed:s1", "servers.count"} <= found
+    assert "raft.last_contact" not in found
