@@ -109,7 +109,9 @@ def up_remote(cfg, *, consul_binary: str | None, accept_new: bool, only: list[st
         if len(failed) == len(result.hosts):
             from foundation_cli.errors import FoundationError
 
-            err = FoundationError(f"every host failed: {failed[0].alias}: {failed[0].error}")
+            first = failed[0].error or "failed"
+            text = first if len(failed) == 1 else f"all {len(failed)} hosts failed; first: {first}"
+            err = FoundationError(text)
             err.exit_status = worst  # type: ignore[misc]
             raise err
         raise PartialFailure(f"{len(failed)} of {len(result.hosts)} hosts failed: {names}")

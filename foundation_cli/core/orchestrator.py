@@ -354,9 +354,12 @@ def up(
     result.removed = [a for a in previous if a not in current_addrs]
 
     ok_servers = [plans[a].address for a in plans if plans[a].server and not results[a].error]
-    if ok_servers:
-        result.http_addr = f"http://{ok_servers[0]}:{cfg.ports.get('http', 8500)}"
-    if recorder.dry_run or not ok_servers:
+    http_addrs = [f"http://{a}:{cfg.ports.get('http', 8500)}" for a in ok_servers]
+    if not http_addrs and only and state.get("mode") == "ssh":  # `up --host CLIENT`: reach the known servers
+        http_addrs = state.get("consul_http_addrs") or []
+    if http_addrs:
+        result.http_addr = http_addrs[0]
+    if recorder.dry_run or not http_addrs:
         for c in conns.values():
             c.close()
         return result
@@ -375,13 +378,15 @@ def up(
         {
             "cluster_id": cluster_id,
             "consul_http_addr": result.http_addr,
-            "consul_http_addrs": [f"http://{a}:{cfg.ports.get('http', 8500)}" for a in ok_servers],
+            "consul_http_addrs": http_addrs
+            if not only
+            else sorted(set(http_addrs) | set(state.get("consul_http_addrs") or [])),
             "datacenter": cfg.datacenter,
             "mode": "ssh",
             "config_mode": cfg.mode,
             "servers": server_addrs,
             "hosts": sorted(current_addrs),
-            "nodes": {a: plans[a].node_name for a in plans},
+            "nodes": {**(state.get("nodes") or {}), **{a: plans[a].node_name for a in plans}},
             "gossip_key_file": str(gossip_key_path()),
             "ssh": {
                 "user": cfg.ssh.user,

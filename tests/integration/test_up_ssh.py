@@ -172,12 +172,12 @@ def test_unknown_host_key_refused_then_accepted(ctx, tmp_path):
     known = tmp_path / "known_hosts"
     known.write_text("".join(line + "\n" for line in pinned if not line.startswith(first.ip + " ")))
     ctx.write(ctx.lab.hosts[:4], known_hosts=str(known))
-    proc = ctx.run("up")
-    assert proc.returncode == 7, proc.stderr
+    proc = ctx.run("up", "--host", first.ip)
+    assert proc.returncode == 4, proc.stderr
     assert f"{first.ip}: unknown host key" in proc.stdout + proc.stderr
-    proc = ctx.run("up", "--accept-new-host-keys", "--json")
+    proc = ctx.run("up", "--host", first.ip, "--accept-new-host-keys", "--json")
     assert proc.returncode == 0, proc.stderr
-    assert [h["state"] for h in json.loads(proc.stdout)["hosts"]] == ["unchanged"] * 4
+    assert [h["state"] for h in json.loads(proc.stdout)["hosts"]] == ["unchanged"]
     assert first.ip in known.read_text()
     # A changed key is never accepted, even with --accept-new-host-keys.
     other = next(line for line in pinned if line.startswith(ctx.lab.hosts[1].ip + " ")).split()[1:]
@@ -185,8 +185,8 @@ def test_unknown_host_key_refused_then_accepted(ctx, tmp_path):
         "".join(line + "\n" for line in pinned if not line.startswith(first.ip + " "))
         + f"{first.ip} {' '.join(other)}\n"
     )
-    proc = ctx.run("up", "--accept-new-host-keys", "--json")
-    assert proc.returncode == 7
+    proc = ctx.run("up", "--host", first.ip, "--accept-new-host-keys", "--json")
+    assert proc.returncode == 4
     assert "host key has CHANGED" in json.loads(proc.stdout)["hosts"][0]["error"]
 
 
