@@ -21,6 +21,10 @@ def _up(
         False, "--accept-new-host-keys", help="Add unknown SSH host keys to known_hosts (changed keys still stop)."
     ),
     only: Optional[list[str]] = typer.Option(None, "--host", help="Only these hosts (repeatable)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Mortal mode: bootstrap what discovery finds without asking."),
+    interface: Optional[list[str]] = typer.Option(
+        None, "--interface", help="Mortal mode: discover (mDNS) on this interface only (repeatable)."
+    ),
 ) -> None:
     """Bring the cluster up: Consul + the Foundation node agent on every host (idempotent).
 
@@ -33,17 +37,28 @@ def _up(
 
     run = current()
     cfg = cluster_config.load(run.settings.config_path)
-    if local or not cfg.hosts:
-        hosts = []
-        if not local:
+    if local:  # never discovery: no multicast on this machine's interfaces
+        return _up_local(cfg, http_port=http_port, consul_binary=consul_binary)
+    if not cfg.hosts or cfg.strategy != "static":
+        if cfg.strategy == "mdns":
+            from foundation_cli.commands import mdns
+
+            hosts = mdns.mortal_hosts(cfg, yes=yes, interfaces=interface)
+        else:
             from foundation_cli.core import strategies
 
             hosts = strategies.find_hosts(cfg, run.settings)
         if not hosts:
-            if not local:
-                run.out.info("no hosts configured or discovered: bringing up the local one-node cluster")
+            if cfg.hosts:
+                from foundation_cli.errors import NotFoundError
+
+                raise NotFoundError(f"cluster.strategy {cfg.strategy} found no hosts")
+            run.out.info("no hosts configured or discovered: bringing up the local one-node cluster")
             return _up_local(cfg, http_port=http_port, consul_binary=consul_binary)
-        cfg.hosts = [cluster_config.HostConfig(address=h.address, user=h.user, port=h.port) for h in hosts]
+        cfg.hosts = [
+            cluster_config.HostConfig(address=h.address, user=h.user, port=h.port if h.port != 22 else None)
+            for h in hosts
+        ]
     from foundation_cli.commands import cluster_render
 
     cluster_render.up_remote(cfg, consul_binary=consul_binary, accept_new=accept_new_host_keys, only=only)
