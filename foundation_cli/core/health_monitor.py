@@ -521,14 +521,19 @@ class HealthMonitor:
         return out
 
     # -- windowed watches (blocking queries) --------------------------------------------------
-    def _blocking(self, reads, name: str, path: str, window: float, params=None, *, on_answer: Callable) -> int:
-        """Read once, then block on the index until ``window`` ends; ``on_answer`` sees each new state."""
+    def _blocking(
+        self, reads, name: str, path: str, window: float, params=None, *, on_answer: Callable, max_reads: int = 50
+    ) -> int:
+        """Read once, then block on the index until ``window`` ends; ``on_answer`` sees each new state.
+
+        ``max_reads`` bounds the work on a busy cluster (each answer is the whole list again).
+        """
         deadline = time.monotonic() + window
         first = self._get(reads, name, path, list(params or []))
         on_answer(first)
         index = first.index
         reads_done = 1
-        while index is not None:
+        while index is not None and reads_done < max_reads:
             remaining = deadline - time.monotonic()
             if remaining < 0.05:
                 break
@@ -590,7 +595,7 @@ class HealthMonitor:
                     seq.append(status)
 
         start = time.monotonic()
-        self._blocking(reads, "health_checks", "/v1/health/state/any", window, STALE, on_answer=on_answer)
+        self._blocking(reads, "health_checks", "/v1/health/state/any", window, STALE, on_answer=on_answer, max_reads=20)
         return {
             "last": state["last"] or [],
             "sequences": {k: v for k, v in transitions.items() if len(v) > 1},
