@@ -36,6 +36,7 @@ DATA_DIR = "/var/lib/foundation/consul"
 RUN_DIR = "/run/foundation"
 LOG_DIR = "/var/log/foundation"
 UNIT_DIR = "/etc/systemd/system"
+AGENT_TOKEN_FILE = "/etc/foundation/agent.token"
 MIN_CONSUL = (1, 8, 0)
 
 Progress = Callable[[str], None]
@@ -133,6 +134,7 @@ class HostPlan:
     python: str = "python3"
     http_port: int = 8500
     agent_env: dict[str, str] = field(default_factory=dict)
+    agent_token: str | None = None  # ACL token for the node agent, uploaded as a 0600 file
 
 
 @dataclass
@@ -357,6 +359,11 @@ def apply(
     say("node agent")
     inst = install_agent(conn, p, plan, bundle, say)
     steps.append(inst)
+    if plan.agent_token:
+        current = conn.read_file(AGENT_TOKEN_FILE)
+        if (current or b"").strip() != plan.agent_token.encode():
+            conn.upload(AGENT_TOKEN_FILE, plan.agent_token.encode() + b"\n", mode=0o600)
+            steps.append(StepResult("agent token", "written", AGENT_TOKEN_FILE))
     steps.append(
         ensure_service(
             conn,

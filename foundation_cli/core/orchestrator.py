@@ -45,6 +45,7 @@ class UpResult:
     http_addr: str = ""
     removed: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    token: str | None = None  # ACL operator token (wizard mode); never rendered
 
     @property
     def failed(self) -> list[HostResult]:
@@ -161,6 +162,7 @@ def consul_config_for(
     gossip_key: str,
     cluster_id: str,
     bootstrap_expect: int,
+    token: str | None = None,
 ) -> dict[str, Any]:
     """One host's Consul agent config: ours, then the wizard's raw ``consul:`` merged over it."""
     conf: dict[str, Any] = {
@@ -188,6 +190,8 @@ def consul_config_for(
             "default_policy": cfg.acl.default_policy,
             "enable_token_persistence": True,
         }
+        if token:
+            conf["acl"]["tokens"] = {"master": token, "agent": token} if server else {"agent": token}
     if cfg.tls.ca_file:
         conf.update(
             ca_file=cfg.tls.ca_file,
@@ -277,6 +281,7 @@ def up(
             (p.existing_config.get("encrypt") for p in probes.values() if p.existing_config.get("encrypt")), None
         )
     gossip = gossip or base64.b64encode(pysecrets.token_bytes(32)).decode()
+    token = operator_token(cfg, state) if cfg.acl.enabled else None
     secrets.register(gossip)
     cluster_id = state.get("cluster_id") if state.get("mode") == "ssh" else None
     cluster_id = (
@@ -311,7 +316,8 @@ def up(
             install_root=h.install_root or cfg.agent.install_root,
             python=h.python or cfg.agent.python,
             http_port=cfg.ports.get("http", 8500),
-            agent_env=dict(cfg.agent.env),
+            agent_env=dict(cfg.agent.env, **({"CONSUL_HTTP_TOKEN_FILE": bootstrap.AGENT_TOKEN_FILE} if token else {})),
+            agent_token=token,
             consul_config=consul_config_for(
                 cfg,
                 node_name=names[h.address],
@@ -319,6 +325,7 @@ def up(
                 server=is_server,
                 server_addrs=server_addrs,
                 gossip_key=gossip,
+                token=token,
                 cluster_id=cluster_id,
                 bootstrap_expect=len(servers),
             ),
@@ -349,6 +356,7 @@ def up(
     if not recorder.dry_run:
         _save_gossip_key(gossip)
     result = UpResult(hosts=[results[h.address] for h in hosts], cluster_id=cluster_id, datacenter=cfg.datacenter)
+    result.token = token
     previous = state.get("hosts") or []
     current_addrs = {h.address for h in cfg.hosts}
     result.removed = [a for a in previous if a not in current_addrs]
@@ -388,6 +396,7 @@ def up(
             "hosts": sorted(current_addrs),
             "nodes": {**(state.get("nodes") or {}), **{a: plans[a].node_name for a in plans}},
             "gossip_key_file": str(gossip_key_path()),
+            "token": token,
             "ssh": {
                 "user": cfg.ssh.user,
                 "identity_file": cfg.ssh.identity_file,
@@ -400,18 +409,36 @@ def up(
     return result
 
 
-def _client(addr: str):
+def operator_token(cfg: ClusterConfig, state: dict) -> str:
+    """The ACL management token: ``acl.token_file``, else the one this cluster already has, else a new one."""
+    from foundation_cli.errors import UsageError
+
+    if cfg.acl.token_file:
+        path = Path(os.path.expanduser(cfg.acl.token_file))
+        try:
+            token = path.read_text().strip()
+        except OSError as exc:
+            raise UsageError(f"acl.token_file {path}: {exc.strerror}") from None
+        if not token:
+            raise UsageError(f"acl.token_file {path} is empty")
+    else:
+        token = state.get("token") or str(uuid.uuid4())
+    secrets.register(token)
+    return token
+
+
+def _client(addr: str, token: str | None = None):
     from foundation_cli.raw.recorder import Recorder
     from foundation_cli.settings import Settings
     from foundation_cli.tools import consul as consul_tool
 
     quiet = Recorder()
-    return consul_tool.connect(Settings(consul_addr=addr), recorder=quiet, timeout=3), quiet
+    return consul_tool.connect(Settings(consul_addr=addr, token=token), recorder=quiet, timeout=3), quiet
 
 
 def _wait_cluster(result: UpResult, plans, results, cfg: ClusterConfig, *, timeout: float, say: Progress) -> None:
     """Leader elected and every (non-failed) host an alive member; agents registered (warn only)."""
-    client, quiet = _client(result.http_addr)
+    client, quiet = _client(result.http_addr, result.token)
     expected = {plans[a].node_name: a for a in plans if not results[a].error}
     deadline = time.monotonic() + timeout
     missing: set[str] = set(expected)
@@ -453,7 +480,7 @@ def _write_record(result: UpResult, cfg: ClusterConfig, server_addrs: list[str],
     from foundation_cli.settings import Settings
     from foundation_cli.tools import consul as consul_tool
 
-    client = consul_tool.connect(Settings(consul_addr=result.http_addr))
+    client = consul_tool.connect(Settings(consul_addr=result.http_addr, token=result.token))
     record = {
         "cluster_id": cluster_id,
         "datacenter": cfg.datacenter,

@@ -55,3 +55,21 @@ def test_consul_config_has_our_defaults_and_raw_wizard_overrides():
     assert conf["retry_join"] == ["10.0.0.1"] and conf["encrypt"] == "k" * 44
     assert conf["log_level"] == "DEBUG"
     assert conf["performance"] == {"raft_multiplier": 1, "leave_drain_time": "5s"}
+
+
+def test_acl_token_goes_to_servers_as_master_and_to_every_agent(tmp_path):
+    token_file = tmp_path / "op.token"
+    token_file.write_text("3f1c0b5e-0000-4000-8000-000000000001\n")
+    cfg = cc.parse(f"hosts: [a, b]\nacl: {{enabled: true, token_file: {token_file}}}\n")
+    from foundation_cli.core.orchestrator import operator_token
+
+    token = operator_token(cfg, {})
+    assert token == "3f1c0b5e-0000-4000-8000-000000000001"
+    common = dict(server_addrs=["10.0.0.1"], gossip_key="k" * 44, cluster_id="c", bootstrap_expect=1, token=token)
+    server = consul_config_for(cfg, node_name="a", address="10.0.0.1", server=True, **common)
+    client = consul_config_for(cfg, node_name="b", address="10.0.0.2", server=False, **common)
+    assert server["acl"]["tokens"] == {"master": token, "agent": token}
+    assert client["acl"]["tokens"] == {"agent": token} and client["acl"]["default_policy"] == "deny"
+    from foundation_cli.raw.secrets import mask
+
+    assert token not in mask(json.dumps(server))
