@@ -532,3 +532,27 @@ def test_acl_cluster_with_and_without_token(consul_agent_acl):
     denied = cli(addr, "status", "--window", "0")
     assert denied.returncode == 4, denied.stderr
     assert "refused" in denied.stderr and "Traceback" not in denied.stderr
+
+
+def test_status_watch_refreshes_until_interrupted(consul_agent):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_")}
+    env.update(CONSUL_HTTP_ADDR=consul_agent.http_addr, NO_COLOR="1", COLUMNS="100")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "foundation_cli", "status", "--watch", "--interval", "0.5", "--window", "0.2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        time.sleep(6)  # start-up and a few refreshes
+        assert proc.poll() is None, proc.communicate()[1]
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "servers 1 (1 voters)" in out and "Traceback" not in err
