@@ -186,6 +186,12 @@ class Bench:
         if kind == "crash":
             self.restart_node(holder, raw=raw)
         elif kind == "graceful":
+            old_proc = (self.raw if raw else self.agents)[holder]
+            try:
+                old_proc.wait(30)  # the agent's flock: never two agents for one node
+            except subprocess.TimeoutExpired:
+                old_proc.kill()
+                old_proc.wait(5)
             (self.start_raw if raw else self.start_agent)(holder)
         if not found and raw:
             for name, proc in list(self.raw.items()):  # consul lock exits on 500s: restart the dead ones
@@ -245,6 +251,10 @@ class Bench:
                 proc.kill()
         self.cluster.close()
         self.lab.close()
+        if self.args.keep_logs:
+            shutil.copytree(self.logs, self.args.keep_logs, dirs_exist_ok=True)
+            shutil.copy(self.witness, Path(self.args.keep_logs) / "witness.log")
+            shutil.copy(self.raw_witness, Path(self.args.keep_logs) / "raw-witness.log")
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -270,6 +280,7 @@ def main() -> None:
     ap.add_argument("--gossip", choices=("default", "fast"), default="default")
     ap.add_argument("--idle-seconds", type=float, default=30.0)
     ap.add_argument("--skip-raw", action="store_true")
+    ap.add_argument("--keep-logs", metavar="DIR", help="copy agent/consul-lock logs and witness files here")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("needs root (network namespaces)")

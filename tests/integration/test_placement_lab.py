@@ -143,6 +143,28 @@ def test_replicated_follows_membership_and_stop_removes_all(consul_cluster, tmp_
     wait_for(lambda: len([r for r in ps(env, "rep") if r["state"] == "running"]) == 4, 40, "the 4th node to get one")
     assert sorted({r.node for r in witness_runs(log)}) == sorted([h.name for h in consul_cluster.hosts] + [spare.name])
 
+    # `logs` of an instance on another node goes over SSH with the settings `up` saved.
+    from foundation_cli.core import cluster_state
+
+    cluster_state.save(
+        {
+            "ssh": {
+                "user": "root",
+                "identity_file": consul_cluster.lab.ssh_key,
+                "known_hosts": consul_cluster.lab.known_hosts,
+            }
+        }
+    )
+    try:
+        node = consul_cluster.hosts[1].name
+        logs = cli(["logs", "rep", "--node", node, "-n", "5"], env)
+        assert f"witness started {node}" in logs.stdout
+        assert "(ssh)" in logs.stderr
+        many = cli(["logs", "rep"], env, check=False)
+        assert many.returncode == 2 and "--node" in many.stderr
+    finally:
+        cluster_state.state_path().unlink(missing_ok=True)
+
     out = cli(["stop", "rep"], env)
     assert "rep stopped" in out.stdout
     assert ps(env) == []
