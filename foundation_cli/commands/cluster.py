@@ -101,7 +101,11 @@ def _down(
     from foundation_cli.core import cluster_state
 
     state = cluster_state.load() or {}
-    if local or state.get("mode") in (None, "local"):
+    if not local and state.get("mode") != "ssh":
+        from foundation_cli.core import cluster_config
+
+        local = not cluster_config.load(run.settings.config_path).hosts
+    if local:
         from foundation_cli.core import local_cluster
 
         result = local_cluster.down(purge=purge, progress=lambda msg: run.out.info(f"local: {msg}"))

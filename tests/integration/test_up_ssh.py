@@ -71,15 +71,21 @@ def ctx(tmp_path_factory):
         lab.close()  # kills every process in the hosts, whatever the tests left
 
 
-def _upper_snapshot(lab: Lab, hosts) -> dict[str, tuple[int, int]]:
+def _upper_snapshot(lab: Lab, hosts, dirs=("",)) -> dict[str, tuple[int, int]]:
+    """Every file each host wrote (its overlay upper dirs): size and mtime."""
     snap = {}
     for h in hosts:
-        base = Path(h.dir) / "upper"
-        for dirpath, _dirs, files in os.walk(base):
-            for name in files:
-                p = Path(dirpath) / name
-                st = p.lstat()
-                snap[str(p)] = (st.st_size, st.st_mtime_ns)
+        for sub in dirs:
+            snap.update(_walk(Path(h.dir) / "upper" / sub))
+    return snap
+
+
+def _walk(base: Path) -> dict[str, tuple[int, int]]:
+    snap = {}
+    for dirpath, _dirs, files in os.walk(base):
+        for name in files:
+            st = (Path(dirpath) / name).lstat()
+            snap[os.path.join(dirpath, name)] = (st.st_size, st.st_mtime_ns)
     return snap
 
 
@@ -122,6 +128,19 @@ def test_second_run_is_unchanged(ctx):
     proc = ctx.run("up", "--json")
     assert proc.returncode == 0, proc.stderr
     assert [h["state"] for h in json.loads(proc.stdout)["hosts"]] == ["unchanged"] * 3
+
+
+def test_changed_config_dry_run_shows_the_diff_and_restarts_only_consul(ctx):
+    ctx.write(ctx.lab.hosts[:3], extra="consul:\n  log_level: DEBUG\n")
+    installed = ("etc", "opt", "usr/local")  # a running cluster writes its own data under /var: not ours
+    before = _upper_snapshot(ctx.lab, ctx.lab.hosts[:3], installed)
+    proc = ctx.run("up", "--dry-run")
+    ctx.write(ctx.lab.hosts[:3])
+    assert proc.returncode == 0, proc.stderr
+    assert '-  "log_level": "INFO",' in proc.stderr and '+  "log_level": "DEBUG",' in proc.stderr
+    assert proc.stdout.count("/run/foundation/consul.pid; while :") == 3  # consul restarted on each
+    assert "/run/foundation/agent.pid; while :" not in proc.stdout  # the agent is left alone
+    assert _upper_snapshot(ctx.lab, ctx.lab.hosts[:3], installed) == before
 
 
 def test_ssh_and_consul_passthrough_use_the_cluster_settings(ctx):
