@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import shutil
 import socket
 import statistics
@@ -43,10 +44,15 @@ def _free_port() -> int:
             return port
 
 
-def _timed(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
+def _timed(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """Wall ms, CPU ms (user+sys of the child: less sensitive to a busy machine), stdout."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
-    return (time.perf_counter() - t) * 1000, out.stdout
+    wall = (time.perf_counter() - t) * 1000
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1000
+    return wall, cpu, out.stdout
 
 
 def main() -> int:
@@ -117,17 +123,21 @@ def main() -> int:
              "CONSUL_HTTP_ADDR": f"127.0.0.1:{silent.getsockname()[1]}"}, []),
         ]  # fmt: skip
         floor = None
-        print(f"{'case':34} {'median ms':>10} {'max ms':>8} {'x floor':>8}")
+        print(f"{'case':34} {'wall p50 ms':>11} {'wall max':>9} {'cpu p50 ms':>11} {'x floor':>8}")
         for label, argv, extra, expect in cases:
-            times = []
+            walls, cpus = [], []
             for _ in range(args.n):
-                ms, out = _timed(argv, {**base, **extra})
+                wall, cpu, out = _timed(argv, {**base, **extra})
                 if expect is not None and out.split() != expect:
                     print(f"  {label}: unexpected answer {out.split()!r}", file=sys.stderr)
-                times.append(ms)
-            med = statistics.median(times)
+                walls.append(wall)
+                cpus.append(cpu)
+            med = statistics.median(walls)
             floor = floor or med
-            print(f"{label:34} {med:10.0f} {max(times):8.0f} {med / floor:8.2f}")
+            print(f"{label:34} {med:11.0f} {max(walls):9.0f} {statistics.median(cpus):11.0f} {med / floor:8.2f}")
+        print(
+            f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs: wall times grow with load, CPU less so)"
+        )
     finally:
         silent.close()
         agent.kill()
