@@ -21,7 +21,7 @@ _SECRET_FIELD = re.compile(
     r"""(?ix)
     (?P<key>["']?(?:encrypt|token|password|passwd|secret|agent_master|initial_management
         |x-consul-token|authorization)["']?\s*[:=]\s*(?:bearer\s+)?)
-    (?P<q>["']?)(?P<val>[^"'\s,}&]+)(?P=q)
+    (?P<q>\\?["']|)(?P<val>[^"'\s,}&\\]+)(?P=q)
     """
 )
 _TOKEN_PARAM = re.compile(r"(?i)([?&]token=)[^&\s'\"]+")

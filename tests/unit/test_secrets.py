@@ -67,3 +67,15 @@ def test_logging_filter_masks_messages_and_args(caplog):
         logger.info("token is %s", "log-secret-123456")
     assert "log-secret-123456" not in caplog.text
     assert MASK in caplog.text
+
+
+def test_mask_keeps_json_parseable_when_a_string_holds_a_secret_field():
+    import json
+
+    from foundation_cli.raw.secrets import mask
+
+    text = json.dumps({"reasoning": 'set encrypt = "c2VjcmV0a2V5MTIz" in the config', "t": "token: abc123"})
+    masked = json.loads(mask(text))
+    assert "c2VjcmV0a2V5MTIz" not in masked["reasoning"]
+    assert masked["reasoning"] == 'set encrypt = "****" in the config'
+    assert masked["t"] == "token: ****"
