@@ -131,6 +131,44 @@ def test_same_option_name_takes_the_same_kind_of_value(option):
     assert len(set(uses.values())) == 1, f"{option} means different things: {uses}"
 
 
+def _examples() -> list[tuple[str, str]]:
+    """(command, example line) for every "Example: foundation …" in every help text."""
+    out = []
+    for path, cmd in ALL:
+        for line in (cmd.help or "").splitlines():
+            found = re.search(r"Examples?:\s*(?:\[[a-z ]+\])?\s*(.*?)\s*(?:\[/[a-z ]*\])?$", line.strip())
+            if found and "foundation" in found.group(1):
+                out.append((_id(path), found.group(1)))
+    return out
+
+
+EXAMPLES = _examples()
+
+
+@pytest.mark.parametrize("where,example", EXAMPLES, ids=[f"{w}: {e}" for w, e in EXAMPLES])
+def test_help_examples_name_real_commands_and_options(where, example):
+    import shlex
+
+    words = shlex.split(example)
+    while words and "=" in words[0] and not words[0].startswith("-"):  # VAR=value prefixes
+        words.pop(0)
+    assert words and words[0] == "foundation", example
+    cmd, i = ROOT_CMD, 1
+    known = {o for p in ROOT_CMD.params for o in getattr(p, "opts", []) + getattr(p, "secondary_opts", [])}
+    while hasattr(cmd, "list_commands") and i < len(words) and not words[i].startswith("-"):
+        assert words[i] in cmd.commands, f"{where}: example names no command {words[i]!r}: {example}"
+        cmd, i = cmd.commands[words[i]], i + 1
+    known |= {o for p in cmd.params for o in getattr(p, "opts", []) + getattr(p, "secondary_opts", [])}
+    known |= {"--help", "-h"}
+    if _passes_through(cmd):
+        return
+    for word in words[i:]:
+        if word == "--":
+            break
+        if word.startswith("-") and word != "-":
+            assert word.split("=", 1)[0] in known, f"{where}: example uses unknown option {word}: {example}"
+
+
 def test_unknown_command_is_a_usage_error():
     result = _invoke(["no-such-command"])
     assert result.exit_code == ExitStatus.USAGE
