@@ -83,7 +83,7 @@ echo "os=$(. /etc/os-release 2>/dev/null; echo "$ID-$VERSION_ID")"
 echo "arch=$(uname -m)"
 echo "init=$(cat /proc/1/comm 2>/dev/null)"
 echo "hostname=$(hostname)"
-echo "python=$(PY -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)"
+echo "python=$(PY --version 2>&1 | sed -n 's/^Python \([0-9]*\.[0-9]*\).*/\1/p')"
 echo "addr=$(echo "$SSH_CONNECTION" | cut -d' ' -f3)"
 echo "uid=$(id -u)"
 c=$(command -v consul || { [ -x INSTALL/bin/consul ] && echo INSTALL/bin/consul; })
@@ -107,6 +107,7 @@ def probe(conn: Connection, *, install_root: str, python: str) -> Probe:
         .replace("PY ", shlex.quote(python) + " ")
         .strip()
     )
+    script = "; ".join(line.rstrip(";") for line in script.splitlines() if line.strip())  # one line: a readable comment
     res = conn.run(f"sh -c {shlex.quote(script)}", write=False, timeout=60)
     head, _, config = res.stdout.partition("--config--\n")
     p = Probe(config=config if config.strip() else None)

@@ -204,23 +204,34 @@ def ssh_line(op: RawOperation) -> str:
     return mask(f"# upload {size} bytes to {target}:{op.path}{mode}")
 
 
+def upload_command(path: str, mode: int | None) -> str:
+    """The remote command an ssh-upload runs, content on stdin (the SSH adapter sends exactly this)."""
+    import posixpath
+
+    tmp = _q(path + ".foundation-tmp")
+    chmod = f" && chmod {mode:o} {tmp}" if mode is not None else ""
+    return f"mkdir -p {_q(posixpath.dirname(path) or '/')} && cat > {tmp}{chmod} && mv -f {tmp} {_q(path)}"
+
+
 def upload_script(op: RawOperation) -> str:
-    """A shell snippet that recreates an upload on the host (text shown, binaries summarised)."""
+    """A shell snippet that recreates an upload on the host (text shown, binaries summarised as a comment)."""
     content = op.content or b""
     target = f"{op.user + '@' if op.user else ''}{op.host}"
     port = f" -p {op.port}" if op.port and op.port != 22 else ""
-    mode = f" && chmod {op.mode:o} {_q(op.path or '')}" if op.mode is not None else ""
+    remote = upload_command(op.path or "", op.mode)
     if _is_text(content) and len(content) <= 64 * 1024:
         text = mask(content.decode("utf-8"))
         marker = "FOUNDATION_EOF"
-        remote = "cat > " + _q(op.path or "") + mode
         return (
             f"ssh{port} {target} {_q(remote)} <<'{marker}'\n{text}{'' if text.endswith(chr(10)) else chr(10)}{marker}"
         )
     import hashlib
 
     digest = hashlib.sha256(content).hexdigest()
-    return f"scp -P {op.port or 22} <local file, {len(content)} bytes, sha256 {digest}> {target}:{op.path}"
+    return (
+        f"# binary upload, {len(content)} bytes, sha256 {digest}, sent on stdin of:\n"
+        f"#   ssh{port} {target} {_q(remote)} < LOCAL_FILE"
+    )
 
 
 def render_lines(op: RawOperation) -> list[str]:

@@ -396,10 +396,9 @@ class Connection:
             op.finish(summary="not sent (dry run)")
             recorder.add(op)
             return
-        q = shlex.quote(path)
-        tmp = shlex.quote(path + ".foundation-tmp")
-        parent = shlex.quote(os.path.dirname(path) or "/")
-        command = f"mkdir -p {parent} && cat > {tmp} && chmod {mode:o} {tmp} && mv -f {tmp} {q}"
+        from foundation_cli.raw.render import upload_command
+
+        command = upload_command(path, mode)  # the same command the renderer shows
         wrapped, prefix = self._sudo_wrap(command)
         try:
             result = self._raw_exec(wrapped, (prefix or b"") + content, timeout)
