@@ -340,30 +340,38 @@ def test_json_twin_is_json_and_follows_its_schema(args, schema, agent, state_dir
 
 
 def _run_tty(args: list[str], env: dict[str, str]) -> tuple[int, str]:
-    """Run with stdout and stderr on a pseudo-terminal, where colour would be used."""
+    """Run with stdout and stderr on a pseudo-terminal (where colour would be used), reading as it runs."""
+    import select
+
     master, slave = pty.openpty()
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "foundation_cli", *args],
-            stdin=subprocess.DEVNULL,
-            stdout=slave,
-            stderr=slave,
-            env=env,
-            timeout=60,
-        )
-    finally:
-        os.close(slave)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "foundation_cli", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+    )
+    os.close(slave)
     chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
-    return proc.returncode, b"".join(chunks).decode("utf-8", "replace")
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], 60)
+            if not ready:
+                break
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child side is closed
+                break
+            if not data:
+                break
+            chunks.append(data)
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    return code, b"".join(chunks).decode("utf-8", "replace")
 
 
 @pytest.mark.parametrize("args", [["kv", "get", "x"], ["--help"], ["kv", "put", "--help"]], ids=" ".join)
