@@ -20,6 +20,7 @@ from foundation_cli.commands import (
     mdns,
     placement,
 )
+from foundation_cli.commands.usage import FoundationGroup
 from foundation_cli.errors import EXIT_CODES_HELP
 
 HELP = """\
@@ -34,6 +35,7 @@ Example: [cyan]foundation kv put app/mode blue --explain[/cyan]
 
 app = typer.Typer(
     name="foundation",
+    cls=FoundationGroup,  # usage errors as one `error:` line + hint, like every other error
     help=HELP,
     epilog=EXIT_CODES_HELP,
     no_args_is_help=True,

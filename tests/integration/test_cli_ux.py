@@ -392,15 +392,16 @@ def test_errors_have_no_escapes_at_all_with_no_color(closed_addr, state_dir):
         assert text.startswith("error: ") and not ANY_ESCAPE.search(text), repr(text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="click/Typer usage errors print a boxed 'Usage … Try … Error' block, not one 'error:' line "
-    "(framework-level; for the lead: format click.UsageError in app.main)",
+@pytest.mark.parametrize(
+    "args",
+    [["kv", "get", "--no-such-option-xyz"], ["no-such-command"], ["kv", "get"], ["kv", "put", "k", "v", "--cas", "x"]],
+    ids=" ".join,
 )
-def test_usage_errors_are_one_error_line():
-    proc = _run(["kv", "get", "--no-such-option-xyz"], _env(NO_COLOR="1"))
+def test_usage_errors_are_one_error_line(args):
+    proc = _run(args, _env(NO_COLOR="1"))
     assert proc.returncode == ExitStatus.USAGE
     _assert_one_line_error(proc)
+    assert proc.stderr.splitlines()[1].startswith("hint: see `foundation")
 
 
 @pytest.mark.skipif(shutil.which("foundation") is None, reason="foundation is not on PATH")
