@@ -253,8 +253,10 @@ READS = [
     ("ps",),
     ("discover", "web"),
     ("config", "get", "x"),
-    ("health",),
-    ("members",),
+    ("config", "list"),
+    ("services",),
+    ("metrics",),
+    ("optimize",),
 ]
 
 
