@@ -289,6 +289,17 @@ def test_ok_then_conflict_exits_6(agent, state_dir):
     assert _run(["kv", "get", "polish/cas"], env).stdout == "one"  # nothing stored was lost
 
 
+def test_acl_denied_exits_4_and_the_token_is_never_printed(consul_agent_acl, state_dir):
+    env = _env(CONSUL_HTTP_ADDR=consul_agent_acl.http_addr, FOUNDATION_STATE_DIR=state_dir)
+    denied = _run(["kv", "get", "polish/x"], env)
+    assert denied.returncode == ExitStatus.PERMISSION_DENIED, denied.stderr
+    _assert_one_line_error(denied)
+    allowed = _run(["kv", "get", "polish/x", "--explain"], {**env, "CONSUL_HTTP_TOKEN": consul_agent_acl.token})
+    assert allowed.returncode == ExitStatus.NOT_FOUND, allowed.stderr
+    assert consul_agent_acl.token not in allowed.stdout + allowed.stderr
+    assert "$CONSUL_HTTP_TOKEN" in allowed.stderr
+
+
 def test_invalid_input_from_the_command_body_exits_2(agent, state_dir):
     proc = _run(["kv", "put", "a//b", "v"], _env(CONSUL_HTTP_ADDR=agent.http_addr, FOUNDATION_STATE_DIR=state_dir))
     assert proc.returncode == ExitStatus.USAGE
