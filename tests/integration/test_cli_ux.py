@@ -300,6 +300,31 @@ def test_acl_denied_exits_4_and_the_token_is_never_printed(consul_agent_acl, sta
     assert "$CONSUL_HTTP_TOKEN" in allowed.stderr
 
 
+def test_ctrl_c_exits_130_with_one_line(agent, state_dir):
+    import signal
+
+    if ("listen",) not in {path for path, _ in LEAVES}:
+        pytest.skip("no listen command")
+    env = _env(CONSUL_HTTP_ADDR=agent.http_addr, FOUNDATION_STATE_DIR=state_dir, NO_COLOR="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "foundation_cli", "listen", "polish-ctrl-c"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert "listening" in proc.stderr.readline()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == ExitStatus.INTERRUPTED
+    assert err.strip() == "error: interrupted"
+
+
 def test_invalid_input_from_the_command_body_exits_2(agent, state_dir):
     proc = _run(["kv", "put", "a//b", "v"], _env(CONSUL_HTTP_ADDR=agent.http_addr, FOUNDATION_STATE_DIR=state_dir))
     assert proc.returncode == ExitStatus.USAGE
