@@ -34,7 +34,7 @@ class Timing:
     fence_timeout: float = 1.2
     fence_kill_grace: float = 0.6
     fence_margin: float = 0.5  # watchdog tick, kill latency, scheduling noise on a busy node
-    confirm_interval: float = 0.2
+    confirm_interval: float = 0.3
     confirm_request_timeout: float = 0.8
     acquire_retry: float = 0.1  # while a free lock is refused (lock-delay in force)
     stop_grace: float = 5.0  # `stop`, lost spec, agent SIGTERM: SIGTERM then SIGKILL after this

@@ -324,7 +324,10 @@ class ProcessManager:
                         )
                     )
             else:
+                alive = set(self._alive_agent_nodes()) if reported else set()
                 for node, st in sorted(reported.items()):
+                    if node not in alive and st.get("state") == "running":
+                        st = st | {"state": "lost"}  # its node or agent is gone; the record is what it said last
                     rows.append(self._view(spec, st, health.get(node, "")))
                 if not reported:
                     rows.append(InstanceView(svc, spec.mode, None, None, "pending", "", None, 0, spec.generation))

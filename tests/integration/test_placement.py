@@ -75,8 +75,26 @@ def test_agent_runs_singleton_and_replicated_lifecycle(fresh_consul, tmp_path, w
         assert "generation 2" in out.stdout
         assert len(pids_running(str(log))) == 1
 
-        cli(["start-replicated", "rep", "--env", "X=1", "--", "python3", str(script), str(log)], env)
+        port = addr.rsplit(":", 1)[1]
+        cli(
+            [
+                "start-replicated",
+                "rep",
+                "--env",
+                "X=1",
+                "--check-tcp",
+                f"127.0.0.1:{port}",
+                "--",
+                "python3",
+                str(script),
+                str(log),
+            ],
+            env,
+        )
         rep_pid = _running(env, "rep")[0]["pid"]
+        checks = {c["CheckID"]: c for c in http_json(f"{addr}/v1/health/checks/rep")}
+        assert checks["foundation:rep"]["Status"] == "passing"  # process alive (TTL the agent keeps passing)
+        assert checks["foundation:rep:tcp"]["Type"] == "tcp"
 
         # Agent SIGKILLed: its fence guard stops the singleton at once (the replicated one keeps running).
         wit_pid = _running(env, "wit")[0]["pid"]
