@@ -348,10 +348,20 @@ def up(
         say(h.address, "done")
 
     ordered = sorted((h for h in hosts if h.address in plans), key=lambda h: 0 if plans[h.address].server else 1)
-    if ordered:
-        with ThreadPoolExecutor(max_workers=len(ordered)) as pool:
-            for f in [_in_context(pool, guarded, h, do_apply) for h in ordered]:
+    # Running servers whose config changes restart one at a time (quorum kept); everything else in parallel.
+    rolling = [h for h in ordered if plans[h.address].server and _config_changes(probes[h.address], plans[h.address])]
+    if len(rolling) < 2 or recorder.dry_run:
+        rolling = []
+    parallel = [h for h in ordered if h not in rolling]
+    if parallel:
+        with ThreadPoolExecutor(max_workers=len(parallel)) as pool:
+            for f in [_in_context(pool, guarded, h, do_apply) for h in parallel]:
                 f.result()
+    for h in rolling:
+        say(h.address, "rolling restart")
+        guarded(h, do_apply)
+        if not results[h.address].error:
+            _wait_leader_at(f"http://{plans[h.address].address}:{plans[h.address].http_port}", token, timeout=60)
 
     if not recorder.dry_run:
         _save_gossip_key(gossip)
@@ -393,7 +403,7 @@ def up(
             "mode": "ssh",
             "config_mode": cfg.mode,
             "servers": server_addrs,
-            "hosts": sorted(current_addrs),
+            "hosts": sorted(current_addrs | set(result.removed)),  # removed ones stay known until `down --host`
             "nodes": {**(state.get("nodes") or {}), **{a: plans[a].node_name for a in plans}},
             "gossip_key_file": str(gossip_key_path()),
             "token": token,
@@ -425,6 +435,24 @@ def operator_token(cfg: ClusterConfig, state: dict) -> str:
         token = state.get("token") or str(uuid.uuid4())
     secrets.register(token)
     return token
+
+
+def _config_changes(p: Probe, plan: HostPlan) -> bool:
+    """A running Consul whose config will be rewritten (so restarted)."""
+    return p.consul_running and p.config is not None and p.config != bootstrap.render_config(plan.consul_config)
+
+
+def _wait_leader_at(addr: str, token: str | None, *, timeout: float) -> None:
+    """After one server's restart: wait until it sees a leader again before touching the next."""
+    client, _quiet = _client(addr, token)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if client.status.leader():
+                return
+        except Exception:  # noqa: BLE001 - restarting
+            pass
+        time.sleep(0.25)
 
 
 def _client(addr: str, token: str | None = None):

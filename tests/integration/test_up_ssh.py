@@ -28,7 +28,10 @@ class Ctx:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_HTTP")}
         self.env.update(FOUNDATION_STATE_DIR=str(root / "state"), XDG_CONFIG_HOME=str(root / "xdg"), NO_COLOR="1")
 
+    extra = ""  # settings every later write keeps (set once the cluster runs with them)
+
     def write(self, hosts, *, known_hosts: str | None = None, identity: str | None = None, extra: str = "") -> None:
+        extra = extra or self.extra
         lines = "".join(f"  - {h.ip if hasattr(h, 'ip') else h}\n" for h in hosts)
         (self.root / "foundation.yaml").write_text(
             f"hosts:\n{lines}ssh:\n  user: root\n  identity_file: {identity or self.lab.ssh_key}\n"
@@ -143,6 +146,22 @@ def test_changed_config_dry_run_shows_the_diff_and_restarts_only_consul(ctx):
     assert _upper_snapshot(ctx.lab, ctx.lab.hosts[:3], installed) == before
 
 
+def test_changed_config_restarts_consul_one_server_at_a_time(ctx):
+    ctx.extra = "consul:\n  log_level: DEBUG\n"
+    ctx.write(ctx.lab.hosts[:3])
+    proc = ctx.run("up", "--json", "-v")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("rolling restart") == 3
+    for host in json.loads(proc.stdout)["hosts"]:
+        steps = {st["step"]: st["state"] for st in host["steps"]}
+        assert steps["consul config"] == "written" and steps["consul"] == "restarted"
+        assert steps["agent install"] == "unchanged" and steps["agent"] == "unchanged"
+    assert '"log_level": "DEBUG"' in ctx.lab.hosts[2].path("/etc/foundation/consul.d/foundation.json").read_text()
+    members = ctx.http(ctx.lab.hosts[0], "/v1/agent/members")
+    assert sorted(m["Status"] for m in members) == [1, 1, 1]
+    assert ctx.http(ctx.lab.hosts[1], "/v1/status/leader")
+
+
 def test_ssh_and_consul_passthrough_use_the_cluster_settings(ctx):
     first = ctx.lab.hosts[0]
     proc = ctx.run("ssh", first.name, "hostname")
@@ -197,6 +216,7 @@ def test_unknown_host_key_refused_then_accepted(ctx, tmp_path):
     proc = ctx.run("up", "--host", first.ip, "--accept-new-host-keys", "--json")
     assert proc.returncode == 0, proc.stderr
     assert [h["state"] for h in json.loads(proc.stdout)["hosts"]] == ["unchanged"]
+    assert json.loads(proc.stdout)["removed"] == [ctx.lab.hosts[4].ip]  # in the last file, not in this one
     assert first.ip in known.read_text()
     # A changed key is never accepted, even with --accept-new-host-keys.
     other = next(line for line in pinned if line.startswith(ctx.lab.hosts[1].ip + " ")).split()[1:]
