@@ -21,7 +21,12 @@ fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$work/etc"
-echo "deb http://deb.debian.org/debian bullseye main" > "$work/etc/sources.list"
+# Pin the archive keyring explicitly: newer Debian releases no longer put it in trusted.gpg.d.
+signed=""
+if [ -r /usr/share/keyrings/debian-archive-keyring.gpg ]; then
+  signed="[signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] "
+fi
+echo "deb ${signed}http://deb.debian.org/debian bullseye main" > "$work/etc/sources.list"
 apt_opts=(
   -o "Dir::Etc::SourceList=$work/etc/sources.list"
   -o "Dir::Etc::SourceParts=/dev/null"
