@@ -37,6 +37,7 @@ def _up(
 
     run = current()
     cfg = cluster_config.load(run.settings.config_path)
+    join: list[str] = []
     if local:  # never discovery: no multicast on this machine's interfaces
         return _up_local(cfg, http_port=http_port, consul_binary=consul_binary)
     if not cfg.hosts or cfg.strategy != "static":
@@ -55,13 +56,19 @@ def _up(
                 raise NotFoundError(f"cluster.strategy {cfg.strategy} found no hosts")
             run.out.info("no hosts configured or discovered: bringing up the local one-node cluster")
             return _up_local(cfg, http_port=http_port, consul_binary=consul_binary)
+        join = [h.address for h in hosts if h.extra.get("join_only")]  # an existing cluster's servers: join only
         cfg.hosts = [
             cluster_config.HostConfig(address=h.address, user=h.user, port=h.port if h.port != 22 else None)
             for h in hosts
+            if not h.extra.get("join_only")
         ]
+        if not cfg.hosts:
+            from foundation_cli.errors import NotFoundError
+
+            raise NotFoundError("nothing to bootstrap: the strategy found only an existing cluster's servers")
     from foundation_cli.commands import cluster_render
 
-    cluster_render.up_remote(cfg, consul_binary=consul_binary, accept_new=accept_new_host_keys, only=only)
+    cluster_render.up_remote(cfg, consul_binary=consul_binary, accept_new=accept_new_host_keys, only=only, join=join)
 
 
 def _up_local(cfg, *, http_port: int | None, consul_binary: str | None) -> None:

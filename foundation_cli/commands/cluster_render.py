@@ -81,13 +81,21 @@ def _print_results(results, *, title: str) -> None:
             run.out.warn(f"{r.alias}: {w}")
 
 
-def up_remote(cfg, *, consul_binary: str | None, accept_new: bool, only: list[str] | None) -> None:
+def up_remote(
+    cfg, *, consul_binary: str | None, accept_new: bool, only: list[str] | None, join: list[str] | None = None
+) -> None:
     from foundation_cli.core import orchestrator
 
     run = current()
     with HostProgress([h.address for h in cfg.hosts if not only or h.address in only]) as progress:
         result = orchestrator.up(
-            cfg, consul_binary=consul_binary, accept_new=accept_new, only=only, prompt=_prompt, progress=progress
+            cfg,
+            consul_binary=consul_binary,
+            accept_new=accept_new,
+            only=only,
+            prompt=_prompt,
+            progress=progress,
+            join=join,
         )
     if run.settings.json:
         run.out.json(result.to_dict())

@@ -182,7 +182,7 @@ def consul_config_for(
         "ports": {k: v for k, v in cfg.ports.items()},
         "performance": {"raft_multiplier": 1},
     }
-    if server:
+    if server and bootstrap_expect:
         conf["bootstrap_expect"] = bootstrap_expect
     if cfg.acl.enabled:
         conf["acl"] = {
@@ -221,8 +221,13 @@ def up(
     prompt=None,
     progress: Progress | None = None,
     wait_timeout: float = 90.0,
+    join: list[str] | None = None,
 ) -> UpResult:
-    """Bring every host of ``cfg`` to its plan; per-host failures are kept, never raised."""
+    """Bring every host of ``cfg`` to its plan; per-host failures are kept, never raised.
+
+    ``join``: servers of an existing cluster (the ``consul`` strategy's join-only targets): our hosts
+    join them as clients (unless pinned ``role: server``) and are never their bootstrap.
+    """
     say = progress or (lambda _h, _m: None)
     recorder = current_recorder()
     opts = ssh_options(cfg, accept_new=accept_new, prompt=prompt)
@@ -298,7 +303,7 @@ def up(
     )
     all_hosts = cfg.hosts
     names = _unique_names(all_hosts, probes)
-    servers = _choose_servers(cfg, all_hosts, probes)
+    servers = {h.address for h in all_hosts if h.role == "server"} if join else _choose_servers(cfg, all_hosts, probes)
     server_addrs = [
         (probes[h.address].addr if h.address in probes else h.address) for h in all_hosts if h.address in servers
     ]
@@ -323,11 +328,11 @@ def up(
                 node_name=names[h.address],
                 address=p.addr,
                 server=is_server,
-                server_addrs=server_addrs,
+                server_addrs=server_addrs + [a for a in (join or []) if a not in server_addrs],
                 gossip_key=gossip,
                 token=token,
                 cluster_id=cluster_id,
-                bootstrap_expect=len(servers),
+                bootstrap_expect=0 if join else len(servers),
             ),
         )
         plans[h.address] = plan
@@ -375,6 +380,8 @@ def up(
     http_addrs = [f"http://{a}:{cfg.ports.get('http', 8500)}" for a in ok_servers]
     if not http_addrs and only and state.get("mode") == "ssh":  # `up --host CLIENT`: reach the known servers
         http_addrs = state.get("consul_http_addrs") or []
+    if not http_addrs and join:  # clients of an existing cluster: ask its servers
+        http_addrs = [f"http://{join[0]}:{cfg.ports.get('http', 8500)}"]
     if http_addrs:
         result.http_addr = http_addrs[0]
     if recorder.dry_run or not http_addrs:
@@ -513,6 +520,7 @@ def _write_record(result: UpResult, cfg: ClusterConfig, server_addrs: list[str],
         "cluster_id": cluster_id,
         "datacenter": cfg.datacenter,
         "mode": cfg.mode,
+        "auto_join": cfg.cluster.auto_join,
         "servers": server_addrs,
         "http_addr": result.http_addr,
     }

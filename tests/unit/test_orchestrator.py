@@ -73,3 +73,18 @@ def test_acl_token_goes_to_servers_as_master_and_to_every_agent(tmp_path):
     from foundation_cli.raw.secrets import mask
 
     assert token not in mask(json.dumps(server))
+
+
+def test_joining_an_existing_cluster_never_bootstraps():
+    cfg = cc.parse("hosts: [a]")
+    conf = consul_config_for(
+        cfg,
+        node_name="a",
+        address="10.0.0.9",
+        server=False,
+        server_addrs=["10.0.0.1", "10.0.0.2"],
+        gossip_key="k" * 44,
+        cluster_id="c",
+        bootstrap_expect=0,
+    )
+    assert "bootstrap_expect" not in conf and conf["retry_join"] == ["10.0.0.1", "10.0.0.2"]
