@@ -125,6 +125,23 @@ _prompt_lock = threading.Lock()
 _passphrases: dict[str, str] = {}
 
 
+class _NeedsPassphrase(Exception):
+    pass
+
+
+def _read_key(path: str, passphrase: str | None):
+    import paramiko
+
+    try:
+        return paramiko.PKey.from_path(path, password=passphrase.encode() if passphrase is not None else None)
+    except paramiko.PasswordRequiredException:
+        raise _NeedsPassphrase() from None
+    except TypeError as exc:  # cryptography's OpenSSH loader says it this way
+        if "password" in str(exc).lower() and passphrase is None:
+            raise _NeedsPassphrase() from None
+        raise ValueError(str(exc)) from None
+
+
 def load_key(path: str, prompt: Prompt | None):
     """A private key from ``path``; asks for its passphrase once (cached per file)."""
     import paramiko
@@ -132,8 +149,8 @@ def load_key(path: str, prompt: Prompt | None):
     if not os.path.isfile(path):
         raise UsageError(f"{path}: key file not found", hint="check ssh.identity_file in foundation.yaml")
     try:
-        return paramiko.PKey.from_path(path, password=_passphrases.get(path))
-    except paramiko.PasswordRequiredException:
+        return _read_key(path, _passphrases.get(path))
+    except _NeedsPassphrase:
         if prompt is None:
             raise PermissionDeniedError(f"{path}: key file needs a passphrase", hint="add it to ssh-agent") from None
         with _prompt_lock:
@@ -141,8 +158,8 @@ def load_key(path: str, prompt: Prompt | None):
                 _passphrases[path] = prompt(f"Passphrase for {path}: ")
                 secrets.register(_passphrases[path])
         try:
-            return paramiko.PKey.from_path(path, password=_passphrases[path])
-        except paramiko.SSHException:
+            return _read_key(path, _passphrases[path])
+        except (paramiko.SSHException, ValueError, _NeedsPassphrase):
             _passphrases.pop(path, None)
             raise PermissionDeniedError(f"{path}: wrong passphrase for key file") from None
     except (paramiko.SSHException, ValueError, OSError) as exc:
