@@ -113,8 +113,9 @@ def split_help(text: str) -> tuple[list[str], list[str]]:
 def _options(cmd: Any, ctx: Any) -> tuple[list[Argument], list[Option]]:
     arguments: list[Argument] = []
     options: list[Option] = []
+    is_root = ctx.parent is None
     for param in cmd.params:
-        if getattr(param, "hidden", False):
+        if getattr(param, "hidden", False) and not is_root:
             continue
         if param.param_type_name == "argument":
             name = (param.metavar or param.name or "").upper().strip("{}")
@@ -127,7 +128,10 @@ def _options(cmd: Any, ctx: Any) -> tuple[list[Argument], list[Option]]:
                 )
             )
             continue
+        hidden = getattr(param, "hidden", False)
+        param.hidden = False  # the root's global options are hidden in --help only to keep it on one screen
         record = param.get_help_record(ctx)
+        param.hidden = hidden
         if record is None:
             continue
         names, help_text = record

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Optional
 
 import typer
@@ -25,19 +26,30 @@ from foundation_cli.errors import EXIT_CODES_HELP
 
 HELP = """\
 Turn a handful of machines into a working Consul cluster, and run things on it.
+Every command can show the raw operations (curl, consul, ssh) it performs.
 
-Every command is a thin facade over a real tool and can show what it does:
-[bold]--explain[/bold] performs it and prints each raw operation (curl, consul, ssh);
-[bold]--dry-run[/bold] prints the writes as a runnable script and changes nothing.
-
-Example: [cyan]foundation kv put app/mode blue --explain[/cyan]
+Example: [cyan]foundation up --local; foundation start-singleton clock --explain -- sleep 1000[/cyan]
 """
+
+# Global options go before or after the command; listed compactly to keep this help on one screen.
+GLOBALS_HELP = (
+    "Global options: --explain (perform and show each raw operation) · --dry-run (print the writes as "
+    "a bash script, change nothing) · --json · --consul-addr ADDR · --token TOKEN · -c/--config FILE · "
+    "--no-color · -q · -v. Details: man foundation, docs/cli.md."
+)
+
+# Where each command appears in `foundation --help` (the wiring decides the layout, not the modules).
+PANELS = {
+    "Cluster": ("up", "down", "init", "config", "consul", "ssh", "advertise", "discover-hosts", "agent"),
+    "Run things": ("start-singleton", "start-replicated", "stop", "restart", "ps", "logs"),
+    "Use the cluster": ("broadcast", "listen", "discover", "services", "kv", "status", "metrics", "optimize"),
+}
 
 app = typer.Typer(
     name="foundation",
     cls=FoundationGroup,  # usage errors as one `error:` line + hint, like every other error
     help=HELP,
-    epilog=EXIT_CODES_HELP,
+    epilog=GLOBALS_HELP + "\n\n" + EXIT_CODES_HELP,
     no_args_is_help=True,
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -60,22 +72,28 @@ def _root(
     common.store_root_globals(ctx, global_values)
 
 
-# The root callback takes the same global options as every command.
-_root.__signature__ = (
-    __import__("inspect")
-    .signature(_root)
-    .replace(  # type: ignore[attr-defined]
-        parameters=[p for p in __import__("inspect").signature(_root).parameters.values() if p.kind != p.VAR_KEYWORD]
-        + common.GLOBAL_PARAMETERS
-    )
+# The root callback takes the same global options as every command (documented in GLOBALS_HELP).
+_signature = inspect.signature(_root)
+_root.__signature__ = _signature.replace(  # type: ignore[attr-defined]
+    parameters=[p for p in _signature.parameters.values() if p.kind != p.VAR_KEYWORD] + common.COMMAND_GLOBAL_PARAMETERS
 )
 _root.__annotations__ = {**_root.__annotations__, **{p.name: p.annotation for p in common.GLOBAL_PARAMETERS}}
 app.callback()(_root)
 
-# Each module adds its own commands; the rich_help_panel groups them in --help.
 for module in (cluster, init, placement, channels, discovery, config, health, mdns, agent):
     module.register(app)
-app.add_typer(kv.app, name="kv", rich_help_panel="Data")
+app.add_typer(kv.app, name="kv")
+
+
+def _place_in_panels() -> None:
+    panel_of = {name: panel for panel, names in PANELS.items() for name in names}
+    for info in app.registered_commands:
+        info.rich_help_panel = panel_of.get(info.name or "", info.rich_help_panel)
+    for group_info in app.registered_groups:
+        group_info.rich_help_panel = panel_of.get(group_info.name or "", group_info.rich_help_panel)
+
+
+_place_in_panels()
 
 
 def main() -> None:

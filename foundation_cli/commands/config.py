@@ -10,7 +10,7 @@ from foundation_cli.commands.common import command, current, group
 
 app = group(
     "config",
-    "Cluster-wide configuration (KV under foundation/config/) and the resolved foundation.yaml.\n\n"
+    "Cluster-wide settings in KV (foundation/config/) and the resolved foundation.yaml.\n\n"
     "Example: foundation config set agent.log_level debug --cluster-wide",
 )
 

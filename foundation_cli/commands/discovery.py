@@ -25,7 +25,7 @@ def discover(
     ),
     stale: bool = typer.Option(False, "--stale", help="Let any server answer (faster, may lag the leader slightly)."),
 ) -> None:
-    """Find the instances of service NAME with their health (GET /v1/health/service/NAME).
+    """Find the instances of service NAME with their health (/v1/health/service/NAME).
 
     One row per instance: node, address, port, tags, aggregated health (worst of its service and node checks); -v adds each check's output. --json follows foundation_cli/schemas/discover.json (docs/discovery.md).
 
@@ -89,7 +89,9 @@ def _check_lines(checks: list[dict]) -> str:
 
 @command(app, "services", rich_help_panel=PANEL)
 def services() -> None:
-    """List every service with its instance, node and check counts (one request, however big the catalog).
+    """List every service with its instance, node and check counts.
+
+    One request, however big the catalog.
 
     Uses /v1/internal/ui/services (what Consul's UI uses); falls back to the catalog plus one health query per service if that endpoint is unavailable.
 

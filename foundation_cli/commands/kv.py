@@ -10,8 +10,7 @@ from foundation_cli.commands.common import command, current, group
 
 app = group(
     "kv",
-    "Read and write plain Consul KV under the cluster prefix (foundation/kv/).\n\n"
-    "Example: foundation kv put app/mode blue --explain",
+    "Read and write plain Consul KV under foundation/kv/.\n\nExample: foundation kv put app/mode blue --explain",
 )
 
 

@@ -28,7 +28,9 @@ def _advertise(
     ipv4: bool = typer.Option(False, "--ipv4", help="Use IPv4 (the default; with --ipv6: both)."),
     ipv6: bool = typer.Option(False, "--ipv6", help="Use IPv6 (alone: IPv6 only)."),
 ) -> None:
-    """Announce this machine as _foundation._tcp ("bootstrap me") until Ctrl-C/SIGTERM, then say goodbye.
+    """Announce this machine on mDNS as _foundation._tcp ("bootstrap me") until stopped.
+
+    On Ctrl-C/SIGTERM it says goodbye (withdraws the record).
 
     A fresh box runs this so `foundation up` / `discover-hosts` on the LAN find it.
 
@@ -93,7 +95,7 @@ def _discover_hosts(
         None, "--expect", min=1, help="Stop as soon as this many Foundation machines answered."
     ),
 ) -> None:
-    """List the machines that answer on the LAN: in this cluster, another cluster, unclaimed or invalid.
+    """List machines answering on the LAN (mDNS): ours, another cluster's, unclaimed, invalid.
 
     Example: foundation discover-hosts --interface eth0 --timeout 2
     """

@@ -265,6 +265,14 @@ def outcome(op: RawOperation) -> str:
     return mask(" · ".join(bits))
 
 
+def _answers_true_or_false(op: RawOperation) -> bool:
+    """KV writes with ``cas``/``acquire``/``release`` answer ``true`` or ``false`` with HTTP 200."""
+    if not op.url:
+        return False
+    _base, path, params = _split_url(op.url)
+    return path.startswith("/v1/kv/") and any(k in ("cas", "acquire", "release") for k, _ in params)
+
+
 def script(operations: list[RawOperation], *, title: str, addr: str | None = None) -> str:
     """A runnable bash script performing ``operations`` (the ``--dry-run`` output).
 
@@ -293,7 +301,14 @@ def script(operations: list[RawOperation], *, title: str, addr: str | None = Non
             cli = consul_cli(op)
             if cli:
                 lines.append(f"# consul: {mask(cli)}")
-            lines.append(curl(op, addr_var=True) + " >/dev/null")
+            if _answers_true_or_false(op):
+                # A lost check-and-set or lock is HTTP 200 "false": make the script stop on it.
+                lines.append(
+                    f'[ "$({curl(op, addr_var=True)})" = true ] || '
+                    '{ echo "check-and-set/lock refused: the state changed since this plan was made" >&2; exit 1; }'
+                )
+            else:
+                lines.append(curl(op, addr_var=True) + " >/dev/null")
         elif op.kind == "ssh-upload":
             lines.append(upload_script(op))
         else:
