@@ -185,7 +185,7 @@ class Placement:
                 failures.clear()
                 continue
             try:
-                if tick % 2 == 0 or not members:
+                if tick % 4 == 0 or not members:
                     members = {m["Name"]: (m["Status"], m["Addr"]) for m in client.agent.members()}
                 tick += 1
                 for holder in foreign:

@@ -40,8 +40,8 @@ class Timing:
     stop_grace: float = 5.0  # `stop`, lost spec, agent SIGTERM: SIGTERM then SIGKILL after this
     agent_ttl: float = 10.0
     agent_ttl_pass: float = 2.0
-    service_ttl: float = 30.0
-    housekeeping: float = 10.0  # service TTL passes, log rotation
+    service_ttl: float = 60.0
+    housekeeping: float = 20.0  # service TTL passes, log rotation
 
     def check(self) -> Timing:
         """Refuse timings that would let a partitioned holder overlap its successor."""

@@ -90,10 +90,10 @@ def test_singleton_fences_on_partition_and_moves_on_crash(consul_cluster, tmp_pa
         second = wait_for(
             lambda: (h := _holder(env, "wit")) and h != first and h, 45, "the singleton to move after the partition"
         )
-        runs = witness_runs(log)
+        # ps reports the instance when it is spawned; the witness writes its first line a moment later.
+        runs = wait_for(lambda: (rs := witness_runs(log)) and rs[-1].node == second and rs, 10, "the new witness")
         fenced = [r for r in runs if r.node == first]
         assert fenced and all(r.stopped for r in fenced), "the partitioned holder must stop its process itself"
-        assert runs[-1].node == second
         assert overlaps(runs) == [], overlaps(runs)
     finally:
         hosts[first].heal()
@@ -104,9 +104,8 @@ def test_singleton_fences_on_partition_and_moves_on_crash(consul_cluster, tmp_pa
     # Autopilot may have dropped the partitioned server from Raft; it is a voter again after stabilising.
     wait_for(lambda: _voters(addr[other]) == 3, 60, "3 Raft voters again", interval=0.5)
     holder = wait_for(lambda: _holder(env, "wit"), 15, "one holder after the heal")
-    runs = witness_runs(log)
-    assert overlaps(runs) == []
-    assert [r.node for r in runs if not r.stopped] == [holder]
+    wait_for(lambda: [r.node for r in witness_runs(log) if not r.stopped] == [holder], 10, "one live witness")
+    assert overlaps(witness_runs(log)) == []
 
     # 2. Crash the holder's node (SIGKILL of its consul, agent and the singleton): it moves.
     survivor = next(n for n in hosts if n != holder)
@@ -115,8 +114,7 @@ def test_singleton_fences_on_partition_and_moves_on_crash(consul_cluster, tmp_pa
     third = wait_for(
         lambda: (h := _holder(env, "wit")) and h != holder and h, 45, "the singleton to move after the crash"
     )
-    runs = witness_runs(log)
-    assert runs[-1].node == third
+    runs = wait_for(lambda: (rs := witness_runs(log)) and rs[-1].node == third and rs, 10, "the new witness")
     assert overlaps(runs) == [], overlaps(runs)
 
     cli(["stop", "wit"], env)
