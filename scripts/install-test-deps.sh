@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what the test suite needs on a Debian machine (run as root):
-#   - OpenSSH server, iproute2, util-linux, procps, dnsmasq, curl (Debian packages)
+#   - OpenSSH server, iproute2, util-linux, procps, dnsmasq, curl, groff, zsh, fish (Debian packages)
 #   - the real Consul 1.8.7 (scripts/install-consul.sh; no change to apt's config)
 #   - the Python package with its test extras (pip install -e '.[test]')
 #
@@ -27,6 +27,9 @@ check pgrep procps
 check dnsmasq dnsmasq-base
 check curl curl
 check bash bash
+check groff groff-base
+check zsh zsh
+check fish fish
 
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -43,7 +46,11 @@ fi
 scripts/install-consul.sh
 
 py="${PYTHON:-python3}"
-if ! "$py" -c 'import foundation_cli, pytest, pytest_timeout, typer, consul, paramiko, zeroconf, yaml, jsonschema' 2>/dev/null \
+here="$PWD"
+# The installed foundation_cli must be THIS checkout (CI clones elsewhere; subprocesses and lab hosts
+# import the installed one), so re-install when it points anywhere else.
+if ! (cd / && "$py" -c 'import os, sys, foundation_cli, pytest, pytest_timeout, typer, consul, paramiko, zeroconf, yaml, jsonschema
+sys.exit(0 if os.path.dirname(os.path.dirname(os.path.realpath(foundation_cli.__file__))) == os.path.realpath(sys.argv[1]) else 1)' "$here") 2>/dev/null \
   || ! "$py" -m ruff --version >/dev/null 2>&1; then
   pip_flags=()
   # Debian's python marks itself externally managed (PEP 668); this is a disposable test machine.
