@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from foundation_cli.commands.common import command, current
+from foundation_cli.commands.common import command, current, timeout_option
 
 PANEL = "Messaging"
 app = typer.Typer()
@@ -86,9 +86,7 @@ def listen(
         None, "--since", help="First replay durable history: a duration (10m), a message id, or 'all'."
     ),
     count: Optional[int] = typer.Option(None, "--count", min=1, help="Exit after N messages."),
-    timeout: Optional[str] = typer.Option(
-        None, "--timeout", help="Exit after this long (e.g. 30s); with --count, exit 1 if fewer arrived."
-    ),
+    timeout: Optional[float] = timeout_option(None, "Exit after this long; with --count, exit 1 if fewer arrived"),
 ) -> None:
     """Print messages on CHANNEL as they arrive (blocking queries on /v1/event/list).
 
@@ -100,19 +98,15 @@ def listen(
     """
     import time
 
-    from foundation_cli.core import durations
     from foundation_cli.core.envelope import parse_since
-    from foundation_cli.errors import FoundationError, UsageError
+    from foundation_cli.errors import FoundationError
     from foundation_cli.facades.channels import Channels
 
     run = current()
     since_at = parse_since(since) if since is not None else None
     deadline = None
     if timeout is not None:
-        try:
-            deadline = time.time() + durations.parse(timeout)
-        except ValueError as exc:
-            raise UsageError(f"--timeout: {exc}") from None
+        deadline = time.time() + timeout
     channels = Channels(run.consul())
     received = 0
     ready = lambda node: run.out.info(f"listening on foundation:{channel} at node {node or '?'}")  # noqa: E731

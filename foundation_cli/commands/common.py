@@ -232,6 +232,21 @@ def execute(func: Callable[..., Any], kwargs: dict[str, Any], global_values: dic
     except KeyboardInterrupt:
         (out or Output(Settings())).error("interrupted")
         raise typer.Exit(int(ExitStatus.INTERRUPTED)) from None
+    except (typer.Exit, typer.Abort, SystemExit):
+        raise
+    except Exception as exc:  # a bug: still one line for the user, the traceback only with -vv
+        if hasattr(exc, "exit_code") and hasattr(exc, "show"):  # click's own usage errors: click reports them
+            raise
+        output = out or Output(Settings())
+        if output.settings.verbosity > 1:
+            import traceback
+
+            output.stderr.write(traceback.format_exc())
+        output.error(
+            f"internal error: {type(exc).__name__}: {exc}",
+            hint="this is a bug in foundation; run again with -vv for the traceback and report it",
+        )
+        raise typer.Exit(int(ExitStatus.FAILURE)) from None
 
 
 def with_global_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -276,4 +291,33 @@ def group(name: str, help_text: str) -> typer.Typer:
         add_completion=False,
         rich_markup_mode="rich",
         context_settings={"help_option_names": ["-h", "--help"]},
+    )
+
+
+def seconds(value: Any) -> float:
+    """Parse a time option: a duration (``500ms``, ``30s``, ``2m``) or a bare number of seconds."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = str(value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    from foundation_cli.core import durations
+
+    try:
+        return durations.parse(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def timeout_option(default: float | None, help_text: str, *names: str) -> Any:
+    """The one ``--timeout`` option shape: every command takes ``30s``, ``2m`` or plain seconds."""
+    return typer.Option(
+        default,
+        "--timeout",
+        *names,
+        parser=seconds,
+        metavar="DURATION",
+        help=f"{help_text} (e.g. 30s, 2m; a bare number is seconds).",
     )

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from foundation_cli.commands.common import command, current
+from foundation_cli.commands.common import command, current, timeout_option
 
 PANEL = "Discovery"
 
@@ -86,7 +86,7 @@ def _advertise(
 
 
 def _discover_hosts(
-    timeout: float = typer.Option(2.0, "--timeout", "-t", min=0.1, max=60.0, help="Seconds to listen for answers."),
+    timeout: float = timeout_option(2.0, "How long to listen for answers, 0.1s to 60s", "-t"),
     interface: Optional[list[str]] = typer.Option(None, "--interface", "-i", help=_IF_HELP, show_default=False),
     ipv4: bool = typer.Option(False, "--ipv4", help="Use IPv4 (the default; with --ipv6: both)."),
     ipv6: bool = typer.Option(False, "--ipv6", help="Use IPv6 (alone: IPv6 only)."),
@@ -100,10 +100,13 @@ def _discover_hosts(
     Example: foundation discover-hosts --interface eth0 --timeout 2
     """
     from foundation_cli.core import strategies
+    from foundation_cli.errors import UsageError
     from foundation_cli.tools import mdns as mdns_tool
 
     run = current()
     binding = mdns_tool.resolve_binding(interface or mdns_tool.interfaces_from_env(), ipv4=ipv4, ipv6=ipv6)
+    if not 0.1 <= timeout <= 60:
+        raise UsageError(f"--timeout must be between 0.1s and 60s, got {timeout:g}s")
     hosts = strategies.mdns_hosts(binding, timeout=timeout, ssh=ssh, settings=run.settings, expect=expect)
     if run.settings.json:
         run.out.json([strategies.to_dict(h) for h in hosts])
