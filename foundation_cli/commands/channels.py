@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from foundation_cli.commands.common import command, current, timeout_option
+from foundation_cli.commands.completion import channel_names, node_names
 
 PANEL = "Messaging"
 app = typer.Typer()
@@ -21,7 +22,7 @@ SEMANTICS = (
 
 @command(app, "broadcast", rich_help_panel=PANEL)
 def broadcast(
-    channel: str = typer.Argument(..., help="Channel name (event foundation:CHANNEL)."),
+    channel: str = typer.Argument(..., help="Channel name (event foundation:CHANNEL).", autocompletion=channel_names),
     message: str = typer.Argument(..., help="The message text; '-' reads it (bytes) from stdin."),
     data_json: bool = typer.Option(
         False,
@@ -31,7 +32,9 @@ def broadcast(
     content_type: Optional[str] = typer.Option(
         None, "--content-type", help="Content type in the envelope (default text/plain, or octet-stream for binary)."
     ),
-    node: Optional[str] = typer.Option(None, "--node", help="Only nodes whose name matches this regex."),
+    node: Optional[str] = typer.Option(
+        None, "--node", help="Only nodes whose name matches this regex.", autocompletion=node_names
+    ),
     service: Optional[str] = typer.Option(None, "--service", help="Only nodes running this service (regex)."),
     tag: Optional[str] = typer.Option(None, "--tag", help="Only nodes whose --service has this tag (regex)."),
     durable: bool = typer.Option(
@@ -78,7 +81,7 @@ def broadcast(
 
 @command(app, "listen", rich_help_panel=PANEL)
 def listen(
-    channel: str = typer.Argument(..., help="Channel name (event foundation:CHANNEL)."),
+    channel: str = typer.Argument(..., help="Channel name (event foundation:CHANNEL).", autocompletion=channel_names),
     exec_cmd: Optional[str] = typer.Option(
         None, "--exec", help="Run this shell command per message, payload on stdin (FOUNDATION_* env)."
     ),

@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from foundation_cli.commands.common import command, current, group
+from foundation_cli.commands.completion import config_keys
 
 app = group(
     "config",
@@ -28,7 +29,9 @@ def _config():
 
 @command(app, "set")
 def set_(
-    key: str = typer.Argument(..., help="Config key, e.g. agent.log_level (stored at foundation/config/KEY)."),
+    key: str = typer.Argument(
+        ..., help="Config key, e.g. agent.log_level (stored at foundation/config/KEY).", autocompletion=config_keys
+    ),
     value: str = typer.Argument(..., help="The value (text); '-' reads it from stdin."),
     cluster_wide: bool = typer.Option(
         False, "--cluster-wide", help="Also announce the change on the control channel (event foundation:_control)."
@@ -58,7 +61,7 @@ def set_(
 
 @command(app, "get")
 def get(
-    key: str = typer.Argument(..., help="Config key."),
+    key: str = typer.Argument(..., help="Config key.", autocompletion=config_keys),
     status: bool = typer.Option(False, "--status", help="Show which nodes' agents have applied this version."),
 ) -> None:
     """Print the value of KEY (with --status: which agents applied its current version).
@@ -96,7 +99,7 @@ def list_() -> None:
 
 @command(app, "unset")
 def unset(
-    key: str = typer.Argument(..., help="Config key."),
+    key: str = typer.Argument(..., help="Config key.", autocompletion=config_keys),
     cluster_wide: bool = typer.Option(
         False, "--cluster-wide", help="Also announce the removal on the control channel."
     ),

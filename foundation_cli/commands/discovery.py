@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from foundation_cli.commands.common import command, current
+from foundation_cli.commands.completion import catalog_service_names
 
 PANEL = "Discovery"
 app = typer.Typer()
@@ -17,7 +18,7 @@ PLAIN_TABLE_ROWS = 200
 
 @command(app, "discover", rich_help_panel=PANEL)
 def discover(
-    name: str = typer.Argument(..., help="Service name."),
+    name: str = typer.Argument(..., help="Service name.", autocompletion=catalog_service_names),
     passing: bool = typer.Option(False, "--passing", help="Only instances whose checks all pass."),
     tag: Optional[str] = typer.Option(None, "--tag", help="Only instances with this tag."),
     near: Optional[str] = typer.Option(

@@ -7,6 +7,7 @@ import sys
 import typer
 
 from foundation_cli.commands.common import command, current, group
+from foundation_cli.commands.completion import kv_keys
 
 app = group(
     "kv",
@@ -22,7 +23,7 @@ def _store():
 
 
 @command(app, "get")
-def get(key: str = typer.Argument(..., help="Key, relative to foundation/kv/.")) -> None:
+def get(key: str = typer.Argument(..., help="Key, relative to foundation/kv/.", autocompletion=kv_keys)) -> None:
     """Print the value of KEY (raw bytes to stdout; --json for metadata).
 
     Example: foundation kv get app/mode
@@ -42,7 +43,7 @@ def get(key: str = typer.Argument(..., help="Key, relative to foundation/kv/."))
 
 @command(app, "put")
 def put(
-    key: str = typer.Argument(..., help="Key, relative to foundation/kv/."),
+    key: str = typer.Argument(..., help="Key, relative to foundation/kv/.", autocompletion=kv_keys),
     value: str = typer.Argument(..., help="Value; '-' reads it from stdin."),
     cas: int | None = typer.Option(
         None, "--cas", help="Only write if the key's modify index is still N (0: only if absent)."
@@ -63,7 +64,9 @@ def put(
 
 @command(app, "delete")
 def delete(
-    key: str = typer.Argument("", help="Key (or prefix with --recurse), relative to foundation/kv/."),
+    key: str = typer.Argument(
+        "", help="Key (or prefix with --recurse), relative to foundation/kv/.", autocompletion=kv_keys
+    ),
     recurse: bool = typer.Option(False, "--recurse", help="Delete every key under the prefix KEY."),
     cas: int | None = typer.Option(None, "--cas", help="Only delete if the key's modify index is still N."),
 ) -> None:
@@ -79,7 +82,7 @@ def delete(
 
 
 @command(app, "list")
-def list_(prefix: str = typer.Argument("", help="Only keys under this prefix.")) -> None:
+def list_(prefix: str = typer.Argument("", help="Only keys under this prefix.", autocompletion=kv_keys)) -> None:
     """List keys (and values) under PREFIX.
 
     Example: foundation kv list app/
