@@ -78,6 +78,7 @@ def run(ctx, stop: threading.Event) -> None:
     client = ctx.consul()
     index: Any = None
     reported: Any = None
+    last_signature: Any = None
     failures = 0
     while not stop.is_set():
         try:
@@ -89,6 +90,12 @@ def run(ctx, stop: threading.Event) -> None:
             if index is not None and index == reported:
                 continue
             versions, applied, rejected = apply_items(items)
+            signature = (versions, applied, rejected)
+            if signature == last_signature:
+                # Nothing under the prefix changed: an empty prefix reports the whole KV table's
+                # index, so our own status write below would otherwise wake this watch forever.
+                reported = index
+                continue
             status = {
                 "node": node,
                 "index": int(index or 0),
@@ -106,6 +113,7 @@ def run(ctx, stop: threading.Event) -> None:
             for key, reason in rejected.items():
                 logger.warning("config %s rejected: %s", key, reason)
             reported = index
+            last_signature = signature
             failures = 0
         except Exception as exc:  # noqa: BLE001 - ride through leader elections and agent restarts
             if failures == 0:
