@@ -74,6 +74,6 @@ class PartialFailure(FoundationError):
 
 
 EXIT_CODES_HELP = (
-    "Exit codes: 0 ok · 1 failure · 2 usage/bad input · 3 unreachable · "
-    "4 permission denied · 5 not found · 6 conflict · 7 partial failure · 130 interrupted"
+    "Exit codes: 0 ok · 1 failure · 2 usage · 3 unreachable · 4 denied · 5 not found · 6 conflict · "
+    "7 partial · 130 interrupted"
 )

@@ -25,17 +25,15 @@ from foundation_cli.commands.usage import FoundationGroup
 from foundation_cli.errors import EXIT_CODES_HELP
 
 HELP = """\
-Turn a handful of machines into a working Consul cluster, and run things on it.
-Every command can show the raw operations (curl, consul, ssh) it performs.
+Turn a few machines into a Consul cluster and run things on it, showing every raw operation.
 
-Example: [cyan]foundation up --local; foundation start-singleton clock --explain -- sleep 1000[/cyan]
+Example: [cyan]foundation start-singleton clock --explain -- sleep 1000[/cyan]
 """
 
 # Global options go before or after the command; listed compactly to keep this help on one screen.
 GLOBALS_HELP = (
-    "Global options: --explain (perform and show each raw operation) · --dry-run (print the writes as "
-    "a bash script, change nothing) · --json · --consul-addr ADDR · --token TOKEN · -c/--config FILE · "
-    "--no-color · -q · -v. Details: man foundation, docs/cli.md."
+    "Global options: --explain (show each raw operation) · --dry-run (print the writes as a script) · "
+    "--json · --consul-addr · --token · -c/--config · --no-color · -q · -v (man foundation)."
 )
 
 # Where each command appears in `foundation --help` (the wiring decides the layout, not the modules).

@@ -41,7 +41,7 @@ def broadcast(
         False, "--durable", help="Also keep it in the channel's KV history (newest 100) for `listen --since`."
     ),
 ) -> None:
-    """Send MESSAGE to every node's listeners on CHANNEL (user event foundation:CHANNEL).
+    """Send MESSAGE to every node's listeners on CHANNEL (a Consul user event).
 
     Payloads too big for an event (over 256 bytes of envelope, less with long names and filters) are stored in KV under foundation/channels/CHANNEL/ and the event carries a reference; stored copies are deleted after 1 hour. Best effort, like every Consul event: see `foundation listen --help` and docs/channels.md.
 

@@ -26,7 +26,7 @@ def _up(
         None, "--interface", help="Mortal mode: discover (mDNS) on this interface only (repeatable)."
     ),
 ) -> None:
-    """Bring the cluster up: Consul + the Foundation node agent on every host (idempotent).
+    """Bring the cluster up: Consul and the node agent on every host (idempotent).
 
     Hosts come from foundation.yaml; with none (mortal mode) and with --local,
     a one-node cluster runs on this machine. Re-running changes only what differs.
@@ -100,7 +100,7 @@ def _down(
     purge: bool = typer.Option(False, "--purge", help="Also delete Consul data (and the local data dir)."),
     only: Optional[list[str]] = typer.Option(None, "--host", help="Only these hosts (repeatable)."),
 ) -> None:
-    """Stop Consul and the node agent (consul leave; services removed; data kept unless --purge).
+    """Stop Consul and the node agent (consul leave); data kept unless --purge.
 
     Example: foundation down --local --purge
     """
@@ -165,7 +165,7 @@ def _ssh(
     node: str = typer.Argument(..., help="Node name or address from the cluster."),
     cmd: Optional[list[str]] = typer.Argument(None, help="Command to run (default: interactive shell)."),
 ) -> None:
-    """Open SSH to a node with the cluster's SSH settings (user, port, key, known_hosts).
+    """Open SSH to a node with the cluster's SSH settings.
 
     Example: foundation ssh node-1 uptime
     """

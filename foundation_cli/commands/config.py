@@ -11,7 +11,7 @@ from foundation_cli.commands.completion import config_keys
 
 app = group(
     "config",
-    "Cluster-wide settings in KV (foundation/config/) and the resolved foundation.yaml.\n\n"
+    "Cluster-wide settings (KV foundation/config/) and foundation.yaml.\n\n"
     "Example: foundation config set agent.log_level debug --cluster-wide",
 )
 

@@ -26,7 +26,7 @@ def discover(
     ),
     stale: bool = typer.Option(False, "--stale", help="Let any server answer (faster, may lag the leader slightly)."),
 ) -> None:
-    """Find the instances of service NAME with their health (/v1/health/service/NAME).
+    """Find the instances of service NAME with their health.
 
     One row per instance: node, address, port, tags, aggregated health (worst of its service and node checks); -v adds each check's output. --json follows foundation_cli/schemas/discover.json (docs/discovery.md).
 

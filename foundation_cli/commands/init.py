@@ -18,7 +18,7 @@ def _init(
     path: Optional[str] = typer.Option(None, "--path", help="Where to write it (default ./foundation.yaml)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
 ) -> None:
-    """Write a commented starter foundation.yaml for MODE (never overwrites without --force).
+    """Write a commented starter foundation.yaml (mortal, apprentice or wizard).
 
     Example: foundation init --mode apprentice
     """

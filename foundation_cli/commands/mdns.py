@@ -28,7 +28,7 @@ def _advertise(
     ipv4: bool = typer.Option(False, "--ipv4", help="Use IPv4 (the default; with --ipv6: both)."),
     ipv6: bool = typer.Option(False, "--ipv6", help="Use IPv6 (alone: IPv6 only)."),
 ) -> None:
-    """Announce this machine on mDNS as _foundation._tcp ("bootstrap me") until stopped.
+    """Announce this machine on mDNS ("bootstrap me") until stopped.
 
     On Ctrl-C/SIGTERM it says goodbye (withdraws the record).
 
@@ -95,7 +95,7 @@ def _discover_hosts(
         None, "--expect", min=1, help="Stop as soon as this many Foundation machines answered."
     ),
 ) -> None:
-    """List machines answering on the LAN (mDNS): ours, another cluster's, unclaimed, invalid.
+    """List machines answering on the LAN (mDNS) and whose cluster they are in.
 
     Example: foundation discover-hosts --interface eth0 --timeout 2
     """

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from foundation_cli.commands.common import command, current
+from foundation_cli.commands.common import command, current, timeout_option
 from foundation_cli.commands.completion import node_names, service_names
 
 PANEL = "Placement"
@@ -97,7 +97,7 @@ _TCP = typer.Option(None, "--check-tcp", help="Health check HOST:PORT (else: pro
 _RESTART = typer.Option("always", "--restart", help="always | on-failure | never (with backoff).")
 _META = typer.Option(None, "--node-meta", help="Only on nodes with this Consul node meta K=V (repeatable).")
 _NO_WAIT = typer.Option(False, "--no-wait", help="Return once the spec is stored.")
-_TIMEOUT = typer.Option(60.0, "--timeout", help="Seconds to wait until it runs.")
+_TIMEOUT = timeout_option(60.0, "How long to wait until it runs")
 
 
 @command(app, "start-singleton", rich_help_panel=PANEL)
@@ -151,7 +151,7 @@ def start_replicated(
 def stop(
     name: str = typer.Argument(..., help=_NAME_HELP, autocompletion=service_names),
     no_wait: bool = typer.Option(False, "--no-wait", help="Do not wait for the agents to stop it."),
-    timeout: float = typer.Option(30.0, "--timeout", help="Seconds to wait for the agents."),
+    timeout: float = timeout_option(30.0, "How long to wait for the agents"),
 ) -> None:
     """Stop every instance of NAME and remove its spec, lock and status.
 
@@ -200,7 +200,7 @@ def _age(seconds: float | None) -> str:
 
 @command(app, "ps", rich_help_panel=PANEL)
 def ps(name: Optional[str] = typer.Argument(None, help=_NAME_HELP, autocompletion=service_names)) -> None:
-    """List placed services and their instances: node, pid, state, health, uptime, restarts.
+    """List placed services: node, pid, state, health, uptime, restarts.
 
     With --explain also the session and lock key behind each singleton.
 

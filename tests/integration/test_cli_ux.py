@@ -97,13 +97,9 @@ def _value_kind(param) -> str:
         return "flag"
     if getattr(param, "count", False):
         return "count"
-    record = param.get_help_record(ROOT_CMD.context_class(ROOT_CMD, info_name="foundation")) or ("", "")
-    found = re.search(r"<([^>]*)>", record[0])
-    meta = found.group(1) if found else ""
-    for kind in ("int", "float", "str"):
-        if kind in meta:
-            return kind
-    return meta or "?"
+    name = getattr(param.type, "name", "") or ""
+    kinds = {"text": "str", "choice": "str", "integer": "int", "integer range": "int", "float": "float"}
+    return kinds.get(name, kinds.get(name.split()[0], name) if name else "?")
 
 
 # Same name, different kind of value, on purpose: `--tag` sets tags on start-*, filters elsewhere.
