@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any, Optional
 
@@ -150,25 +149,12 @@ def optimize(
 
 
 def _confirm(run, count: int) -> None:
-    from foundation_cli.errors import UsageError
-
-    question = f"apply {count} change(s) shown above? [y/N] "
-    stdin = sys.stdin
-    interactive = stdin is not None and hasattr(stdin, "isatty") and stdin.isatty()
-    if interactive:
-        run.out.stderr.write(question)
-        run.out.stderr.flush()
-    try:
-        answer = stdin.readline() if stdin is not None else ""
-    except (OSError, ValueError):
-        answer = ""
-    if not answer:
-        raise UsageError(
-            "refusing to apply: no confirmation (stdin is closed or not a terminal)",
-            hint="re-run with --yes to apply without asking, or --dry-run to get the script",
-        )
-    if answer.strip().lower() not in ("y", "yes"):
-        raise UsageError("not applied: the answer was not yes")
+    run.out.confirm(
+        f"apply {count} change(s) shown above?",
+        no_answer="refusing to apply: no confirmation (stdin is closed or not a terminal)",
+        no_answer_hint="re-run with --yes to apply without asking, or --dry-run to get the script",
+        declined="not applied: the answer was not yes",
+    )
 
 
 def _show_plan(run, data: dict, ids: set[str]) -> None:

@@ -127,10 +127,8 @@ def mortal_hosts(cfg, *, yes: bool = False, interfaces: list[str] | None = None)
     is asked (nothing is changed). Without ``--yes``, a closed or non-terminal
     stdin is a refusal (one-line error), never a silent yes.
     """
-    import sys
 
     from foundation_cli.core import strategies
-    from foundation_cli.errors import UsageError
 
     run = current()
     notes: list[str] = []
@@ -147,22 +145,12 @@ def mortal_hosts(cfg, *, yes: bool = False, interfaces: list[str] | None = None)
         run.out.info(f"leaving {skipped} machine(s) alone (other cluster, invalid, already a member or not Foundation)")
     if not hosts or yes or run.settings.dry_run:
         return hosts
-    question = f"bootstrap these {len(hosts)} machine(s) over SSH? [y/N] "
-    stdin = sys.stdin
-    if stdin is not None and hasattr(stdin, "isatty") and stdin.isatty():
-        run.out.stderr.write(question)
-        run.out.stderr.flush()
-    try:
-        answer = stdin.readline() if stdin is not None else ""
-    except (OSError, ValueError):
-        answer = ""
-    if not answer:
-        raise UsageError(
-            f"found {len(hosts)} machine(s) to bootstrap but got no confirmation (stdin is not a terminal)",
-            hint="re-run with --yes, or list the hosts in foundation.yaml",
-        )
-    if answer.strip().lower() not in ("y", "yes"):
-        raise UsageError("not bootstrapped: the answer was not yes")
+    run.out.confirm(
+        f"bootstrap these {len(hosts)} machine(s) over SSH?",
+        no_answer=f"found {len(hosts)} machine(s) to bootstrap but got no confirmation (stdin is not a terminal)",
+        no_answer_hint="re-run with --yes, or list the hosts in foundation.yaml",
+        declined="not bootstrapped: the answer was not yes",
+    )
     return hosts
 
 

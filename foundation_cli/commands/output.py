@@ -111,6 +111,27 @@ class Output:
         elif text is not None:
             self.line(text)
 
+    # -- questions ---------------------------------------------------------------
+    def confirm(self, question: str, *, no_answer: str, no_answer_hint: str, declined: str) -> None:
+        """Ask ``question`` on the terminal; return on yes, raise a one-line UsageError otherwise.
+
+        With no terminal (closed stdin, CI) nothing is assumed: ``no_answer`` is the error.
+        """
+        from foundation_cli.errors import UsageError
+
+        stdin = sys.stdin
+        if stdin is not None and hasattr(stdin, "isatty") and stdin.isatty():
+            self.stderr.write(question + " [y/N] ")
+            self.stderr.flush()
+        try:
+            answer = stdin.readline() if stdin is not None else ""
+        except (OSError, ValueError):
+            answer = ""
+        if not answer:
+            raise UsageError(no_answer, hint=no_answer_hint)
+        if answer.strip().lower() not in ("y", "yes"):
+            raise UsageError(declined)
+
     # -- errors ------------------------------------------------------------------
     def error(self, exc: FoundationError | str, hint: str | None = None) -> None:
         """One red line, plus a dim hint line when there is one."""
