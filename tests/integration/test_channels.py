@@ -141,13 +141,16 @@ def test_inline_limit_holds_at_the_boundary_with_longest_name_and_filters(consul
     filters = {"node": ".*", "service": "consul", "tag": ".*"}
     budget = envelope.inline_budget(channel, **filters)
     ch = Channels(client_for(consul_agent))
+    # A fixed time with all three decimals: the envelope's length must not change between probe and send.
+    now = 1795830789.123
     probe = envelope.Envelope(
-        id=envelope.new_id(), time=time.time(), sender=ch.sender_node(), content_type="text/plain", data=b""
+        id=envelope.new_id(), time=now, sender=ch.sender_node(), content_type="text/plain", data=b""
     )
     fill = budget - len(probe.to_wire())
-    at_limit = ch.broadcast(channel, b"a" * fill, **filters)  # Consul must accept an envelope of exactly the budget
+    # Consul must accept an envelope of exactly the budget.
+    at_limit = ch.broadcast(channel, b"a" * fill, now=now, **filters)
     assert at_limit.inline and at_limit.event_id
-    over = ch.broadcast(channel, b"a" * (fill + 1), **filters)
+    over = ch.broadcast(channel, b"a" * (fill + 1), now=now, **filters)
     assert not over.inline and over.stored
 
 
@@ -200,7 +203,7 @@ def test_dry_run_replays_to_the_same_kv_state(consul_agent, fresh_consul, payloa
         (["broadcast", "ok", "{nope", "--data-json"], "not valid JSON"),
         (["broadcast", "ok", "x", "--content-type", "bogus"], "invalid --content-type"),
         (["listen", "ok", "--since", "yesterday"], "invalid --since"),
-        (["listen", "ok", "--timeout", "5"], "--timeout"),
+        (["listen", "ok", "--timeout", "5x"], "--timeout"),
     ],
 )
 def test_bad_input_is_one_line_and_stores_nothing(consul_agent, args, message) -> None:

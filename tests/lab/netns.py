@@ -66,11 +66,30 @@ d={dir}
 for m in {overlays}; do
   mount -t overlay overlay -o "lowerdir=$m,upperdir=$d/upper$m,workdir=$d/work$m" "$m"
 done
-mount --bind "$d/run" /run
-mount --bind "$d/tmp" /tmp
+{keep_visible}mount --rbind "$d/run" /run
+mount --rbind "$d/tmp" /tmp
 hostname {hostname}
 exec {sshd} -D -e -f /etc/ssh/sshd_config
 """
+
+
+def _source_checkout() -> str:
+    """The checkout the installed foundation_cli comes from (hosts must run this code)."""
+    import foundation_cli
+
+    return os.path.dirname(os.path.dirname(os.path.realpath(foundation_cli.__file__)))
+
+
+def _keep_visible_lines() -> str:
+    """Mount lines that keep the checkout visible when it lies under /tmp or /run (CI clones there):
+    the host's private /tmp and /run would hide it, and `python3 -m foundation_cli` would fail."""
+    repo = _source_checkout()
+    lines = []
+    for private in ("/tmp", "/run"):
+        if repo.startswith(private + "/"):
+            inside = '"$d' + private + "/" + repo[len(private) + 1 :] + '"'
+            lines.append(f"mkdir -p {inside}\nmount --bind {shlex.quote(repo)} {inside}\n")
+    return "".join(lines)
 
 
 class Host:
@@ -197,6 +216,7 @@ class Host:
             overlays=" ".join(OVERLAY_DIRS),
             hostname=shlex.quote(self.name),
             sshd=SSHD,
+            keep_visible=_keep_visible_lines(),
         )
         log = open(self.dir / "sshd.log", "ab")  # noqa: SIM115 - handed to the child
         try:
