@@ -62,8 +62,12 @@ def service_registration(spec: ServiceSpec, node: str, timing: Timing) -> dict:
 
 
 def restart_delay(attempt: int) -> float:
-    """Restart backoff: 0.5 s, 1 s, 2 s … capped at 30 s."""
-    return min(30.0, 0.5 * (2 ** min(attempt, 10)))
+    """Restart backoff: 0.5 s, 1 s, 2 s … capped at 30 s (cluster-wide restart.backoff / restart.backoff_max)."""
+    from foundation_cli.agent.live_settings import LIVE
+
+    first = float(LIVE.get("restart.backoff", 0.5))
+    cap = float(LIVE.get("restart.backoff_max", 30.0))
+    return min(cap, first * (2 ** min(attempt, 10)))
 
 
 class Placement:
@@ -335,7 +339,7 @@ class Placement:
                 self.held.discard(name)
                 self._remove(name, graceful=False, reason="lock lost")
                 return
-            if not self.session.confirmed(within=self.timing.fence_timeout / 2):
+            if not self.session.confirmed(within=self.session.timing.fence_timeout / 2):
                 return  # fenced or not yet re-confirmed: the session thread wakes us
             self._ensure_running(spec, timers)
             return
@@ -426,7 +430,7 @@ class Placement:
         if spec.port:
             extra["PORT"] = str(spec.port)
         with self.spawn_lock:
-            if spec.mode == "singleton" and not self.session.confirmed(within=self.timing.fence_timeout / 2):
+            if spec.mode == "singleton" and not self.session.confirmed(within=self.session.timing.fence_timeout / 2):
                 return
             try:
                 inst.spawn(extra, self._on_exit)

@@ -45,6 +45,8 @@ class NodeSession:
         on_confirmed: Callable[[], None],
     ) -> None:
         self.ctx = ctx
+        self.base_timing = timing
+        # Replaced at each session create by base + the live singleton.* settings (one safe pair).
         self.timing = timing
         self.on_fence = on_fence
         self.on_lost = on_lost
@@ -70,6 +72,7 @@ class NodeSession:
     # -- writes -------------------------------------------------------------------
     def create(self, client) -> str:
         """``PUT /v1/session/create`` with serfHealth + the agent check and our lock-delay."""
+        self.timing = self.base_timing.with_live()
         sent = time.monotonic()
         body = json.dumps(session_body(self.ctx, self.timing))
         data = client.http.put(_json_cb, "/v1/session/create", data=body)
@@ -92,9 +95,9 @@ class NodeSession:
     # -- the confirm/fence loop ------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         """Confirm every ``confirm_interval``; fence on timeout; report invalidation."""
-        t = self.timing
-        client = self.ctx.consul(timeout=t.confirm_request_timeout)
+        client = self.ctx.consul(timeout=self.timing.confirm_request_timeout)
         while not stop.is_set():
+            t = self.timing  # the pair in force for the current session
             sid = self.id
             if sid is None:
                 self._kick.wait(0.5)

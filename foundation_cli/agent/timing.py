@@ -23,7 +23,7 @@ leader election longer than it stops singletons for a moment).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from foundation_cli.errors import UsageError
 
@@ -80,6 +80,32 @@ class Timing:
                 confirm_request_timeout=min(cls.confirm_request_timeout, ft * 0.66),
             )
         return timing.check()
+
+    def with_live(self) -> Timing:
+        """These timings with the cluster-wide ``singleton.lock_delay`` / ``singleton.fence_timeout``.
+
+        Used when a new session is created, so the lock-delay Consul enforces and the
+        fence timeout the holder obeys always come from one validated pair; an unsafe
+        pair (refused by :meth:`check`) leaves these timings unchanged.
+        """
+        from foundation_cli.agent.live_settings import LIVE
+
+        lock_delay = LIVE.get("singleton.lock_delay")
+        fence = LIVE.get("singleton.fence_timeout")
+        if lock_delay is None and fence is None:
+            return self
+        fence = self.fence_timeout if fence is None else float(fence)
+        candidate = replace(
+            self,
+            lock_delay=self.lock_delay if lock_delay is None else float(lock_delay),
+            fence_timeout=fence,
+            confirm_interval=min(self.confirm_interval, fence / 4),
+            confirm_request_timeout=min(self.confirm_request_timeout, fence * 0.66),
+        )
+        try:
+            return candidate.check()
+        except UsageError:
+            return self
 
     def lock_delay_text(self) -> str:
         """Consul duration syntax for the session's LockDelay."""

@@ -58,3 +58,25 @@ def test_apply_items_sets_rejects_and_unsets() -> None:
     apply_items([], live)
     assert live.get("restart.backoff") is None
     assert ("restart.backoff", 2.0) in changes and ("restart.backoff", None) in changes
+
+
+def test_live_singleton_timings_come_as_one_safe_pair_and_restart_backoff_is_live():
+    from foundation_cli.agent.live_settings import LIVE
+    from foundation_cli.agent.placement import restart_delay
+    from foundation_cli.agent.timing import Timing
+
+    base = Timing()
+    try:
+        LIVE.set("singleton.lock_delay", 10.0, 1)
+        LIVE.set("singleton.fence_timeout", 5.0, 2)
+        live = base.with_live()
+        assert (live.lock_delay, live.fence_timeout) == (10.0, 5.0)
+        LIVE.set("singleton.fence_timeout", 50.0, 3)  # unsafe with a 10 s lock-delay: the base pair stays
+        assert base.with_live() == base
+        LIVE.set("restart.backoff", 2.0, 4)
+        LIVE.set("restart.backoff_max", 5.0, 5)
+        assert restart_delay(1) == 4.0 and restart_delay(3) == 5.0
+    finally:
+        for key in ("singleton.lock_delay", "singleton.fence_timeout", "restart.backoff", "restart.backoff_max"):
+            LIVE.unset(key)
+    assert base.with_live() is base and restart_delay(0) == 0.5
