@@ -7,7 +7,7 @@
 #   foundation down --local         # stop it afterwards (add --purge to drop its data)
 #
 # Installs, when missing: Consul 1.8.7 from Debian bullseye's package (into
-# /usr/local/bin, system apt config untouched) and this package into .venv.
+# /usr/local/bin, system apt config untouched) and this package into .venv (editable).
 # Never multicasts: `up --local` skips discovery.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +22,7 @@ if [ ! -x .venv/bin/foundation ]; then
     python3 -m venv .venv
   fi
   .venv/bin/pip install -q --upgrade pip >/dev/null
-  .venv/bin/pip install -q .
+  .venv/bin/pip install -q -e .   # editable: a re-run after `git pull` runs the new code
 fi
 export PATH="$PWD/.venv/bin:$PATH"
 # The demo talks to the cluster it makes, not to whatever CONSUL_HTTP_ADDR points at.
