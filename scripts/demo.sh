@@ -38,9 +38,12 @@ foundation start-singleton demo-clock -- sh -c 'while true; do echo "tick $(date
 step "a replicated service: one per node"
 foundation start-replicated demo-echo -- sh -c 'while true; do echo "alive on $(hostname)"; sleep 10; done'
 
-step "a broadcast to every node (with --explain: the raw operations)"
+step "a broadcast to every node (with --explain: the raw operations), received by a listener"
+foundation listen demo --count 1 --timeout 20s &
+listener=$!
+sleep 2  # let the listener start its blocking query
 foundation broadcast demo "hello from foundation" --durable --explain
-foundation listen demo --since all --count 1 --timeout 10s
+wait "$listener"
 
 step "what runs where"
 foundation ps
