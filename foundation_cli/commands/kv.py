@@ -16,10 +16,9 @@ app = group(
 
 
 def _store():
-    from foundation_cli.core import keys
     from foundation_cli.facades.kv import KVStore
 
-    return KVStore(current().consul(), keys.USER_KV)
+    return KVStore(current().consul())
 
 
 @command(app, "get")
@@ -33,12 +32,7 @@ def get(key: str = typer.Argument(..., help="Key, relative to foundation/kv/.", 
     if run.settings.json:
         run.out.json(entry.to_dict())
     else:
-        run.out.stdout.buffer.write(entry.value or b"") if hasattr(run.out.stdout, "buffer") else run.out.line(
-            (entry.value or b"").decode("utf-8", "replace")
-        )
-        if entry.value and not entry.value.endswith(b"\n") and run.out.stdout.isatty():
-            run.out.stdout.write("\n")
-        run.out.stdout.flush()
+        run.out.value(entry.value or b"")
 
 
 @command(app, "put")

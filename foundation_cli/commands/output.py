@@ -69,6 +69,19 @@ class Output:
         self.stdout.write(mask(text) + "\n")
         self.stdout.flush()
 
+    def value(self, data: bytes) -> None:
+        """A stored value, byte for byte (user data: not masked, no newline added unless on a terminal)."""
+        stream = self.stdout
+        if hasattr(stream, "buffer"):
+            stream.flush()
+            stream.buffer.write(data)
+            stream.buffer.flush()
+        else:
+            stream.write(data.decode("utf-8", "replace"))
+        if data and not data.endswith(b"\n") and stream.isatty():
+            stream.write("\n")
+        stream.flush()
+
     def info(self, text: str) -> None:
         """Progress/chatter on stderr; silenced by ``-q``."""
         if not self.settings.quiet:

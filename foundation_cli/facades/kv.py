@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 from foundation_cli.core import keys
 from foundation_cli.errors import ConflictError, NotFoundError, UsageError
-from foundation_cli.settings import Settings
 
 MAX_KEY_LENGTH = 512
 _BAD_KEY_CHARS = re.compile(r"[\x00-\x1f\x7f\s]")
@@ -37,11 +36,6 @@ def validate_key(key: str, *, allow_empty: bool = False) -> str:
     if len(key.encode("utf-8")) > MAX_KEY_LENGTH:
         raise UsageError(f"invalid key: longer than {MAX_KEY_LENGTH} bytes")
     return key
-
-
-def user_prefix(settings: Settings | None = None) -> str:
-    """The Consul key prefix under which ``foundation kv`` stores user keys."""
-    return keys.USER_KV
 
 
 @dataclass
@@ -75,15 +69,9 @@ class Entry:
 class KVStore:
     """KV operations on a connected, recording Consul client."""
 
-    def __init__(self, client, prefix: str) -> None:
+    def __init__(self, client, prefix: str = keys.USER_KV) -> None:
         self.client = client
         self.prefix = prefix
-
-    @classmethod
-    def connect(cls, settings: Settings) -> KVStore:
-        from foundation_cli.tools import consul as consul_tool
-
-        return cls(consul_tool.connect(settings), user_prefix(settings))
 
     def _entry(self, raw: dict) -> Entry:
         return Entry(
