@@ -73,7 +73,7 @@ def _root(
 # The root callback takes the same global options as every command (documented in GLOBALS_HELP).
 _signature = inspect.signature(_root)
 _root.__signature__ = _signature.replace(  # type: ignore[attr-defined]
-    parameters=[p for p in _signature.parameters.values() if p.kind != p.VAR_KEYWORD] + common.COMMAND_GLOBAL_PARAMETERS
+    parameters=[p for p in _signature.parameters.values() if p.kind != p.VAR_KEYWORD] + common.GLOBAL_PARAMETERS
 )
 _root.__annotations__ = {**_root.__annotations__, **{p.name: p.annotation for p in common.GLOBAL_PARAMETERS}}
 app.callback()(_root)

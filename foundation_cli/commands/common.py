@@ -7,7 +7,6 @@ every command it registers, so each command's ``--help`` lists them too.
 
 from __future__ import annotations
 
-import copy
 import functools
 import inspect
 import sys
@@ -25,11 +24,9 @@ from foundation_cli.settings import Settings, resolve
 PANEL = "Global options"
 
 
-def _global_parameters(*, hidden: bool = False) -> list[inspect.Parameter]:
+def _global_parameters() -> list[inspect.Parameter]:
     def opt(name: str, annotation: Any, default: Any) -> inspect.Parameter:
-        if hidden:
-            default = copy.copy(default)
-            default.hidden = True
+        default.hidden = True
         return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
     return [
@@ -135,9 +132,9 @@ def _global_parameters(*, hidden: bool = False) -> list[inspect.Parameter]:
     ]
 
 
-# Shown in `foundation --help`; accepted but not listed by each command's help (keeps it to a screen).
+# Accepted by the root and by every command, but hidden from their --help to keep it to a screen:
+# the root's epilog lists them compactly, and the man page and docs/cli.md list them in full.
 GLOBAL_PARAMETERS = _global_parameters()
-COMMAND_GLOBAL_PARAMETERS = _global_parameters(hidden=True)
 GLOBAL_NAMES = [p.name for p in GLOBAL_PARAMETERS]
 GLOBALS_EPILOG = (
     "Also takes the global options --explain, --dry-run, --json, --consul-addr, --token, "
@@ -255,7 +252,7 @@ def with_global_options(func: Callable[..., Any]) -> Callable[..., Any]:
     own = list(sig.parameters.values())
     positional = [p for p in own if p.kind != inspect.Parameter.KEYWORD_ONLY]
     keyword = [p for p in own if p.kind == inspect.Parameter.KEYWORD_ONLY]
-    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in positional + keyword] + COMMAND_GLOBAL_PARAMETERS
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in positional + keyword] + GLOBAL_PARAMETERS
 
     @functools.wraps(func)
     def wrapper(**kwargs: Any) -> Any:
