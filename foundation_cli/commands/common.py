@@ -210,13 +210,14 @@ def execute(func: Callable[..., Any], kwargs: dict[str, Any], global_values: dic
     """Run a command body with its context; map errors to exit codes (the only place that does)."""
     global _run
     out: Output | None = None
+    previous_recorder = None
     try:
         settings = make_settings(_merged_globals(global_values))
         out = Output(settings)
         recorder = Recorder(dry_run=settings.dry_run)
         if settings.explain or settings.verbosity > 1:
             recorder.subscribe(out.explain_operation)
-        set_process_recorder(recorder)
+        previous_recorder = set_process_recorder(recorder)
         _run = Run(settings, out, recorder)
         with use_recorder(recorder):
             result = func(**kwargs)
@@ -244,6 +245,10 @@ def execute(func: Callable[..., Any], kwargs: dict[str, Any], global_values: dic
             hint="this is a bug in foundation; run again with -vv for the traceback and report it",
         )
         raise typer.Exit(int(ExitStatus.FAILURE)) from None
+    finally:
+        # One run's recorder (a dry run's above all) must not outlive it in a process that runs more.
+        if previous_recorder is not None:
+            set_process_recorder(previous_recorder)
 
 
 def with_global_options(func: Callable[..., Any]) -> Callable[..., Any]:

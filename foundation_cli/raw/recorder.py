@@ -65,7 +65,11 @@ def use_recorder(recorder: Recorder) -> Iterator[Recorder]:
         _current.reset(token)
 
 
-def set_process_recorder(recorder: Recorder) -> None:
-    """Install ``recorder`` for every thread of this process (CLI entry, worker threads)."""
+def set_process_recorder(recorder: Recorder) -> Recorder:
+    """Install ``recorder`` for every thread of this process (CLI entry, worker threads).
+
+    Returns the one it replaces, so a caller can put it back when its run ends.
+    """
     global _fallback
-    _fallback = recorder
+    previous, _fallback = _fallback, recorder
+    return previous
