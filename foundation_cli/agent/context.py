@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from foundation_cli.core import keys
 from foundation_cli.raw.operation import RawOperation
 from foundation_cli.raw.recorder import Recorder
 from foundation_cli.settings import Settings
 
-AGENT_SERVICE = "foundation-agent"
+AGENT_SERVICE = keys.AGENT_SERVICE
 
 
 def data_root() -> Path:

@@ -557,7 +557,7 @@ class Placement:
         the new run re-registers the same TTL check, so they never turn critical on their own."""
         from foundation_cli.agent.session import session_body
 
-        name = session_body(self.ctx, self.timing)["Name"]
+        name = session_body(self.ctx.node, self.timing)["Name"]
         attempt = 0
         while not self.stop.is_set():
             try:

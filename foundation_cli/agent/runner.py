@@ -31,6 +31,7 @@ from foundation_cli.agent.context import (
     retrying,
 )
 from foundation_cli.agent.timing import Timing
+from foundation_cli.core import keys
 from foundation_cli.errors import UsageError
 from foundation_cli.raw.recorder import set_process_recorder
 from foundation_cli.raw.secrets import MaskingFilter
@@ -42,11 +43,11 @@ TASK_JOIN_TIMEOUT = 15.0
 def agent_registration(node: str, timing: Timing) -> dict:
     """Body of ``PUT /v1/agent/service/register`` for the agent itself."""
     return {
-        "ID": f"{AGENT_SERVICE}-{node}",
+        "ID": keys.agent_service_id(node),
         "Name": AGENT_SERVICE,
         "Meta": {"node": node, "pid": str(os.getpid())},
         "Check": {
-            "CheckID": f"{AGENT_SERVICE}-{node}:ttl",
+            "CheckID": keys.agent_check_id(node),
             "Name": "foundation agent alive",
             "TTL": f"{int(timing.agent_ttl)}s",
             "Status": "passing",
@@ -121,8 +122,8 @@ class Agent:
             logger=self.log,
             recorder=self.recorder,
             data_dir=data_root(),
-            agent_service_id=f"{AGENT_SERVICE}-{node}",
-            agent_check_id=f"{AGENT_SERVICE}-{node}:ttl",
+            agent_service_id=keys.agent_service_id(node),
+            agent_check_id=keys.agent_check_id(node),
             node_meta=meta,
         )
         self._single_instance(ctx)

@@ -19,14 +19,15 @@ from collections.abc import Callable
 
 from foundation_cli.agent.context import AgentContext, _short
 from foundation_cli.agent.timing import Timing
+from foundation_cli.core import keys
 
 
-def session_body(ctx: AgentContext, timing: Timing) -> dict:
+def session_body(node: str, timing: Timing) -> dict:
     """The body of ``PUT /v1/session/create`` (also shown by ``--explain`` of the CLI)."""
     return {
-        "Name": f"foundation-agent {ctx.node}",
-        "Node": ctx.node,
-        "Checks": ["serfHealth", ctx.agent_check_id],
+        "Name": f"{keys.AGENT_SERVICE} {node}",
+        "Node": node,
+        "Checks": ["serfHealth", keys.agent_check_id(node)],
         "LockDelay": timing.lock_delay_text(),
         "Behavior": "release",
     }
@@ -74,7 +75,7 @@ class NodeSession:
         """``PUT /v1/session/create`` with serfHealth + the agent check and our lock-delay."""
         self.timing = self.base_timing.with_live()
         sent = time.monotonic()
-        body = json.dumps(session_body(self.ctx, self.timing))
+        body = json.dumps(session_body(self.ctx.node, self.timing))
         data = client.http.put(_json_cb, "/v1/session/create", data=body)
         sid = data["ID"]
         with self._lock:

@@ -30,6 +30,18 @@ AGENTS = f"{PREFIX}/agents/"
 OPTIMIZER_LAST = f"{PREFIX}/optimizer/last"
 DISCOVERED = f"{PREFIX}/discovered/"
 
+# The Consul service every node agent registers as, and its TTL check.
+AGENT_SERVICE = "foundation-agent"
+
+
+def agent_service_id(node: str) -> str:
+    return f"{AGENT_SERVICE}-{node}"
+
+
+def agent_check_id(node: str) -> str:
+    return f"{AGENT_SERVICE}-{node}:ttl"
+
+
 # Consul user-event names Foundation fires: "foundation:<channel>".
 EVENT_PREFIX = "foundation:"
 CONTROL_CHANNEL = "_control"

@@ -31,7 +31,7 @@ from foundation_cli.raw.operation import RawOperation
 from foundation_cli.raw.recorder import Recorder, current_recorder
 
 DEFAULT_HTTP_PORT = 8500
-AGENT_SERVICE = "foundation-agent"
+AGENT_SERVICE = keys.AGENT_SERVICE
 """The Consul service name the node agent registers for itself (issue 4's agent)."""
 
 Progress = Callable[[str], None]

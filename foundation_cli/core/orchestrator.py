@@ -34,7 +34,7 @@ from foundation_cli.raw.recorder import current_recorder
 from foundation_cli.tools import ssh
 
 Progress = Callable[[str, str], None]  # (host, message)
-AGENT_SERVICE = "foundation-agent"
+AGENT_SERVICE = keys.AGENT_SERVICE
 
 
 @dataclass

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from foundation_cli.core import keys
 from foundation_cli.errors import ConflictError, UsageError
 
 MODES = ("singleton", "replicated")
@@ -23,7 +24,7 @@ RESTART_POLICIES = ("always", "on-failure", "never")
 _DNS_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _META_KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-RESERVED_NAMES = ("consul", "foundation-agent")
+RESERVED_NAMES = ("consul", keys.AGENT_SERVICE)
 
 
 def validate_name(name: str) -> str:

@@ -25,7 +25,7 @@ from foundation_cli.errors import ConflictError, NotFoundError, UsageError
 KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(?:/[A-Za-z0-9][A-Za-z0-9_.-]*)*$")
 MAX_KEY = 256
 MAX_VALUE = 512 * 1024
-AGENT_SERVICE = "foundation-agent"
+AGENT_SERVICE = keys.AGENT_SERVICE
 
 
 def validate_key(key: str) -> str:

@@ -20,7 +20,7 @@ from foundation_cli.core.service_spec import ServiceSpec, check_update, validate
 from foundation_cli.errors import ConflictError, FoundationError, NotFoundError, UsageError
 from foundation_cli.raw.operation import RawOperation
 
-AGENT_SERVICE = "foundation-agent"
+AGENT_SERVICE = keys.AGENT_SERVICE
 
 
 @dataclass
@@ -386,6 +386,7 @@ class ProcessManager:
 def agent_side_operations(spec: ServiceSpec, consul_addr: str) -> list[tuple[str, RawOperation]]:
     """What each node agent sends for ``spec`` (not sent by this CLI): for ``--explain``."""
     from foundation_cli.agent.placement import service_registration
+    from foundation_cli.agent.session import session_body
     from foundation_cli.agent.timing import Timing
 
     timing = Timing()
@@ -393,13 +394,7 @@ def agent_side_operations(spec: ServiceSpec, consul_addr: str) -> list[tuple[str
     node = "<node>"
     ops: list[tuple[str, RawOperation]] = []
     if spec.mode == "singleton":
-        session = {
-            "Name": f"foundation-agent {node}",
-            "Node": node,
-            "Checks": ["serfHealth", f"foundation-agent-{node}:ttl"],
-            "LockDelay": timing.lock_delay_text(),
-            "Behavior": "release",
-        }
+        session = session_body(node, timing)
         ops.append(
             (
                 "each eligible agent has one session, bound to its node's gossip health and its own TTL check",
