@@ -213,6 +213,22 @@ def upload_command(path: str, mode: int | None) -> str:
     return f"mkdir -p {_q(posixpath.dirname(path) or '/')} && cat > {tmp}{chmod} && mv -f {tmp} {_q(path)}"
 
 
+def heredoc_marker(content: str, *, prefix: str = "FOUNDATION_EOF") -> str:
+    """A quoted-heredoc end marker that no line of ``content`` can match (random, then checked).
+
+    Use as ``<<'MARKER'`` (quoted: no expansion inside) followed by ``content`` and a line
+    holding only ``MARKER``. A fixed marker can be ended early by content that holds it on a line
+    of its own, turning the rest into live commands; a random one checked against every line cannot.
+    """
+    import secrets as _random
+
+    lines = set(content.split("\n"))
+    while True:
+        marker = f"{prefix}_{_random.token_hex(8).upper()}"
+        if not any(marker in line for line in lines):
+            return marker
+
+
 def upload_script(op: RawOperation) -> str:
     """A shell snippet that recreates an upload on the host (text shown, binaries summarised as a comment)."""
     content = op.content or b""
@@ -221,7 +237,7 @@ def upload_script(op: RawOperation) -> str:
     remote = upload_command(op.path or "", op.mode)
     if _is_text(content) and len(content) <= 64 * 1024:
         text = mask(content.decode("utf-8"))
-        marker = "FOUNDATION_EOF"
+        marker = heredoc_marker(text)
         return (
             f"ssh{port} {target} {_q(remote)} <<'{marker}'\n{text}{'' if text.endswith(chr(10)) else chr(10)}{marker}"
         )
