@@ -52,5 +52,7 @@ foundation discover demo-clock
 step "cluster health"
 foundation status
 
-printf '\nDone. The cluster keeps running: try `foundation ps`, `foundation logs demo-clock`,\n'
+# `foundation` lives in .venv/bin, which is on this script's PATH, not on the caller's.
+printf '\nDone. The cluster keeps running. `foundation` is in .venv/bin: run `source .venv/bin/activate`\n'
+printf 'first (or call .venv/bin/foundation), then try `foundation ps`, `foundation logs demo-clock`,\n'
 printf '`foundation optimize --explain`. Stop it with `foundation down --local`.\n'
