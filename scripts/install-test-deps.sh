@@ -30,6 +30,7 @@ check bash bash
 check groff groff-base
 check zsh zsh
 check fish fish
+check sudo sudo
 
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

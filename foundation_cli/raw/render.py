@@ -208,9 +208,15 @@ def upload_command(path: str, mode: int | None) -> str:
     """The remote command an ssh-upload runs, content on stdin (the SSH adapter sends exactly this)."""
     import posixpath
 
+    # The temporary file is private from its first byte (umask 077 in a subshell, after removing a
+    # leftover that could keep a looser mode), gets its final mode, then replaces the target at once:
+    # a secret is never readable by others, not even between the write and the chmod.
     tmp = _q(path + ".foundation-tmp")
     chmod = f" && chmod {mode:o} {tmp}" if mode is not None else ""
-    return f"mkdir -p {_q(posixpath.dirname(path) or '/')} && cat > {tmp}{chmod} && mv -f {tmp} {_q(path)}"
+    return (
+        f"mkdir -p {_q(posixpath.dirname(path) or '/')} && rm -f {tmp} && (umask 077 && cat > {tmp})"
+        f"{chmod} && mv -f {tmp} {_q(path)}"
+    )
 
 
 def heredoc_marker(content: str, *, prefix: str = "FOUNDATION_EOF") -> str:

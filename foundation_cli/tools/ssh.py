@@ -10,7 +10,10 @@ ProxyJump, UserKnownHostsFile), ssh-agent, key files (passphrase asked once).
 Host keys are checked against known_hosts: an unknown or changed key stops
 the host; ``accept_new_host_keys`` adds unknown ones, never changed ones.
 Non-root users get ``sudo -n``; if sudo wants a password it is asked once and
-sent on stdin, never on a command line, never recorded.
+sent on stdin, never on a command line, never recorded -- and only when sudo
+shows its prompt (a unique one per command): with cached credentials sudo asks
+nothing, and a password sent ahead of stdin would reach the command (the
+first line of an uploaded file). See :func:`_sudo_password_wrap`.
 
 paramiko/socket errors become :class:`UnreachableError`,
 :class:`PermissionDeniedError` or :class:`HostKeyError` here, at the edge.
@@ -303,7 +306,9 @@ class Connection:
         self.close()
 
     # -- running ------------------------------------------------------------------------------
-    def _raw_exec(self, command: str, stdin: bytes | None, timeout: float) -> ExecResult:
+    def _raw_exec(
+        self, command: str, stdin: bytes | None, timeout: float, *, sudo: _SudoHandshake | None = None
+    ) -> ExecResult:
         import paramiko
 
         assert self._client is not None, "connect() first"
@@ -311,6 +316,14 @@ class Connection:
             chan = self._client.get_transport().open_session(timeout=self.opts.connect_timeout)
             chan.settimeout(timeout)
             chan.exec_command(command)
+            early_err = b""
+            if sudo is not None:
+                early_err, started = sudo.run(chan)
+                if not started:  # sudo stopped before the command: nothing of stdin may be sent
+                    chan.shutdown_write()
+                    status = chan.recv_exit_status()
+                    chan.close()
+                    return ExecResult(status or 1, "", early_err.decode("utf-8", "replace"))
             if stdin:
                 # paramiko's sendall re-slices the whole buffer per packet (quadratic): feed it chunks.
                 view = memoryview(stdin)
@@ -318,7 +331,7 @@ class Connection:
                     chan.sendall(view[i : i + (1 << 18)].tobytes())
             chan.shutdown_write()
             out = chan.makefile("rb").read()
-            err = chan.makefile_stderr("rb").read()
+            err = early_err + chan.makefile_stderr("rb").read()
             status = chan.recv_exit_status()
             chan.close()
         except TimeoutError:
@@ -327,16 +340,15 @@ class Connection:
             raise UnreachableError(f"{self.label}: SSH connection lost: {_socket_reason(exc)}") from None
         return ExecResult(status, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
 
-    def _sudo_wrap(self, command: str) -> tuple[str, bytes | None]:
-        """Wrap for sudo when not root; returns (command, stdin prefix carrying the password)."""
+    def _sudo_wrap(self, command: str) -> tuple[str, _SudoHandshake | None]:
+        """Wrap for sudo when not root; returns (command, the password handshake when sudo needs one)."""
         if self._sudo_mode is None:
             self._sudo_mode = self._probe_sudo()
         if self._sudo_mode == "root":
             return command, None
-        inner = shlex.quote(command)
         if self._sudo_mode == "nopasswd":
-            return f"sudo -n sh -c {inner}", None
-        return f"sudo -S -p '' sh -c {inner}", (self._sudo_password or "").encode() + b"\n"
+            return f"sudo -n sh -c {shlex.quote(command)}", None
+        return _sudo_password_wrap(command, self._sudo_password or "", self.label)
 
     def _probe_sudo(self) -> str:
         if self.target.user == "root":
@@ -357,7 +369,11 @@ class Connection:
                 f"[sudo] password for {self.target.user} on the hosts: "
             )
             secrets.register(password)
-        check = self._raw_exec("sudo -S -p '' true", password.encode() + b"\n", 30)
+        try:
+            wrapped, handshake = _sudo_password_wrap("true", password, self.label)
+            check = self._raw_exec(wrapped, None, 30, sudo=handshake)
+        except PermissionDeniedError:
+            check = ExecResult(1, "", "")
         if not check.ok:
             raise PermissionDeniedError(f"{self.label}: sudo password refused for {self.target.user}")
         _passphrases[f"sudo:{self.target.user}"] = password
@@ -387,9 +403,9 @@ class Connection:
             op.finish(summary="not sent (dry run)")
             recorder.add(op)
             return ExecResult(0, "", "")
-        wrapped, prefix = self._sudo_wrap(command) if sudo else (command, None)
+        wrapped, handshake = self._sudo_wrap(command) if sudo else (command, None)
         try:
-            result = self._raw_exec(wrapped, (prefix or b"") + (stdin or b"") if (prefix or stdin) else None, timeout)
+            result = self._raw_exec(wrapped, stdin, timeout, sudo=handshake)
         except FoundationError as exc:
             op.finish(error=exc.message)
             recorder.add(op)
@@ -416,9 +432,9 @@ class Connection:
         from foundation_cli.raw.render import upload_command
 
         command = upload_command(path, mode)  # the same command the renderer shows
-        wrapped, prefix = self._sudo_wrap(command)
+        wrapped, handshake = self._sudo_wrap(command)
         try:
-            result = self._raw_exec(wrapped, (prefix or b"") + content, timeout)
+            result = self._raw_exec(wrapped, content, timeout, sudo=handshake)
         except FoundationError as exc:
             op.finish(error=exc.message)
             recorder.add(op)
@@ -434,6 +450,55 @@ class Connection:
         if res.stdout.strip() == "__FOUNDATION_MISSING__":
             return None
         return res.stdout.encode("utf-8")
+
+
+class _SudoHandshake:
+    """Sends the sudo password only when sudo prints this command's unique prompt.
+
+    The wrapped command prints a unique start marker on stderr before anything else, so
+    the adapter knows when sudo is done: prompt seen -> send the password (once; a
+    second prompt means it was refused); start marker seen -> the command runs, stdin
+    may follow. Cached credentials: no prompt, the password is never sent.
+    """
+
+    def __init__(self, prompt: str, started: str, password: str, label: str) -> None:
+        self.prompt = prompt.encode()
+        self.started = started.encode() + b"\n"
+        self.password = password
+        self.label = label
+
+    def run(self, chan) -> tuple[bytes, bool]:
+        """Wait for the start marker; returns (stderr seen besides prompt and marker, whether it started)."""
+        buf = b""
+        sent = False
+        while True:
+            if self.started in buf:
+                before, _, after = buf.partition(self.started)
+                return before + after, True
+            if self.prompt in buf:
+                if sent:
+                    chan.close()
+                    raise PermissionDeniedError(f"{self.label}: sudo password refused")
+                buf = buf.replace(self.prompt, b"", 1)
+                chan.sendall(self.password.encode() + b"\n")
+                sent = True
+                continue
+            chunk = chan.recv_stderr(4096)  # blocks up to the channel timeout
+            if not chunk:
+                return buf, False
+            buf += chunk
+
+
+def _sudo_password_wrap(command: str, password: str, label: str) -> tuple[str, _SudoHandshake]:
+    """``sudo -S -p <unique prompt> sh -c '<start marker>; command'`` and its handshake."""
+    import secrets as _random
+
+    token = _random.token_hex(8)
+    prompt = f"[foundation-sudo-{token}] password: "
+    started = f"[foundation-started-{token}]"
+    inner = f"printf '%s\\n' {shlex.quote(started)} >&2\n{command}"
+    wrapped = f"sudo -S -p {shlex.quote(prompt)} sh -c {shlex.quote(inner)}"
+    return wrapped, _SudoHandshake(prompt, started, password, label)
 
 
 def _quiet_paramiko() -> None:
