@@ -25,6 +25,7 @@ def _up(
     interface: Optional[list[str]] = typer.Option(
         None, "--interface", help="Mortal mode: discover (mDNS) on this interface only (repeatable)."
     ),
+    parallel: int = typer.Option(10, "--parallel", min=1, help="Work on at most N hosts at once (SSH sessions)."),
 ) -> None:
     """Bring the cluster up: Consul and the node agent on every host (idempotent).
 
@@ -68,7 +69,9 @@ def _up(
             raise NotFoundError("nothing to bootstrap: the strategy found only an existing cluster's servers")
     from foundation_cli.commands import cluster_render
 
-    cluster_render.up_remote(cfg, consul_binary=consul_binary, accept_new=accept_new_host_keys, only=only, join=join)
+    cluster_render.up_remote(
+        cfg, consul_binary=consul_binary, accept_new=accept_new_host_keys, only=only, join=join, parallel=parallel
+    )
 
 
 def _up_local(cfg, *, http_port: int | None, consul_binary: str | None) -> None:

@@ -82,7 +82,13 @@ def _print_results(results, *, title: str) -> None:
 
 
 def up_remote(
-    cfg, *, consul_binary: str | None, accept_new: bool, only: list[str] | None, join: list[str] | None = None
+    cfg,
+    *,
+    consul_binary: str | None,
+    accept_new: bool,
+    only: list[str] | None,
+    join: list[str] | None = None,
+    parallel: int = 10,
 ) -> None:
     from foundation_cli.core import orchestrator
 
@@ -96,6 +102,7 @@ def up_remote(
             prompt=_prompt,
             progress=progress,
             join=join,
+            parallel=parallel,
         )
     if run.settings.json:
         run.out.json(result.to_dict())

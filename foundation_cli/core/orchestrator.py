@@ -1,12 +1,17 @@
 """`up` and `down` over SSH for the whole cluster: every host in parallel, failures kept per host.
 
-1. connect + probe every host (parallel; a host that fails is reported, the others go on)
-2. decide roles (pinned servers, hosts that already are servers, then the first ones in
+``up`` is a sequence of named steps (:data:`UP_STEPS`), each a plain function over one
+:class:`UpRun` (the run's state, filled in as the steps go); hosts are worked on at most
+``parallel`` at once (``up --parallel N``, default :data:`DEFAULT_PARALLEL`, like Ansible's forks):
+
+1. ``connect_and_probe`` every host (a host that fails is reported, the others go on)
+2. ``plan``: decide roles (pinned servers, hosts that already are servers, then the first ones in
    the file), node names (explicit, existing, else hostname, made unique), the gossip
    key (state dir, else a host's config, else new) and the cluster id
-3. apply each host's plan (parallel, servers submitted first)
-4. wait for a leader and every host an alive member, then write the cluster record
-   (KV ``foundation/cluster``) and the local state file.
+3. ``apply`` each host's plan (servers submitted first; running servers whose config changes
+   restart one at a time)
+4. ``wait_cluster``: a leader and every host an alive member
+5. ``record``: the cluster record (KV ``foundation/cluster``) and the local state file.
 """
 
 from __future__ import annotations
@@ -212,84 +217,120 @@ def _local_binary(explicit: str | None) -> bytes | None:
     return Path(path).read_bytes()
 
 
-def up(
-    cfg: ClusterConfig,
-    *,
-    consul_binary: str | None = None,
-    accept_new: bool = False,
-    only: list[str] | None = None,
-    prompt=None,
-    progress: Progress | None = None,
-    wait_timeout: float = 90.0,
-    join: list[str] | None = None,
-) -> UpResult:
-    """Bring every host of ``cfg`` to its plan; per-host failures are kept, never raised.
+DEFAULT_PARALLEL = 10  # hosts worked on at once (like Ansible's forks): never 200 SSH sessions at once
 
-    ``join``: servers of an existing cluster (the ``consul`` strategy's join-only targets): our hosts
-    join them as clients (unless pinned ``role: server``) and are never their bootstrap.
+
+@dataclass
+class UpRun:
+    """Everything one ``up`` knows, filled in step by step: each step reads what the ones before wrote.
+
+    Steps (:data:`UP_STEPS`) are plain functions ``step(run) -> None``; per-host failures go into
+    ``results[addr].error`` and the other hosts go on.
     """
-    say = progress or (lambda _h, _m: None)
-    recorder = current_recorder()
-    opts = ssh_options(cfg, accept_new=accept_new, prompt=prompt)
-    hosts = [h for h in cfg.hosts if not only or h.address in only or (h.node_name and h.node_name in only)]
-    results = {h.address: HostResult(alias=h.address) for h in hosts}
-    conns: dict[str, ssh.Connection] = {}
-    probes: dict[str, Probe] = {}
-    state = cluster_state.load() or {}
 
-    def connect_probe(h: HostConfig) -> None:
-        say(h.address, "connecting")
-        conn = ssh.connect(
-            h.address,
-            opts,
-            user=h.user,
-            port=h.port,
-            identity=os.path.expanduser(h.identity_file) if h.identity_file else None,
-        )
-        conns[h.address] = conn
-        say(h.address, "probing")
-        probes[h.address] = bootstrap.probe(
-            conn, install_root=h.install_root or cfg.agent.install_root, python=h.python or cfg.agent.python
-        )
+    cfg: ClusterConfig
+    hosts: list[HostConfig]  # the hosts this run works on (``--host`` narrows ``cfg.hosts``)
+    opts: ssh.SSHOptions
+    say: Progress
+    consul_binary: str | None = None
+    only: list[str] | None = None
+    join: list[str] | None = None
+    wait_timeout: float = 90.0
+    parallel: int = DEFAULT_PARALLEL
+    dry_run: bool = False
+    state: dict[str, Any] = field(default_factory=dict)  # the local state file as it was
+    results: dict[str, HostResult] = field(default_factory=dict)
+    conns: dict[str, ssh.Connection] = field(default_factory=dict)
+    probes: dict[str, Probe] = field(default_factory=dict)
+    bundle: Any = None  # agent_bundle.Bundle
+    # plan
+    gossip: str = ""
+    token: str | None = None  # ACL operator token (wizard mode); never rendered
+    cluster_id: str = ""
+    servers: set[str] = field(default_factory=set)
+    server_addrs: list[str] = field(default_factory=list)
+    plans: dict[str, HostPlan] = field(default_factory=dict)
+    # apply / wait
+    http_addrs: list[str] = field(default_factory=list)
+    formed: bool = False
+    result: UpResult = field(default_factory=UpResult)
+    _binary: dict[str, bytes | None] = field(default_factory=dict)
+    _binary_lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def guarded(h: HostConfig, fn) -> None:
+    def local_binary(self) -> bytes | None:
+        """The operator's consul, read only when a host needs it (67 MB), once."""
+        with self._binary_lock:
+            if "b" not in self._binary:
+                self._binary["b"] = _local_binary(self.consul_binary or self.cfg.consul_binary)
+            return self._binary["b"]
+
+    def guarded(self, h: HostConfig, fn: Callable[[UpRun, HostConfig], None]) -> None:
+        """``fn(run, h)``; an exception fails that host only (recorded, reported), never the run."""
         try:
-            fn(h)
+            fn(self, h)
         except Exception as exc:  # noqa: BLE001 - per host: record and go on with the others
-            results[h.address].error, results[h.address].exit_status = _error_result(h.address, exc)
-            say(h.address, "failed")
+            self.results[h.address].error, self.results[h.address].exit_status = _error_result(h.address, exc)
+            self.say(h.address, "failed")
 
-    bundle_box: dict[str, Any] = {}
-    binary_lock = threading.Lock()
-    binary_box: dict[str, Any] = {}
+    def each(self, fn: Callable[[UpRun, HostConfig], None], hosts: list[HostConfig]) -> None:
+        """``fn`` on every host, at most ``parallel`` at once, each guarded."""
+        for_each(hosts, lambda h: self.guarded(h, fn), parallel=self.parallel)
 
-    def local_binary() -> bytes | None:
-        """Read the operator's consul only when a host needs it (67 MB), once."""
-        with binary_lock:
-            if "b" not in binary_box:
-                binary_box["b"] = _local_binary(consul_binary or cfg.consul_binary)
-            return binary_box["b"]
+    def close(self) -> None:
+        for c in self.conns.values():
+            c.close()
 
-    with ThreadPoolExecutor(max_workers=max(1, len(hosts)) + 2) as pool:
-        from foundation_cli.core import agent_bundle
 
-        bundle_future = _in_context(pool, agent_bundle.build)
-        futures = [_in_context(pool, guarded, h, connect_probe) for h in hosts]
-        for f in futures:
+def for_each(items: list, fn: Callable[[Any], None], *, parallel: int) -> None:
+    """``fn(item)`` for every item in a pool of at most ``parallel`` threads (the caller's context in each)."""
+    if not items:
+        return
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(items)))) as pool:
+        for f in [_in_context(pool, fn, item) for item in items]:
             f.result()
-        bundle_box["b"] = bundle_future.result()
 
-    # Cluster-wide decisions.
-    gossip = _load_gossip_key()
-    if not gossip:
-        gossip = next(
-            (p.existing_config.get("encrypt") for p in probes.values() if p.existing_config.get("encrypt")), None
-        )
-    gossip = gossip or base64.b64encode(pysecrets.token_bytes(32)).decode()
-    token = operator_token(cfg, state) if cfg.acl.enabled else None
-    secrets.register(gossip)
+
+# ---------------------------------------------------------------------------------------------
+# The steps of `up`, in order
+
+
+def connect_and_probe(run: UpRun) -> None:
+    """SSH to every host and ask what it has (read-only); the agent bundle is built meanwhile."""
+    from foundation_cli.core import agent_bundle
+
+    with ThreadPoolExecutor(max_workers=1) as side:
+        bundle_future = _in_context(side, agent_bundle.build)
+        run.each(_connect_probe_host, run.hosts)
+        run.bundle = bundle_future.result()
+
+
+def _connect_probe_host(run: UpRun, h: HostConfig) -> None:
+    run.say(h.address, "connecting")
+    conn = ssh.connect(
+        h.address,
+        run.opts,
+        user=h.user,
+        port=h.port,
+        identity=os.path.expanduser(h.identity_file) if h.identity_file else None,
+    )
+    run.conns[h.address] = conn
+    run.say(h.address, "probing")
+    run.probes[h.address] = bootstrap.probe(
+        conn, install_root=h.install_root or run.cfg.agent.install_root, python=h.python or run.cfg.agent.python
+    )
+
+
+def plan(run: UpRun) -> None:
+    """Cluster-wide decisions (gossip key, token, cluster id, names, servers), then one plan per host."""
+    cfg, probes, state = run.cfg, run.probes, run.state
+    gossip = _load_gossip_key() or next(
+        (p.existing_config.get("encrypt") for p in probes.values() if p.existing_config.get("encrypt")), None
+    )
+    run.gossip = gossip or base64.b64encode(pysecrets.token_bytes(32)).decode()
+    run.token = operator_token(cfg, state) if cfg.acl.enabled else None
+    secrets.register(run.gossip)
     cluster_id = state.get("cluster_id") if state.get("mode") == "ssh" else None
-    cluster_id = (
+    run.cluster_id = (
         cluster_id
         or next(
             (
@@ -303,17 +344,21 @@ def up(
     )
     all_hosts = cfg.hosts
     names = _unique_names(all_hosts, probes)
-    servers = {h.address for h in all_hosts if h.role == "server"} if join else _choose_servers(cfg, all_hosts, probes)
-    server_addrs = [
-        (probes[h.address].addr if h.address in probes else h.address) for h in all_hosts if h.address in servers
+    run.servers = (
+        {h.address for h in all_hosts if h.role == "server"} if run.join else _choose_servers(cfg, all_hosts, probes)
+    )
+    run.server_addrs = [
+        (probes[h.address].addr if h.address in probes else h.address) for h in all_hosts if h.address in run.servers
     ]
-    plans: dict[str, HostPlan] = {}
-    for h in hosts:
+    join = run.join or []
+    retry_join = run.server_addrs + [a for a in join if a not in run.server_addrs]
+    agent_env = dict(cfg.agent.env, **({"CONSUL_HTTP_TOKEN_FILE": bootstrap.AGENT_TOKEN_FILE} if run.token else {}))
+    for h in run.hosts:
         if h.address not in probes:
             continue
         p = probes[h.address]
-        is_server = h.address in servers
-        plan = HostPlan(
+        is_server = h.address in run.servers
+        host_plan = HostPlan(
             alias=h.address,
             address=p.addr,
             node_name=names[h.address],
@@ -321,99 +366,111 @@ def up(
             install_root=h.install_root or cfg.agent.install_root,
             python=h.python or cfg.agent.python,
             http_port=cfg.ports.get("http", 8500),
-            agent_env=dict(cfg.agent.env, **({"CONSUL_HTTP_TOKEN_FILE": bootstrap.AGENT_TOKEN_FILE} if token else {})),
-            agent_token=token,
+            agent_env=dict(agent_env),
+            agent_token=run.token,
             consul_config=consul_config_for(
                 cfg,
                 node_name=names[h.address],
                 address=p.addr,
                 server=is_server,
-                server_addrs=server_addrs + [a for a in (join or []) if a not in server_addrs],
-                gossip_key=gossip,
-                token=token,
-                cluster_id=cluster_id,
-                bootstrap_expect=0 if join else len(servers),
+                server_addrs=retry_join,
+                gossip_key=run.gossip,
+                token=run.token,
+                cluster_id=run.cluster_id,
+                bootstrap_expect=0 if run.join else len(run.servers),
             ),
         )
-        plans[h.address] = plan
-        r = results[h.address]
-        r.node_name, r.role, r.address = plan.node_name, "server" if is_server else "client", plan.address
+        run.plans[h.address] = host_plan
+        r = run.results[h.address]
+        r.node_name, r.role, r.address = host_plan.node_name, "server" if is_server else "client", host_plan.address
 
-    def do_apply(h: HostConfig) -> None:
-        plan = plans[h.address]
-        steps = bootstrap.apply(
-            conns[h.address],
-            probes[h.address],
-            plan,
-            local_binary=local_binary,
-            bundle=bundle_box["b"],
-            say=lambda msg: say(h.address, msg),
-        )
-        results[h.address].steps = steps
-        say(h.address, "done")
 
-    ordered = sorted((h for h in hosts if h.address in plans), key=lambda h: 0 if plans[h.address].server else 1)
-    # Running servers whose config changes restart one at a time (quorum kept); everything else in parallel.
+def apply(run: UpRun) -> None:
+    """Bring each host to its plan: servers first, in parallel; running servers whose config changes
+    restart one at a time (quorum kept). Then the gossip key is kept and the HTTP address chosen."""
+    plans, probes = run.plans, run.probes
+    ordered = sorted((h for h in run.hosts if h.address in plans), key=lambda h: 0 if plans[h.address].server else 1)
     rolling = [h for h in ordered if plans[h.address].server and _config_changes(probes[h.address], plans[h.address])]
-    if len(rolling) < 2 or recorder.dry_run:
+    if len(rolling) < 2 or run.dry_run:
         rolling = []
-    parallel = [h for h in ordered if h not in rolling]
-    if parallel:
-        with ThreadPoolExecutor(max_workers=len(parallel)) as pool:
-            for f in [_in_context(pool, guarded, h, do_apply) for h in parallel]:
-                f.result()
+    run.each(_apply_host, [h for h in ordered if h not in rolling])
     for h in rolling:
-        say(h.address, "rolling restart")
-        guarded(h, do_apply)
-        if not results[h.address].error:
-            _wait_leader_at(f"http://{plans[h.address].address}:{plans[h.address].http_port}", token, timeout=60)
+        run.say(h.address, "rolling restart")
+        run.guarded(h, _apply_host)
+        if not run.results[h.address].error:
+            p = plans[h.address]
+            _wait_leader_at(f"http://{p.address}:{p.http_port}", run.token, timeout=60)
 
-    if not recorder.dry_run:
-        _save_gossip_key(gossip)
-    result = UpResult(hosts=[results[h.address] for h in hosts], cluster_id=cluster_id, datacenter=cfg.datacenter)
-    result.token = token
-    previous = state.get("hosts") or []
+    if not run.dry_run:
+        _save_gossip_key(run.gossip)
+    cfg, state = run.cfg, run.state
+    result = run.result
+    result.hosts = [run.results[h.address] for h in run.hosts]
+    result.cluster_id, result.datacenter, result.token = run.cluster_id, cfg.datacenter, run.token
     current_addrs = {h.address for h in cfg.hosts}
-    result.removed = [a for a in previous if a not in current_addrs]
-
-    ok_servers = [plans[a].address for a in plans if plans[a].server and not results[a].error]
+    result.removed = [a for a in state.get("hosts") or [] if a not in current_addrs]
+    ok_servers = [plans[a].address for a in plans if plans[a].server and not run.results[a].error]
     http_addrs = [f"http://{a}:{cfg.ports.get('http', 8500)}" for a in ok_servers]
-    if not http_addrs and only and state.get("mode") == "ssh":  # `up --host CLIENT`: reach the known servers
+    if not http_addrs and run.only and state.get("mode") == "ssh":  # `up --host CLIENT`: reach the known servers
         http_addrs = state.get("consul_http_addrs") or []
-    if not http_addrs and join:  # clients of an existing cluster: ask its servers
-        http_addrs = [f"http://{join[0]}:{cfg.ports.get('http', 8500)}"]
+    if not http_addrs and run.join:  # clients of an existing cluster: ask its servers
+        http_addrs = [f"http://{run.join[0]}:{cfg.ports.get('http', 8500)}"]
+    run.http_addrs = http_addrs
     if http_addrs:
         result.http_addr = http_addrs[0]
-    if recorder.dry_run or not http_addrs:
-        for c in conns.values():
-            c.close()
-        return result
 
+
+def _apply_host(run: UpRun, h: HostConfig) -> None:
+    run.results[h.address].steps = bootstrap.apply(
+        run.conns[h.address],
+        run.probes[h.address],
+        run.plans[h.address],
+        local_binary=run.local_binary,
+        bundle=run.bundle,
+        say=lambda msg: run.say(h.address, msg),
+    )
+    run.say(h.address, "done")
+
+
+def wait_cluster(run: UpRun) -> None:
+    """A leader and every host an alive member (a timeout becomes a warning, not an error)."""
+    if run.dry_run or not run.http_addrs:
+        return
     try:
-        say("cluster", "waiting for a leader and every member")
-        _wait_cluster(result, plans, results, cfg, timeout=wait_timeout, say=say)
-        say("cluster", "writing the cluster record")
-        _write_record(result, cfg, server_addrs, cluster_id)
+        run.say("cluster", "waiting for a leader and every member")
+        _wait_cluster(run.result, run.plans, run.results, run.cfg, timeout=run.wait_timeout, say=run.say)
+        run.formed = True
     except FoundationError as exc:
-        result.warnings.append(exc.message)
-    finally:
-        for c in conns.values():
-            c.close()
+        run.result.warnings.append(exc.message)
+
+
+def record(run: UpRun) -> None:
+    """The cluster record in KV (once the cluster formed) and the local state file."""
+    if run.dry_run or not run.http_addrs:
+        return
+    if run.formed:
+        try:
+            run.say("cluster", "writing the cluster record")
+            _write_record(run.result, run.cfg, run.server_addrs, run.cluster_id)
+        except FoundationError as exc:
+            run.result.warnings.append(exc.message)
+    cfg, state, result = run.cfg, run.state, run.result
+    current_addrs = {h.address for h in cfg.hosts}
     cluster_state.save(
         {
-            "cluster_id": cluster_id,
+            "cluster_id": run.cluster_id,
             "consul_http_addr": result.http_addr,
-            "consul_http_addrs": http_addrs
-            if not only
-            else sorted(set(http_addrs) | set(state.get("consul_http_addrs") or [])),
+            "consul_http_addrs": run.http_addrs
+            if not run.only
+            else sorted(set(run.http_addrs) | set(state.get("consul_http_addrs") or [])),
             "datacenter": cfg.datacenter,
             "mode": "ssh",
             "config_mode": cfg.mode,
-            "servers": server_addrs,
+            "servers": run.server_addrs,
             "hosts": sorted(current_addrs | set(result.removed)),  # removed ones stay known until `down --host`
-            "nodes": {**(state.get("nodes") or {}), **{a: plans[a].node_name for a in plans}},
+            "nodes": {**(state.get("nodes") or {}), **{a: p.node_name for a, p in run.plans.items()}},
             "gossip_key_file": str(gossip_key_path()),
-            "token": token,
+            "token": run.token,
             "ssh": {
                 "user": cfg.ssh.user,
                 "identity_file": cfg.ssh.identity_file,
@@ -423,7 +480,80 @@ def up(
             "config_path": cfg.source,
         }
     )
-    return result
+
+
+UP_STEPS: tuple[Callable[[UpRun], None], ...] = (connect_and_probe, plan, apply, wait_cluster, record)
+
+
+def up(
+    cfg: ClusterConfig,
+    *,
+    consul_binary: str | None = None,
+    accept_new: bool = False,
+    only: list[str] | None = None,
+    prompt=None,
+    progress: Progress | None = None,
+    wait_timeout: float = 90.0,
+    join: list[str] | None = None,
+    parallel: int = DEFAULT_PARALLEL,
+) -> UpResult:
+    """Bring every host of ``cfg`` to its plan; per-host failures are kept, never raised.
+
+    ``join``: servers of an existing cluster (the ``consul`` strategy's join-only targets): our hosts
+    join them as clients (unless pinned ``role: server``) and are never their bootstrap.
+    ``parallel``: at most this many hosts worked on at once.
+    """
+    run = start_up(
+        cfg,
+        consul_binary=consul_binary,
+        accept_new=accept_new,
+        only=only,
+        prompt=prompt,
+        progress=progress,
+        wait_timeout=wait_timeout,
+        join=join,
+        parallel=parallel,
+    )
+    try:
+        for step in UP_STEPS:
+            step(run)
+    finally:
+        run.close()
+    return run.result
+
+
+def start_up(
+    cfg: ClusterConfig,
+    *,
+    consul_binary: str | None = None,
+    accept_new: bool = False,
+    only: list[str] | None = None,
+    prompt=None,
+    progress: Progress | None = None,
+    wait_timeout: float = 90.0,
+    join: list[str] | None = None,
+    parallel: int = DEFAULT_PARALLEL,
+) -> UpRun:
+    """The run state before the first step: which hosts, how to reach them, what the state file says."""
+    if parallel < 1:
+        from foundation_cli.errors import UsageError
+
+        raise UsageError(f"--parallel must be at least 1 (got {parallel})")
+    hosts = [h for h in cfg.hosts if not only or h.address in only or (h.node_name and h.node_name in only)]
+    return UpRun(
+        cfg=cfg,
+        hosts=hosts,
+        opts=ssh_options(cfg, accept_new=accept_new, prompt=prompt),
+        say=progress or (lambda _h, _m: None),
+        consul_binary=consul_binary,
+        only=only,
+        join=join,
+        wait_timeout=wait_timeout,
+        parallel=parallel,
+        dry_run=current_recorder().dry_run,
+        state=cluster_state.load() or {},
+        results={h.address: HostResult(alias=h.address) for h in hosts},
+    )
 
 
 def operator_token(cfg: ClusterConfig, state: dict) -> str:
@@ -539,8 +669,10 @@ def down(
     accept_new: bool = False,
     prompt=None,
     progress: Progress | None = None,
+    parallel: int = DEFAULT_PARALLEL,
 ) -> list[HostResult]:
     """Stop the agent and Consul (after ``consul leave``) on each host; clients first, servers last."""
+    parallel_hosts = max(1, parallel)
     say = progress or (lambda _h, _m: None)
     state = cluster_state.load() or {}
     opts = ssh_options(cfg, accept_new=accept_new, prompt=prompt)
@@ -595,10 +727,7 @@ def down(
             fail(h, exc)
 
     def parallel(fn, batch) -> None:
-        if batch:
-            with ThreadPoolExecutor(max_workers=len(batch)) as pool:
-                for f in [_in_context(pool, fn, h) for h in batch]:
-                    f.result()
+        for_each(batch, fn, parallel=parallel_hosts)
 
     # Agents everywhere first; then clients leave; servers stop last.
     parallel(agent_phase, hosts)

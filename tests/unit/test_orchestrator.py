@@ -88,3 +88,47 @@ def test_joining_an_existing_cluster_never_bootstraps():
         bootstrap_expect=0,
     )
     assert "bootstrap_expect" not in conf and conf["retry_join"] == ["10.0.0.1", "10.0.0.2"]
+
+
+def test_for_each_never_runs_more_than_parallel_at_once():
+    import threading
+    import time
+
+    from foundation_cli.core.orchestrator import for_each
+
+    lock = threading.Lock()
+    running, peak, seen = [0], [0], []
+
+    def work(item):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.01)
+        with lock:
+            running[0] -= 1
+            seen.append(item)
+
+    for_each(list(range(40)), work, parallel=4)
+    assert sorted(seen) == list(range(40)) and 1 < peak[0] <= 4
+
+
+def test_plan_step_decides_roles_names_and_one_plan_per_probed_host(tmp_path, monkeypatch):
+    monkeypatch.setenv("FOUNDATION_STATE_DIR", str(tmp_path))
+    from foundation_cli.core.bootstrap import HostResult
+    from foundation_cli.core.orchestrator import UpRun, plan, ssh_options
+
+    cfg = cc.parse("hosts: [a, b, c, d, e]\nservers: 3\n")
+    run = UpRun(
+        cfg=cfg,
+        hosts=cfg.hosts,
+        opts=ssh_options(cfg),
+        say=lambda _h, _m: None,
+        results={h.address: HostResult(alias=h.address) for h in cfg.hosts},
+    )
+    run.probes = {h.address: probe("pi", f"10.0.0.{i}") for i, h in enumerate(cfg.hosts[:4], 1)}  # e unreachable
+    plan(run)
+    assert set(run.plans) == {"a", "b", "c", "d"}
+    assert run.servers == {"a", "b", "c"} and run.server_addrs == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    assert [run.plans[a].node_name for a in "abcd"] == [f"pi-10-0-0-{i}" for i in range(1, 5)]
+    assert all(p.consul_config["encrypt"] == run.gossip for p in run.plans.values())
+    assert run.results["d"].role == "client" and run.results["e"].role == ""
