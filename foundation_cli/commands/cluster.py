@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import typer
+from typer.core import TyperCommand
 
 from foundation_cli.commands.common import command, current
 
@@ -86,6 +87,7 @@ def _up_local(cfg, *, http_port: int | None, consul_binary: str | None) -> None:
         consul_binary=consul_binary or cfg.consul_binary,
         consul_extra=cfg.consul,
         progress=lambda msg: run.out.info(f"local: {msg}"),
+        token=run.settings.token,
     )
     for warning in result.warnings:
         run.out.warn(warning)
@@ -129,10 +131,51 @@ def _down(
     cluster_render.down_remote(purge=purge, only=only)
 
 
-def _consul(ctx: typer.Context) -> None:
+class PassThroughCommand(TyperCommand):
+    """A command whose arguments all go to the wrapped tool untouched: Foundation parses none of them.
+
+    Foundation's own (global) options go before the command name, where the root parses them:
+    ``foundation --explain consul kv get -recurse app``. Everything after the name reaches the
+    tool verbatim (``-recurse``, ``-cas``, ``-http-addr=…``, ``--help`` …); a single leading
+    ``--`` is dropped, so the old spelling ``foundation consul -- members`` still works.
+
+    ``own_help_first``: a first argument ``-h``/``--help`` shows Foundation's help (for ``ssh``,
+    whose first argument is a node, never an option); otherwise ``--help`` is the tool's, and the
+    command alone (no arguments) shows Foundation's help.
+    """
+
+    own_help_first = False
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        args = list(args)
+        if not args and not self.own_help_first and not ctx.resilient_parsing:
+            typer.echo(ctx.get_help(), color=ctx.color)
+            ctx.exit(0)
+        if self.own_help_first and args[:1] and args[0] in ("-h", "--help"):
+            return super().parse_args(ctx, args[:1])
+        if args[:1] == ["--"]:
+            args = args[1:]
+        return super().parse_args(ctx, ["--", *args])
+
+
+class PassThroughAfterNode(PassThroughCommand):
+    own_help_first = True
+
+
+PASS_THROUGH_EPILOG = (
+    "Everything after the command name goes to the tool untouched (its own --help included); "
+    "Foundation's global options go before it: foundation --explain {name} …"
+)
+
+
+def _consul(
+    args: Optional[list[str]] = typer.Argument(
+        None, metavar="CONSUL_ARGS", help="Passed to consul verbatim, options included."
+    ),
+) -> None:
     """Run the real consul CLI against this cluster (address and token set for you).
 
-    Example: foundation consul members
+    Example: foundation consul kv get -recurse app/
     """
     import os
     import shutil
@@ -140,6 +183,7 @@ def _consul(ctx: typer.Context) -> None:
     from foundation_cli.errors import UsageError
 
     run = current()
+    argv_tail = list(args or [])
     binary = shutil.which("consul")
     if not binary:
         raise UsageError("consul CLI not found on PATH", hint="install Consul (scripts/install-consul.sh)")
@@ -147,10 +191,9 @@ def _consul(ctx: typer.Context) -> None:
     env["CONSUL_HTTP_ADDR"] = run.settings.consul_addr or ""
     if run.settings.token:
         env["CONSUL_HTTP_TOKEN"] = run.settings.token
-    argv = [binary, *ctx.args]
     from foundation_cli.raw.operation import RawOperation
 
-    op = RawOperation(kind="local-process", argv=["consul", *ctx.args])
+    op = RawOperation(kind="local-process", argv=["consul", *argv_tail])
     op.finish(summary=f"CONSUL_HTTP_ADDR={run.settings.consul_addr}")
     run.recorder.add(op)
     if run.settings.dry_run:
@@ -159,14 +202,16 @@ def _consul(ctx: typer.Context) -> None:
     import sys
 
     sys.stdout.flush()
-    code = subprocess.call(argv, env=env)
+    code = subprocess.call([binary, *argv_tail], env=env)
     if code:
-        raise typer.Exit(code)
+        raise typer.Exit(code if code > 0 else 128 - code)
 
 
 def _ssh(
     node: str = typer.Argument(..., help="Node name or address from the cluster."),
-    cmd: Optional[list[str]] = typer.Argument(None, help="Command to run (default: interactive shell)."),
+    cmd: Optional[list[str]] = typer.Argument(
+        None, metavar="ARGS", help="Passed to ssh verbatim after the node (default: interactive shell)."
+    ),
 ) -> None:
     """Open SSH to a node with the cluster's SSH settings.
 
@@ -181,10 +226,16 @@ def register(root: typer.Typer) -> None:
     """Add this module's commands to the root app (called once by commands.app)."""
     command(root, "up", rich_help_panel=PANEL)(_up)
     command(root, "down", rich_help_panel=PANEL)(_down)
-    command(
-        root,
-        "consul",
-        rich_help_panel=PANEL,
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    )(_consul)
-    command(root, "ssh", rich_help_panel=PANEL)(_ssh)
+    # Pass-through: nothing after the command name is parsed by Foundation (PassThroughCommand).
+    verbatim = {"allow_extra_args": True, "ignore_unknown_options": True, "allow_interspersed_args": False}
+    for name, func, cls in (("consul", _consul, PassThroughCommand), ("ssh", _ssh, PassThroughAfterNode)):
+        command(
+            root,
+            name,
+            cls=cls,
+            rich_help_panel=PANEL,
+            context_settings=verbatim,
+            options_metavar="",
+            add_help_option=cls.own_help_first,  # consul's --help is consul's
+            epilog=PASS_THROUGH_EPILOG.format(name=name),
+        )(func)

@@ -48,7 +48,8 @@ def put(
 
     Example: foundation kv put app/mode blue --explain
     """
-    data = sys.stdin.buffer.read() if value == "-" else value.encode("utf-8")
+    # surrogateescape: a value given as non-UTF-8 argv bytes is stored as exactly those bytes
+    data = sys.stdin.buffer.read() if value == "-" else value.encode("utf-8", "surrogateescape")
     _store().put(key, data, cas=cas, flags=flags)
     run = current()
     dry = run.settings.dry_run

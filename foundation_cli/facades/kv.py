@@ -23,6 +23,12 @@ def validate_key(key: str, *, allow_empty: bool = False) -> str:
         if allow_empty:
             return key
         raise UsageError("key must not be empty")
+    try:  # argv bytes that are not UTF-8 arrive as lone surrogates (surrogateescape); Consul keys are UTF-8
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise UsageError(
+            f"invalid key {ascii(key)}: not valid UTF-8", hint="Consul keys are UTF-8 text; check the shell's locale"
+        ) from None
     if key.startswith("/"):
         raise UsageError(
             f"invalid key {key!r}: must not start with '/'", hint="keys are relative to the cluster prefix"
@@ -33,7 +39,7 @@ def validate_key(key: str, *, allow_empty: bool = False) -> str:
         raise UsageError(f"invalid key {key!r}: '.' and '..' segments are not allowed")
     if _BAD_KEY_CHARS.search(key):
         raise UsageError(f"invalid key {key!r}: whitespace and control characters are not allowed")
-    if len(key.encode("utf-8")) > MAX_KEY_LENGTH:
+    if size > MAX_KEY_LENGTH:
         raise UsageError(f"invalid key: longer than {MAX_KEY_LENGTH} bytes")
     return key
 
