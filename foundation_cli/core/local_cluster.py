@@ -196,7 +196,7 @@ def spawn_script(argv: list[str], *, pid_file: Path, log_file: Path, env: dict[s
 def write_file(path: Path, content: str, recorder: Recorder, *, mode: int = 0o644) -> None:
     """Write a local file, recorded as the equivalent shell command (not written in a dry run)."""
     script = (
-        f"mkdir -p {shlex.quote(str(path.parent))} && printf '%s' {shlex.quote(content)} >{shlex.quote(str(path))}"
+        f"umask 077 && mkdir -p {shlex.quote(str(path.parent))} && printf '%s' {shlex.quote(content)} >{shlex.quote(str(path))}"
         f" && chmod {mode:o} {shlex.quote(str(path))}"
     )
     op = RawOperation(kind="local-process", argv=["bash", "-c", script])
@@ -207,10 +207,33 @@ def write_file(path: Path, content: str, recorder: Recorder, *, mode: int = 0o64
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(content, encoding="utf-8")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)  # the final mode from the first byte
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(content)
     os.chmod(tmp, mode)
     os.replace(tmp, path)
     op.finish(status=0, summary=f"{len(content)} bytes")
+    recorder.add(op)
+
+
+def write_secret(path: Path, content: str, recorder: Recorder) -> None:
+    """Write a secret file 0600 from its first byte (umask 077, O_EXCL temp); the content is never recorded."""
+    script = f"umask 077 && mkdir -p {shlex.quote(str(path.parent))} && cat >{shlex.quote(str(path))}  # (secret on stdin)"
+    op = RawOperation(kind="local-process", argv=["bash", "-c", script])
+    if recorder.dry_run:
+        op.dry_run = True
+        op.finish(summary="not written (dry run)")
+        recorder.add(op)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(content)
+    os.replace(tmp, path)
+    op.finish(status=0, summary="written (0600)")
     recorder.add(op)
 
 
@@ -275,16 +298,28 @@ def up(
     python: str | None = None,
     timeout: float = 60.0,
     progress: Progress | None = None,
+    token: str | None = None,
 ) -> LocalResult:
-    """Start (or confirm) the local one-node cluster; idempotent."""
+    """Start (or confirm) the local one-node cluster; idempotent.
+
+    ACLs are on (deny by default) unless ``consul_extra`` turns them off: the management token
+    (``token`` when Consul accepts it, else the state file's, else a fresh bootstrap) goes to the
+    state file only; Consul and the node agent get their own narrow tokens (:mod:`.acl`).
+    """
+    from foundation_cli.core import acl
+
     say = progress or (lambda _msg: None)
     recorder = current_recorder()
     layout = LocalLayout(data_dir())
     addr = f"http://127.0.0.1:{http_port}"
     result = LocalResult(http_addr=addr, data_dir=str(layout.root), datacenter=datacenter)
     binary = _consul_binary(consul_binary)
+    previous = cluster_state.load() or {}
+    acl_on = ((consul_extra or {}).get("acl") or {}).get("enabled", True) is not False
+    tokens = acl.node_tokens(previous.get("node_tokens"), node_name()) if acl_on else None
+    acl_extra = {"acl": acl.config_block(agent_token=tokens.consul)} if tokens else {}
 
-    config = consul_config(layout, http_port=http_port, datacenter=datacenter, extra=consul_extra)
+    config = consul_config(layout, http_port=http_port, datacenter=datacenter, extra={**acl_extra, **(consul_extra or {})})
     text = json.dumps(config, indent=2, sort_keys=True) + "\n"
     consul_pid = read_pid(layout.pid("consul"))
     consul_running = pid_alive(consul_pid, "consul")
@@ -304,7 +339,7 @@ def up(
     if config_changed:
         say("writing consul config")
         layout.consul_data.mkdir(parents=True, exist_ok=True) if not recorder.dry_run else None
-        write_file(layout.config_file, text, recorder)
+        write_file(layout.config_file, text, recorder, mode=0o600)  # holds the agent's ACL token
 
     if consul_running and config_changed:
         say("config changed: restarting consul")
@@ -332,6 +367,19 @@ def up(
     else:
         say("waiting for a leader")
         _wait_leader(addr, layout, timeout=timeout)
+    mgmt = None
+    if tokens:
+        say("ACLs: bootstrap and tokens")
+        mgmt = _acl_setup(
+            client,
+            layout,
+            tokens,
+            datacenter,
+            known=[token, previous.get("token")],
+            result=result,
+            fresh=recorder.dry_run and not consul_running,
+        )
+        client = consul_tool.connect(Settings(consul_addr=addr, token=mgmt), recorder=recorder)
 
     # The cluster record: reuse the id the cluster already has.
     cluster_id = None
@@ -361,7 +409,7 @@ def up(
         result.components["cluster record"] = "unchanged"
     result.cluster_id = cluster_id
 
-    _agent_up(layout, addr, result, recorder, python=python, say=say)
+    _agent_up(layout, addr, result, recorder, python=python, say=say, agent_token=tokens.agent if tokens else None)
 
     if not recorder.dry_run:
         state = {
@@ -372,19 +420,67 @@ def up(
             "servers": ["127.0.0.1"],
             "local_data_dir": str(layout.root),
         }
+        if tokens and mgmt:
+            state["token"] = mgmt
+            state["node_tokens"] = {node_name(): tokens.to_dict()}
         if cluster_state.load() != state:
             cluster_state.save(state)
     return result
 
 
-def _agent_up(layout: LocalLayout, addr: str, result: LocalResult, recorder: Recorder, *, python, say) -> None:
+def _acl_setup(
+    client, layout: LocalLayout, tokens, datacenter: str, *, known: list, result: LocalResult, fresh: bool = False
+) -> str:
+    """Management token (a known valid one, else bootstrap; the local data dir is ours to reset) + node tokens."""
+    from foundation_cli.core import acl
+
+    dry = current_recorder().dry_run
+    candidates = [t for t in known if t] or [None]
+    mgmt = None
+    for candidate in candidates:
+        try:
+            mgmt, made = acl.bootstrap(client, known=candidate, dry_run=dry, fresh=fresh)
+            break
+        except acl.BootstrapRefused as exc:
+            if candidate is not candidates[-1]:
+                continue
+            if not exc.reset_index:
+                raise
+            # Our own one-node cluster whose management token was lost: reset and bootstrap again.
+            reset = layout.consul_data / acl.BOOTSTRAP_RESET_FILE
+            write_file(reset, exc.reset_index + "\n", current_recorder(), mode=0o600)
+            mgmt, made = acl.bootstrap(client, known=None, dry_run=dry)
+            result.warnings.append("the management token was not in the state file: ACLs re-bootstrapped")
+    assert mgmt is not None
+    result.components["acl"] = "bootstrapped" if made else "unchanged"
+    if acl.ensure_node(client, mgmt, node=node_name(), datacenter=datacenter, tokens=tokens, dry_run=dry, fresh=fresh):
+        result.components["acl"] = "bootstrapped" if made else "tokens created"
+    return mgmt
+
+
+def _agent_up(
+    layout: LocalLayout, addr: str, result: LocalResult, recorder: Recorder, *, python, say, agent_token=None
+) -> None:
     pid_file = layout.pid("agent")
+    token_file = layout.root / "agent.token"
+    env = {"CONSUL_HTTP_ADDR": addr, "FOUNDATION_NODE": node_name()}
+    token_changed = False
+    if agent_token:
+        env["CONSUL_HTTP_TOKEN_FILE"] = str(token_file)
+        try:
+            token_changed = token_file.read_text().strip() != agent_token
+        except OSError:
+            token_changed = True
+        if token_changed:
+            write_secret(token_file, agent_token + "\n", recorder)
     if pid_alive(read_pid(pid_file), "foundation_cli"):
-        result.components["agent"] = "unchanged"
-        return
+        if not token_changed:
+            result.components["agent"] = "unchanged"
+            return
+        say("the agent's token changed: restarting the node agent")
+        stop_pid(pid_file, "foundation_cli", recorder)
     say("starting the node agent")
     argv = [python or sys.executable, "-m", "foundation_cli", "agent", "run"]
-    env = {"CONSUL_HTTP_ADDR": addr, "FOUNDATION_NODE": node_name()}
     _run_local(["bash", "-c", spawn_script(argv, pid_file=pid_file, log_file=layout.log("agent"), env=env)], recorder)
     result.components["agent"] = "started"
     if recorder.dry_run:
@@ -394,7 +490,7 @@ def _agent_up(layout: LocalLayout, addr: str, result: LocalResult, recorder: Rec
     from foundation_cli.tools import consul as consul_tool
 
     quiet = Recorder()
-    client = consul_tool.connect(Settings(consul_addr=addr), recorder=quiet, timeout=5)
+    client = consul_tool.connect(Settings(consul_addr=addr, token=agent_token), recorder=quiet, timeout=5)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if not pid_alive(read_pid(pid_file), "foundation_cli"):

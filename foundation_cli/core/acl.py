@@ -1,0 +1,278 @@
+"""Consul ACLs, on by default: bootstrap, the node agent's policy, one token per node.
+
+Who holds what (docs/security.md draws the whole trust model):
+
+- the **management token** comes from ``PUT /v1/acl/bootstrap`` and lives only on the
+  operator's machine (the state file, mode 0600); no host ever sees it;
+- each node's **Consul agent token** has the node's identity only (``NodeIdentities``:
+  write its own node, read services) and sits in that node's Consul config (0640 root);
+- each node's **Foundation agent token** has the policy ``foundation-agent-<node>``
+  (:func:`agent_rules`): read everything under ``foundation/``, write only the keys an agent
+  writes (locks, status, config-status/<node>, channels, optimizer/last, discovered), sessions
+  and the agent endpoints of its own node, services registered on its node, events. It cannot
+  write ``foundation/services/`` (a spec there runs a command on every node) nor
+  ``foundation/config/``, ``foundation/kv/`` or ``foundation/cluster``; it sits in a 0600 file.
+
+Node tokens are made with a SecretID chosen here (``PUT /v1/acl/token`` accepts one), so a
+host's config can carry its token before the ACL system is even bootstrapped: ``up`` writes
+configs, starts every agent, then bootstraps and creates the tokens the agents already use.
+Every call goes through the recording Consul client (literal API paths below), so
+``--explain`` shows them; the tokens themselves are registered with the masker.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from foundation_cli.core import keys
+from foundation_cli.errors import FoundationError, PermissionDeniedError, UnreachableError
+from foundation_cli.raw import secrets
+
+AGENT_POLICY_PREFIX = "foundation-agent-"
+"""Name prefix of the per-node policy of the Foundation node agent."""
+
+BOOTSTRAP_RESET_FILE = "acl-bootstrap-reset"
+"""In a Consul server's data dir: holding the reset index re-allows ``/v1/acl/bootstrap`` once."""
+
+
+def new_secret() -> str:
+    """A fresh token SecretID (a random UUID, as Consul makes them)."""
+    token = str(uuid.uuid4())
+    secrets.register(token)
+    return token
+
+
+def config_block(*, default_policy: str = "deny", agent_token: str | None = None) -> dict[str, Any]:
+    """The ``acl`` stanza of an agent config: on, deny by default, tokens set by API persisted."""
+    block: dict[str, Any] = {"enabled": True, "default_policy": default_policy, "enable_token_persistence": True}
+    if agent_token:
+        block["tokens"] = {"agent": agent_token}
+    return block
+
+
+def agent_rules(node: str) -> str:
+    """The Foundation node agent's policy for ``node`` (HCL): exactly what an agent does."""
+    p = keys.PREFIX
+    lines = [
+        f'key_prefix "{p}/" {{ policy = "read" }}',
+        f'key_prefix "{keys.LOCKS}" {{ policy = "write" }}',
+        f'key_prefix "{keys.STATUS}" {{ policy = "write" }}',
+        f'key_prefix "{keys.CONFIG_STATUS}{node}" {{ policy = "write" }}',
+        f'key_prefix "{keys.AGENTS}{node}" {{ policy = "write" }}',
+        f'key_prefix "{keys.CHANNELS}" {{ policy = "write" }}',
+        f'key_prefix "{keys.DISCOVERED}" {{ policy = "write" }}',
+        f'key "{keys.OPTIMIZER_LAST}" {{ policy = "write" }}',
+        f'session "{node}" {{ policy = "write" }}',
+        'session_prefix "" { policy = "read" }',
+        f'node "{node}" {{ policy = "write" }}',
+        'node_prefix "" { policy = "read" }',
+        f'agent "{node}" {{ policy = "read" }}',
+        'service_prefix "" { policy = "write" }',
+        f'event_prefix "{keys.EVENT_PREFIX}" {{ policy = "write" }}',
+        'event_prefix "" { policy = "read" }',
+        'operator = "read"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class NodeTokens:
+    """The two tokens one node holds (SecretIDs; the AccessorIDs are Consul's)."""
+
+    consul: str
+    agent: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"consul": self.consul, "agent": self.agent}
+
+    @classmethod
+    def from_state(cls, data: Any) -> NodeTokens | None:
+        if isinstance(data, dict) and isinstance(data.get("consul"), str) and isinstance(data.get("agent"), str):
+            tokens = cls(consul=data["consul"], agent=data["agent"])
+            secrets.register(tokens.consul)
+            secrets.register(tokens.agent)
+            return tokens
+        return None
+
+
+def node_tokens(previous: dict | None, node: str) -> NodeTokens:
+    """The node's tokens kept in the state file, else new ones."""
+    return NodeTokens.from_state((previous or {}).get(node)) or NodeTokens(consul=new_secret(), agent=new_secret())
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP (through the recording client; answers kept, never raised, so 403s can be told apart)
+
+
+def _raw(response):
+    return response
+
+
+def _call(client, method: str, path: str, *, token: str | None, body: Any = None):
+    """One ACL request; returns ``(status, text)``. ``token=None`` sends no token at all."""
+    headers = {"X-Consul-Token": token} if token else {}
+    data = json.dumps(body) if body is not None else ""
+    fn = getattr(client.http, method.lower())
+    if method == "GET":
+        resp = fn(_raw, path, headers=headers)
+    else:
+        resp = fn(_raw, path, data=data, headers=headers)
+    if resp is True or not hasattr(resp, "code"):  # a dry run's placeholder answer
+        return 200, ""
+    body_text = resp.body if isinstance(resp.body, str) else (resp.body or b"").decode("utf-8", "replace")
+    return resp.code, body_text
+
+
+def _json(text: str) -> dict:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _anonymous(client):
+    """The same client with no token of its own (py-consul adds ``client.token`` to every request)."""
+    saved = client.token
+    client.token = None
+    return saved
+
+
+def token_valid(client, token: str) -> bool:
+    """``GET /v1/acl/token/self`` with ``token``: whether Consul knows it."""
+    saved = _anonymous(client)
+    try:
+        status, _text = _call(client, "GET", "/v1/acl/token/self", token=token)
+    finally:
+        client.token = saved
+    return status == 200
+
+
+class BootstrapRefused(FoundationError):
+    """The cluster's ACLs were bootstrapped before and we do not hold a valid management token."""
+
+    exit_status = PermissionDeniedError.exit_status
+
+    def __init__(self, message: str, *, reset_index: str | None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.reset_index = reset_index
+
+
+def bootstrap(
+    client, *, known: str | None, dry_run: bool = False, fresh: bool = False, timeout: float = 30.0
+) -> tuple[str, bool]:
+    """The management token: ``known`` when Consul accepts it, else ``PUT /v1/acl/bootstrap``.
+
+    Returns ``(token, made_now)``. Rides through the first seconds of a new cluster (no leader,
+    "legacy mode" while the leader sets ACLs up). Raises :class:`BootstrapRefused` when the
+    cluster was bootstrapped by someone else (their token is needed, or a reset).
+    """
+    deadline = time.monotonic() + timeout
+    saved = _anonymous(client)
+    if fresh:
+        known = None
+    try:
+        while True:
+            if known:
+                status, text = _call(client, "GET", "/v1/acl/token/self", token=known)
+                if status == 200 or dry_run:
+                    return known, False
+                if status == 403 and "ACL not found" in text:
+                    known = None  # a token of an older cluster: bootstrap below
+            if not known:
+                status, text = _call(client, "PUT", "/v1/acl/bootstrap", token=None)
+                if dry_run:
+                    return "${CONSUL_HTTP_TOKEN}", True
+                if status == 200:
+                    token = _json(text).get("SecretID")
+                    if token:
+                        secrets.register(token)
+                        return token, True
+                if status == 403 and "no longer allowed" in text:
+                    index = text.rsplit("reset index:", 1)[-1].strip(" )\n") if "reset index" in text else None
+                    raise BootstrapRefused(
+                        "the cluster's ACLs were bootstrapped before and the management token is not in the state file",
+                        reset_index=index,
+                        hint="pass it with --token / CONSUL_HTTP_TOKEN (or acl.token_file), or reset: write "
+                        f"{index or 'the reset index'} into <data_dir>/{BOOTSTRAP_RESET_FILE} on the leader and run "
+                        "up again",
+                    )
+            if time.monotonic() > deadline:
+                raise UnreachableError(
+                    f"ACL bootstrap did not answer after {timeout:.0f} s: {status} {text.strip()[:120]}",
+                    hint="the servers may still be electing a leader; run `foundation up` again",
+                )
+            time.sleep(0.3)  # no leader yet / ACLs still in legacy mode
+    finally:
+        client.token = saved
+
+
+def _ensure_policy(client, mgmt: str, name: str, rules: str, description: str, *, fresh: bool = False) -> str:
+    """Create or update the policy ``name`` so its rules are ``rules``; returns its ID."""
+    status, text = (404, "") if fresh else _call(client, "GET", f"/v1/acl/policy/name/{name}", token=mgmt)
+    if status == 200:
+        current = _json(text)
+        if current.get("Rules") == rules:
+            return current.get("ID", "")
+        body = {"Name": name, "Description": description, "Rules": rules}
+        _check(*_call(client, "PUT", f"/v1/acl/policy/{current.get('ID')}", token=mgmt, body=body), "policy update")
+        return current.get("ID", "")
+    status, text = _call(
+        client, "PUT", "/v1/acl/policy", token=mgmt, body={"Name": name, "Description": description, "Rules": rules}
+    )
+    _check(status, text, f"policy create {name}")
+    return _json(text).get("ID", "")
+
+
+def _ensure_token(client, mgmt: str, secret: str, body: dict, what: str, *, fresh: bool = False) -> bool:
+    """A token with SecretID ``secret`` and ``body``'s links: created when Consul does not know it."""
+    if not fresh and token_valid(client, secret):
+        return False
+    _check(*_call(client, "PUT", "/v1/acl/token", token=mgmt, body={"SecretID": secret, **body}), what)
+    return True
+
+
+def _check(status: int, text: str, what: str) -> None:
+    if status == 403:
+        raise PermissionDeniedError(f"Consul refused the ACL request ({what}): {text.strip()[:120]}")
+    if status >= 400:
+        raise FoundationError(f"Consul ACL request failed ({what}): {status} {text.strip()[:120]}")
+
+
+def ensure_node(
+    client, mgmt: str, *, node: str, datacenter: str, tokens: NodeTokens, dry_run: bool = False, fresh: bool = False
+) -> bool:
+    """Policy and both tokens of one node exist in Consul; True when something was created.
+
+    ``fresh``: the cluster does not exist yet (a dry run before anything runs): no reads, all writes.
+    """
+    saved = _anonymous(client)
+    try:
+        policy = AGENT_POLICY_PREFIX + node
+        _ensure_policy(client, mgmt, policy, agent_rules(node), f"Foundation node agent on {node}", fresh=fresh)
+        made = _ensure_token(
+            client,
+            mgmt,
+            tokens.consul,
+            {
+                "Description": f"Consul agent on {node} (Foundation)",
+                "NodeIdentities": [{"NodeName": node, "Datacenter": datacenter}],
+            },
+            f"agent token {node}",
+            fresh=fresh,
+        )
+        made |= _ensure_token(
+            client,
+            mgmt,
+            tokens.agent,
+            {"Description": f"Foundation node agent on {node}", "Policies": [{"Name": policy}]},
+            f"node agent token {node}",
+            fresh=fresh,
+        )
+        return made and not dry_run
+    finally:
+        client.token = saved
