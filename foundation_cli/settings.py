@@ -10,13 +10,13 @@ cluster state written by ``foundation up`` filling in what neither gives.
 from __future__ import annotations
 
 import os
-import urllib.parse
 from dataclasses import dataclass, field
 
 from foundation_cli.errors import UsageError
 from foundation_cli.raw import secrets
+from foundation_cli.raw.address import DEFAULT_CONSUL_ADDRESS, AddressError, ConsulAddress
 
-DEFAULT_CONSUL_ADDR = "http://127.0.0.1:8500"
+DEFAULT_CONSUL_ADDR = DEFAULT_CONSUL_ADDRESS.url
 DEFAULT_KV_PREFIX = "foundation"
 
 
@@ -37,10 +37,21 @@ class Settings:
     color: bool = True
     verbosity: int = 0  # -1 quiet, 0 normal, 1+ verbose
     argv: list[str] = field(default_factory=list)
+    # Other servers of the cluster `foundation up` made, tried in order when ``consul_addr`` is unreachable.
+    fallback_addresses: tuple[ConsulAddress, ...] = ()
 
     @property
     def quiet(self) -> bool:
         return self.verbosity < 0
+
+    @property
+    def address(self) -> ConsulAddress:
+        """``consul_addr`` as one value (parsed once per value; the default when unset)."""
+        cached = self.__dict__.get("_address")
+        if cached is None or cached[0] != self.consul_addr:
+            cached = (self.consul_addr, parse_address(self.consul_addr) if self.consul_addr else DEFAULT_CONSUL_ADDRESS)
+            self.__dict__["_address"] = cached
+        return cached[1]
 
 
 def _truthy(value: str | None) -> bool | None:
@@ -49,26 +60,18 @@ def _truthy(value: str | None) -> bool | None:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
+def parse_address(addr: str, *, ssl: bool | None = None) -> ConsulAddress:
+    """``host:port`` / ``scheme://host:port`` → a :class:`ConsulAddress`, as the consul CLI accepts them."""
+    try:
+        return ConsulAddress.parse(addr, ssl=ssl)
+    except AddressError as exc:
+        hint = "use http://host:port" if "unix" in str(exc) else "expected host:port or http(s)://host:port"
+        raise UsageError(str(exc), hint=hint) from None
+
+
 def normalize_addr(addr: str, *, ssl: bool | None = None) -> str:
     """``host:port`` / ``scheme://host:port`` → a full base URL, as the consul CLI accepts them."""
-    raw = addr.strip()
-    if raw.startswith("unix://"):
-        raise UsageError(f"unix socket addresses are not supported: {raw}", hint="use http://host:port")
-    if "://" not in raw:
-        raw = ("https://" if ssl else "http://") + raw
-    parts = urllib.parse.urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"invalid Consul address {addr!r}", hint="expected host:port or http(s)://host:port")
-    try:
-        port = parts.port
-    except ValueError:
-        raise UsageError(f"invalid port in Consul address {addr!r}") from None
-    if port is None:
-        port = 8501 if parts.scheme == "https" else 8500
-    host = parts.hostname
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{parts.scheme}://{host}:{port}"
+    return parse_address(addr, ssl=ssl).url
 
 
 def resolve(
@@ -98,15 +101,15 @@ def resolve(
                     token = fh.read().strip() or None
             except OSError as exc:
                 raise UsageError(f"cannot read CONSUL_HTTP_TOKEN_FILE {token_file}: {exc.strerror}") from None
-    if not addr or not token:
-        state_addr, state_token = _from_cluster_state()
-        addr = addr or state_addr
-        token = token or state_token
+    state_addr, state_token, state_addrs = _from_cluster_state()
+    addr = addr or state_addr
+    token = token or state_token
+    address = parse_address(addr or DEFAULT_CONSUL_ADDR, ssl=ssl)
     secrets.register(token)
     verify = _truthy(env.get("CONSUL_HTTP_SSL_VERIFY"))
     color = not no_color and "NO_COLOR" not in env
     return Settings(
-        consul_addr=normalize_addr(addr or DEFAULT_CONSUL_ADDR, ssl=ssl),
+        consul_addr=address.url,
         token=token,
         cacert=env.get("CONSUL_CACERT") or None,
         client_cert=env.get("CONSUL_CLIENT_CERT") or None,
@@ -119,14 +122,30 @@ def resolve(
         color=color,
         verbosity=-1 if quiet else verbose,
         argv=list(argv or []),
+        fallback_addresses=_fallbacks(address, state_addrs),
     )
 
 
-def _from_cluster_state() -> tuple[str | None, str | None]:
-    """Address and token from the state file ``foundation up`` wrote, if any."""
+def _fallbacks(address: ConsulAddress, state_addrs: list[str]) -> tuple[ConsulAddress, ...]:
+    """The state file's other servers, in order — only when ``address`` is one of them (same cluster)."""
+    known = []
+    for text in state_addrs:
+        try:
+            known.append(ConsulAddress.parse(text))
+        except AddressError:
+            continue
+    if address not in known:
+        return ()
+    return tuple(a for a in known if a != address)
+
+
+def _from_cluster_state() -> tuple[str | None, str | None, list[str]]:
+    """Address, token and every server's address from the state file ``foundation up`` wrote, if any."""
     from foundation_cli.core import cluster_state
 
     state = cluster_state.load()
     if not state:
-        return None, None
-    return state.get("consul_http_addr"), state.get("token")
+        return None, None, []
+    addrs = state.get("consul_http_addrs")
+    addrs = [a for a in addrs if isinstance(a, str)] if isinstance(addrs, list) else []
+    return state.get("consul_http_addr"), state.get("token"), addrs

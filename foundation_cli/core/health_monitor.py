@@ -998,5 +998,5 @@ def monitor_for(settings, recorder=None, *, timeout: float = 10.0) -> HealthMoni
 
     return HealthMonitor(
         lambda: consul_tool.connect(settings, recorder=recorder, timeout=timeout),
-        consul_addr=settings.consul_addr or "http://127.0.0.1:8500",
+        consul_addr=settings.address.url,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shlex
 import urllib.parse
 
+from foundation_cli.raw.address import DEFAULT_CONSUL_ADDRESS
 from foundation_cli.raw.operation import RawOperation
 from foundation_cli.raw.secrets import mask
 
@@ -308,7 +309,7 @@ def script(operations: list[RawOperation], *, title: str, addr: str | None = Non
         "set -euo pipefail",
     ]
     if any(op.kind == "consul-http" for op in operations):
-        default = _q(addr) if addr else "http://127.0.0.1:8500"
+        default = _q(addr) if addr else DEFAULT_CONSUL_ADDRESS.url
         lines.append(f"CONSUL_HTTP_ADDR=${{CONSUL_HTTP_ADDR:-{default}}}")
         if any(op.token_used for op in operations):
             lines.append(': "${CONSUL_HTTP_TOKEN:?set CONSUL_HTTP_TOKEN}"')

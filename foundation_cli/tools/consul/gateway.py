@@ -1,18 +1,31 @@
-"""Consul adapter: py-consul with a recording HTTP client.
+"""The one road to Consul: py-consul's ``requests`` client at its ``http_connect`` hook.
 
-Every request py-consul sends passes :class:`RecordingHTTPClient`, which
-records it (method, full URL, body, whether a token went along) before the
-response callback can raise, so failed requests are recorded too. In a dry
-run, writes stop here: they are recorded and answered with a placeholder, and
-reads still go to Consul (they plan the writes).
+Every request any part of Foundation sends to Consul passes
+:meth:`RecordingHTTPClient._send`, which, in this order:
+
+1. adds the ACL token header (``X-Consul-Token``) when the client has one;
+2. records the request as a :class:`RawOperation` (method, full URL, body,
+   whether a token went along) — before any callback can raise, so failed
+   requests are recorded too;
+3. in a ``--dry-run`` withholds writes (answered with a placeholder; reads
+   still go to Consul, they plan the writes), and in *plan* mode (what the node
+   agents will send, for ``--explain``) withholds everything;
+4. on "connection refused" / a connect timeout tries the other servers the
+   cluster state lists, in order (each attempt recorded);
+5. translates HTTP errors and py-consul's exceptions into Foundation's error
+   tree (:mod:`foundation_cli.errors`) — once, here, for every caller.
+
+The endpoint groups (:mod:`.kv`, :mod:`.session`, …) build paths and
+parameters; this module knows nothing of them.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import consul
@@ -28,20 +41,33 @@ from foundation_cli.errors import (
     UnreachableError,
     UsageError,
 )
+from foundation_cli.raw.address import ConsulAddress
 from foundation_cli.raw.operation import RawOperation
 from foundation_cli.raw.recorder import Recorder, current_recorder
-from foundation_cli.settings import Settings
+
+Response = base.Response  # (code, headers, body): what every callback receives
+
+ZERO_ID = "00000000-0000-0000-0000-000000000000"
 
 # Placeholder answers for writes withheld by --dry-run, by path prefix.
 _DRY_RUN_BODIES = (
-    ("/v1/session/create", json.dumps({"ID": "00000000-0000-0000-0000-000000000000"})),
-    ("/v1/event/fire/", json.dumps({"ID": "00000000-0000-0000-0000-000000000000", "Name": "", "LTime": 0})),
+    ("/v1/session/create", json.dumps({"ID": ZERO_ID})),
+    ("/v1/event/fire/", json.dumps({"ID": ZERO_ID, "Name": "", "LTime": 0})),
     ("/v1/txn", json.dumps({"Results": [], "Errors": None})),
     ("/v1/kv/", "true"),
 )
 
+# Placeholder answers in plan mode (nothing is sent): the ids are shown as such.
+PLAN_SESSION = "SESSION_ID"
+_PLAN_BODIES = (
+    ("/v1/session/create", json.dumps({"ID": PLAN_SESSION})),
+    ("/v1/session/info/", json.dumps([{"ID": PLAN_SESSION}])),
+    ("/v1/event/fire/", json.dumps({"ID": ZERO_ID, "Name": "", "LTime": 0})),
+    ("/v1/txn", json.dumps({"Results": [], "Errors": None})),
+)
 
-def _summary(status: int, body: Any) -> str:
+
+def _summary(body: Any) -> str:
     if isinstance(body, bytes):
         return f"{len(body)} bytes"
     text = (body or "").strip()
@@ -50,65 +76,8 @@ def _summary(status: int, body: Any) -> str:
     return f"{len(text)} bytes"
 
 
-class RecordingHTTPClient(consul.std.HTTPClient):
-    """py-consul's requests client, recording each request as a :class:`RawOperation`."""
-
-    recorder: Recorder | None = None
-
-    def _recorder(self) -> Recorder:
-        return self.recorder or current_recorder()
-
-    def _send(self, method: str, callback, path, params=None, data=None, headers=None, raw=False):
-        uri = self.uri(path, params)
-        body = data.encode("utf-8") if isinstance(data, str) else (data or None)
-        token_used = bool(headers and headers.get("X-Consul-Token")) or bool(
-            params and any(k == "token" for k, _ in (params if isinstance(params, list) else params.items()))
-        )
-        op = RawOperation(kind="consul-http", method=method, url=uri, body=body or None, token_used=token_used)
-        recorder = self._recorder()
-        if recorder.dry_run and method != "GET":
-            op.dry_run = True
-            op.finish(summary="not sent (dry run)")
-            recorder.add(op)
-            reply = next((b for prefix, b in _DRY_RUN_BODIES if path.startswith(prefix)), "true")
-            return callback(base.Response(200, {}, reply))
-        try:
-            resp = self.session.request(
-                method,
-                uri,
-                headers=headers,
-                data=data if method != "GET" else None,
-                verify=self.verify,
-                cert=self.cert,
-                timeout=self.timeout(params),
-            )
-        except requests.exceptions.RequestException as exc:
-            reason = _connection_reason(exc)
-            op.finish(error=reason)
-            recorder.add(op)
-            raise UnreachableError(
-                f"cannot reach Consul at {self.base_uri}: {reason} — is the agent running?",
-                hint="try `foundation up` (or `foundation up --local`), or set --consul-addr / CONSUL_HTTP_ADDR",
-            ) from None
-        response = self.response(resp, raw=raw)
-        op.finish(status=response.code, summary=_summary(response.code, response.body))
-        recorder.add(op)
-        return callback(response)
-
-    def get(self, callback, path, params=None, headers=None, raw=False):
-        return self._send("GET", callback, path, params, headers=headers, raw=raw)
-
-    def put(self, callback, path, params=None, data="", headers=None):
-        return self._send("PUT", callback, path, params, data=data, headers=headers)
-
-    def delete(self, callback, path, params=None, data="", headers=None):
-        return self._send("DELETE", callback, path, params, data=data, headers=headers)
-
-    def post(self, callback, path, params=None, data="", headers=None):
-        return self._send("POST", callback, path, params, data=data, headers=headers)
-
-
-def _connection_reason(exc: Exception) -> str:
+def connection_reason(exc: Exception) -> str:
+    """A short reason for a transport failure (``connection refused``, ``timed out`` …)."""
     text = str(exc)
     for needle, reason in (
         ("Connection refused", "connection refused"),
@@ -122,66 +91,241 @@ def _connection_reason(exc: Exception) -> str:
     return type(exc).__name__
 
 
-class Client(consul.std.Consul):
-    """py-consul ``Consul`` whose every request is recorded."""
-
-    def __init__(self, *args, recorder: Recorder | None = None, **kwargs) -> None:
-        self._recorder = recorder
-        super().__init__(*args, **kwargs)
-
-    def http_connect(self, host, port, scheme, verify=True, cert=None):
-        client = RecordingHTTPClient(host, port, scheme, verify, cert, connections_timeout=self.connections_timeout)
-        client.recorder = self._recorder
-        return client
+def _may_fail_over(method: str, exc: Exception) -> bool:
+    """Whether another server may be asked: never when a write may have reached this one."""
+    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.ConnectTimeout)):
+        if isinstance(exc, requests.exceptions.SSLError):
+            return False  # the same certificate problem everywhere
+        return not isinstance(exc, requests.exceptions.ReadTimeout)
+    # A read that timed out after connecting: harmless to repeat elsewhere.
+    return method == "GET" and isinstance(exc, requests.exceptions.Timeout)
 
 
-def connect(settings: Settings, *, recorder: Recorder | None = None, timeout: float | None = 10.0) -> Client:
-    """A recording client for the Consul agent ``settings`` point at."""
-    parts = urllib.parse.urlsplit(settings.consul_addr or "http://127.0.0.1:8500")
-    host = parts.hostname or "127.0.0.1"
-    verify: bool | str = settings.ssl_verify
-    if settings.cacert and settings.ssl_verify:
-        verify = settings.cacert
-    cert = (settings.client_cert, settings.client_key) if settings.client_cert and settings.client_key else None
-    client = Client(
-        host=host,
-        port=parts.port or 8500,
-        scheme=parts.scheme or "http",
-        verify=verify,
-        cert=cert,
-        connections_timeout=timeout,
-        recorder=recorder,
-    )
-    # py-consul lets CONSUL_HTTP_TOKEN override an explicit token; ours wins.
-    client.token = settings.token
-    return client
+def _body_text(response: Response) -> str:
+    body = response.body
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    return (body or "").strip()
+
+
+def raise_for_status(method: str, path: str, response: Response, *, allow_404: bool = True) -> None:
+    """Consul's HTTP errors → Foundation's error tree (the one place this mapping lives)."""
+    code = response.code
+    if code < 400 or (code == 404 and allow_404):
+        return
+    text = _body_text(response).splitlines()[0] if _body_text(response) else ""
+    where = f"{method} {path}"
+    if code == 403:
+        raise PermissionDeniedError(
+            f"Consul refused {where}: permission denied (403)",
+            hint="check the ACL token: --token or CONSUL_HTTP_TOKEN",
+        )
+    if code == 401:
+        raise PermissionDeniedError(f"Consul ACLs are disabled or the request was unauthorized ({where}): {text}")
+    if code == 404:
+        raise NotFoundError(f"not found: {where}{f' ({text})' if text else ''}")
+    if code == 400:
+        raise UsageError(f"Consul rejected {where}: {text}")
+    if code == 409:
+        raise ConflictError(f"Consul reported a conflict ({where}): {text}")
+    if code == 500 and "No cluster leader" in text:
+        raise UnreachableError(
+            "Consul has no cluster leader right now",
+            hint="servers may be starting or have lost quorum; see `foundation status`",
+        )
+    raise FoundationError(f"Consul error ({where}): {code} {text}".rstrip())
+
+
+def _translate(exc: Exception, method: str, path: str) -> FoundationError:
+    """A py-consul exception (raised by one of its callbacks) → the same errors as :func:`raise_for_status`."""
+    text = str(exc).strip()
+    if isinstance(exc, consul.ACLPermissionDenied):
+        code, body = 403, text
+    elif isinstance(exc, consul.ACLDisabled):
+        code, body = 401, text
+    elif isinstance(exc, consul.NotFound):
+        code, body = 404, text
+    else:
+        head, _, rest = text.partition(" ")
+        code, body = (int(head), rest) if head.isdigit() else (0, text)
+    if code:
+        try:
+            raise_for_status(method, path, Response(code, {}, body), allow_404=False)
+        except FoundationError as err:
+            return err
+    return FoundationError(f"Consul error ({method} {path}): {text.splitlines()[0] if text else type(exc).__name__}")
+
+
+# -- callbacks: parse an answer (errors were raised already) ------------------------------------
+
+
+def as_json(response: Response) -> Any:
+    """The decoded JSON body (``None`` for an empty body or a 404)."""
+    if response.code == 404:
+        return None
+    text = response.body.decode("utf-8", "replace") if isinstance(response.body, bytes) else response.body
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise FoundationError(f"Consul answered something that is not JSON: {text[:80]!r}") from None
+
+
+def as_bool(response: Response) -> bool:
+    """``true``/``false`` answers (KV writes, CAS, locks), else whether it was a 200."""
+    text = _body_text(response)
+    if text in ("true", "false"):
+        return text == "true"
+    return response.code == 200
+
+
+def index_of(response: Response) -> str | None:
+    """``X-Consul-Index`` (what the next blocking query waits on)."""
+    headers = response.headers or {}
+    return headers.get("X-Consul-Index")
+
+
+def decode_values(items: Any, field: str) -> Any:
+    """Base64 ``field`` of each item → bytes (KV ``Value``, event ``Payload``), as py-consul does."""
+    for item in items or []:
+        if isinstance(item, dict) and item.get(field) is not None:
+            item[field] = base64.b64decode(item[field])
+    return items
+
+
+class RecordingHTTPClient(consul.std.HTTPClient):
+    """py-consul's requests client with recording, token, dry run/plan, failover and error translation."""
+
+    def __init__(
+        self,
+        address: ConsulAddress,
+        *,
+        verify: bool | str = True,
+        cert: tuple[str, str] | None = None,
+        timeout: float | None = 10.0,
+        recorder: Recorder | None = None,
+        fallbacks: Sequence[ConsulAddress] = (),
+        plan: bool = False,
+    ) -> None:
+        super().__init__(address.host, address.port, address.scheme, verify, cert, connections_timeout=timeout)
+        self.address = address
+        self.base_uri = address.url
+        self.recorder = recorder
+        self.token: str | None = None
+        self.fallbacks = [a for a in fallbacks if a != address]
+        self.plan = plan
+
+    def _recorder(self) -> Recorder:
+        return self.recorder or current_recorder()
+
+    def uri_at(self, address: ConsulAddress, path: str, params=None) -> str:
+        uri = address.url + urllib.parse.quote(path, safe="/:")
+        if params:
+            uri = f"{uri}?{urllib.parse.urlencode(params)}"
+        return uri
+
+    def _withheld(self, op: RawOperation, recorder: Recorder, callback, path: str, bodies, summary: str):
+        op.dry_run = True
+        op.finish(summary=summary)
+        recorder.add(op)
+        reply = next((b for prefix, b in bodies if path.startswith(prefix)), "true")
+        return callback(Response(200, {"X-Consul-Index": "0"}, reply))
+
+    def _send(self, method: str, callback, path, params=None, data=None, headers=None, raw=False):
+        headers = dict(headers or {})
+        if self.token and not headers.get("X-Consul-Token"):
+            headers["X-Consul-Token"] = self.token
+        body = data.encode("utf-8") if isinstance(data, str) else (data or None)
+        token_used = bool(headers.get("X-Consul-Token")) or bool(
+            params and any(k == "token" for k, _ in (params if isinstance(params, list) else params.items()))
+        )
+        recorder = self._recorder()
+
+        def operation(address: ConsulAddress) -> RawOperation:
+            url = self.uri_at(address, path, params)
+            return RawOperation(kind="consul-http", method=method, url=url, body=body or None, token_used=token_used)
+
+        if self.plan:
+            return self._withheld(operation(self.address), recorder, callback, path, _PLAN_BODIES, "not sent (plan)")
+        if recorder.dry_run and method != "GET":
+            return self._withheld(
+                operation(self.address), recorder, callback, path, _DRY_RUN_BODIES, "not sent (dry run)"
+            )
+        tried: list[str] = []
+        addresses = [self.address, *self.fallbacks]
+        for n, address in enumerate(addresses):
+            op = recorder.begin(operation(address))  # --explain shows operations in the order they were sent
+            try:
+                resp = self.session.request(
+                    method,
+                    op.url,
+                    headers=headers or None,
+                    data=data if method != "GET" else None,
+                    verify=self.verify,
+                    cert=self.cert,
+                    timeout=self.timeout(params),
+                )
+            except requests.exceptions.RequestException as exc:
+                reason = connection_reason(exc)
+                op.finish(error=reason)
+                recorder.add(op)
+                tried.append(f"{address} ({reason})")
+                if n + 1 < len(addresses) and _may_fail_over(method, exc):
+                    continue
+                raise self._unreachable(tried, reason) from None
+            if n:  # this server answered: later requests go to it first
+                self._switch_to(address)
+            response = self.response(resp, raw=raw)
+            op.finish(status=response.code, summary=_summary(response.body))
+            recorder.add(op)
+            return self._answer(callback, method, path, response)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _answer(self, callback, method: str, path: str, response: Response):
+        try:
+            return callback(response)
+        except FoundationError:
+            raise
+        except consul.base.ConsulException as exc:
+            raise _translate(exc, method, path) from exc
+
+    def _unreachable(self, tried: list[str], reason: str) -> UnreachableError:
+        hint = "try `foundation up` (or `foundation up --local`), or set --consul-addr / CONSUL_HTTP_ADDR"
+        if len(tried) == 1:
+            return UnreachableError(
+                f"cannot reach Consul at {self.address}: {reason} — is the agent running?", hint=hint
+            )
+        return UnreachableError(f"cannot reach Consul at any server: {', '.join(tried)}", hint=hint)
+
+    def _switch_to(self, address: ConsulAddress) -> None:
+        others = [a for a in [self.address, *self.fallbacks] if a != address]
+        self.address, self.fallbacks = address, others
+        self.host, self.port, self.scheme, self.base_uri = address.host, address.port, address.scheme, address.url
+
+    # py-consul's HTTPClient interface (its endpoint classes call these).
+    def get(self, callback, path, params=None, headers=None, raw=False):
+        return self._send("GET", callback, path, params, headers=headers, raw=raw)
+
+    def put(self, callback, path, params=None, data="", headers=None):
+        return self._send("PUT", callback, path, params, data=data, headers=headers)
+
+    def delete(self, callback, path, params=None, data="", headers=None):
+        return self._send("DELETE", callback, path, params, data=data, headers=headers)
+
+    def post(self, callback, path, params=None, data="", headers=None):
+        return self._send("POST", callback, path, params, data=data, headers=headers)
 
 
 @contextlib.contextmanager
 def translate_errors(what: str = "") -> Iterator[None]:
-    """Map py-consul exceptions to Foundation errors (the adapter edge)."""
+    """Kept for callers not yet moved: the gateway already raises Foundation errors."""
     try:
         yield
     except FoundationError:
         raise
-    except consul.ACLPermissionDenied as exc:
-        raise PermissionDeniedError(
-            f"Consul refused the request{f' ({what})' if what else ''}: permission denied (403)",
-            hint="check the ACL token: --token or CONSUL_HTTP_TOKEN",
-        ) from exc
-    except consul.ACLDisabled as exc:
-        raise PermissionDeniedError(f"Consul ACLs are disabled or the request was unauthorized: {exc}") from exc
-    except consul.NotFound as exc:
-        raise NotFoundError(f"not found{f': {what}' if what else ''}") from exc
     except consul.base.ConsulException as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if text.startswith("400"):
-            raise UsageError(f"Consul rejected the request{f' ({what})' if what else ''}: {text[4:]}") from exc
-        if text.startswith("409"):
-            raise ConflictError(f"Consul reported a conflict{f' ({what})' if what else ''}: {text[4:]}") from exc
-        if text.startswith("500") and "No cluster leader" in text:
-            raise UnreachableError(
-                "Consul has no cluster leader right now",
-                hint="servers may be starting or have lost quorum; see `foundation status`",
-            ) from exc
-        raise FoundationError(f"Consul error{f' ({what})' if what else ''}: {text}") from exc
+        raise _translate(exc, "", what) from exc
+
+
+Callback = Callable[[Response], Any]

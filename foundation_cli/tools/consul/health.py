@@ -1,0 +1,52 @@
+"""``/v1/health``: instances with their checks — by service, by state, by node."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from foundation_cli.tools.consul.base import Endpoint, Params
+
+
+class Health(Endpoint):
+    def service(
+        self,
+        service: str,
+        index: Any = None,
+        wait: str | None = None,
+        passing: bool = False,
+        tag: str | None = None,
+        near: str | None = None,
+        consistency: str | None = None,
+    ) -> tuple[str | None, list[dict]]:
+        """``GET /v1/health/service/<name>`` → (index, [{Node, Service, Checks}])."""
+        params: Params = []
+        self._blocking(params, index, wait)
+        if passing:
+            params.append(("passing", "1"))
+        if tag:
+            params.append(("tag", tag))
+        if near:
+            params.append(("near", near))
+        self._consistency(params, consistency)
+        return self._call("GET", f"/v1/health/service/{service}", params, with_index=True)
+
+    def state(
+        self, state: str = "any", index: Any = None, wait: str | None = None, consistency: str | None = None
+    ) -> tuple[str | None, list[dict]]:
+        """``GET /v1/health/state/<state>`` (any, passing, warning, critical) → (index, checks)."""
+        params: Params = []
+        self._blocking(params, index, wait)
+        self._consistency(params, consistency)
+        return self._call("GET", f"/v1/health/state/{state}", params, with_index=True)
+
+    def node(self, node: str, consistency: str | None = None) -> tuple[str | None, list[dict]]:
+        """``GET /v1/health/node/<node>`` → (index, that node's checks)."""
+        params: Params = []
+        self._consistency(params, consistency)
+        return self._call("GET", f"/v1/health/node/{node}", params, with_index=True)
+
+    def checks(self, service: str, consistency: str | None = None) -> tuple[str | None, list[dict]]:
+        """``GET /v1/health/checks/<service>`` → (index, the service's checks)."""
+        params: Params = []
+        self._consistency(params, consistency)
+        return self._call("GET", f"/v1/health/checks/{service}", params, with_index=True)
