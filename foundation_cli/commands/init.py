@@ -59,8 +59,11 @@ def _show(
         run.out.line(path.read_text(encoding="utf-8").rstrip("\n"))
         return
     cfg = cluster_config.load(run.settings.config_path)
+    from foundation_cli.raw.secrets import redact
+
     data = cfg.to_dict()
     data["hosts"] = [{k: v for k, v in h.items() if v is not None} for h in data["hosts"]]
+    data = redact(data)  # acl.tokens.*, encrypt, passwords: by key, whatever the value looks like
     if run.settings.json:
         run.out.json(data)
         return
