@@ -39,10 +39,11 @@ class FoundationError(Exception):
 
     exit_status: ExitStatus = ExitStatus.FAILURE
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, details: list[str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.details = list(details or [])  # evidence shown under the message, e.g. a command's last output
 
 
 class UsageError(FoundationError):

@@ -32,6 +32,8 @@ BLOCKING_WAIT = "60s"
 HOLDER_CHECK_INTERVAL = 0.25
 PROBE_TIMEOUT = 0.25
 PROBE_FAILURES = 3
+# An exit with a non-zero status within this many seconds of the start counts as a quick failure.
+QUICK_EXIT_SECONDS = 30.0
 SERF_LEFT, SERF_FAILED = 3, 4
 
 
@@ -451,8 +453,12 @@ class Placement:
         if inst.stopping:
             return
         ran = time.monotonic() - inst.started_mono
-        attempt = 0 if ran > 30 else inst.restarts
+        attempt = 0 if ran > QUICK_EXIT_SECONDS else inst.restarts
         inst.state = "exited" if inst.exit_code == 0 else "failed"
+        # `start-singleton` & co. report a command that keeps exiting once it failed twice in a row.
+        quick_failure = inst.exit_code not in (0, None) and ran <= QUICK_EXIT_SECONDS
+        inst.failures = inst.failures + 1 if quick_failure else 0
+        inst.last_output = inst.tail_output()
         self.restart_at[inst.name] = time.monotonic() + restart_delay(attempt)
         self.log.warning("%s: pid %s exited with %s after %.1fs", inst.name, inst.pid, inst.exit_code, ran)
         if inst.mode == "singleton":

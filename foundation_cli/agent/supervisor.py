@@ -87,6 +87,8 @@ class Instance:
         self.state = "new"  # running | exited | failed | backoff | stopped | fenced
         self.exit_code: int | None = None
         self.error: str | None = None
+        self.failures = 0  # consecutive exits with a non-zero status soon after start
+        self.last_output: list[str] = []  # the log's last lines at the last exit (untrusted text)
         self.stopping = False
         self.adopted = False
         self._lock = threading.Lock()
@@ -272,6 +274,18 @@ class Instance:
             fh.truncate(0)
         return True
 
+    def tail_output(self, lines: int = 5, max_bytes: int = 4096) -> list[str]:
+        """The last ``lines`` lines of the output log (each cut to 200 characters), for a failure report."""
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, fh.tell() - max_bytes))
+                data = fh.read()
+        except OSError:
+            return []
+        text = data.decode("utf-8", "replace")
+        return [line[:200] for line in text.splitlines() if line.strip()][-lines:]
+
     def status(self) -> dict:
         """What goes to ``foundation/status/<name>/<node>``."""
         return {
@@ -284,6 +298,8 @@ class Instance:
             "exit_code": self.exit_code,
             "generation": self.spec.generation,
             "error": self.error,
+            "failures": self.failures,
+            "last_output": self.last_output,
             "log": str(self.log_path),
         }
 

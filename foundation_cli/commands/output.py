@@ -16,6 +16,7 @@ from foundation_cli.raw import render
 from foundation_cli.raw.operation import RawOperation
 from foundation_cli.raw.recorder import Recorder
 from foundation_cli.raw.secrets import mask
+from foundation_cli.raw.text import printable
 from foundation_cli.settings import Settings
 
 
@@ -152,6 +153,8 @@ class Output:
         hint = exc.hint if isinstance(exc, FoundationError) else hint
         red, dim, reset = ("\x1b[31m", "\x1b[2m", "\x1b[0m") if self._styled_err() else ("", "", "")
         self.stderr.write(f"{red}error: {mask(message)}{reset}\n")
+        for line in exc.details if isinstance(exc, FoundationError) else ():
+            self.stderr.write(f"  | {mask(printable(line))}\n")
         if hint:
             self.stderr.write(f"{dim}hint: {mask(hint)}{reset}\n")
         self.stderr.flush()

@@ -88,6 +88,10 @@ def _translate(what: str):
     return translate_errors(what)
 
 
+# A started process counts as running once it has stayed up this long (a command that exits at once
+# is then reported with its exit status instead of as started).
+SETTLE_SECONDS = 1.0
+
 class ProcessManager:
     """Placement operations on a connected, recording Consul client."""
 
@@ -193,18 +197,34 @@ class ProcessManager:
         return sorted(n for n in nodes if n)
 
     def wait_running(self, spec: ServiceSpec, *, timeout: float) -> list[InstanceView]:
-        """Block (Consul blocking queries on the status prefix) until the spec's generation runs."""
+        """Block (Consul blocking queries on the status prefix) until the spec's generation runs.
+
+        A process counts as running once it has stayed up for :data:`SETTLE_SECONDS` as seen
+        from here: a command that exits at once is reported with its exit status and output
+        (after the agent has seen it fail twice), never as started.
+        """
         deadline = time.monotonic() + timeout
         index: int | None = None
         last: list[dict] = []
+        first_seen: dict[tuple, float] = {}  # (node, pid) -> when this run first saw it running
         while True:
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            remaining = deadline - now
             if remaining <= 0:
                 break
-            wait = f"{max(1, min(10, int(remaining)))}s"
-            index, statuses = self._status(spec.name, index, wait if index else None)
+            unsettled = [now - t for t in first_seen.values() if now - t < SETTLE_SECONDS]
+            if index is None:
+                wait = None
+            elif unsettled:
+                wait = f"{max(50, int((SETTLE_SECONDS - max(unsettled)) * 1000))}ms"
+            else:
+                wait = f"{max(1, min(10, int(remaining)))}s"
+            index, statuses = self._status(spec.name, index, wait)
+            now = time.monotonic()
             last = [s for s in statuses if s.get("generation") == spec.generation]
             running = [s for s in last if s.get("state") == "running"]
+            seen = {(s.get("node"), s.get("pid")) for s in running}
+            first_seen = {k: first_seen.get(k, now) for k in seen}
             failed = [s for s in last if s.get("state") in ("failed", "exited", "backoff") and s.get("error")]
             if failed and not running:
                 err = failed[0]
@@ -212,12 +232,16 @@ class ProcessManager:
                     f"{spec.name} failed to start on {err.get('node')}: {err.get('error')}",
                     hint=f"`foundation logs {spec.name} --node {err.get('node')}`",
                 )
-            if spec.mode == "singleton" and running:
-                return [self._view(spec, s) for s in running]
-            if spec.mode == "replicated" and running:
+            crashing = [s for s in last if s.get("state") in ("failed", "backoff") and _keeps_exiting(spec, s)]
+            if crashing and not running:
+                raise _crash_error(spec, crashing[0])
+            settled = [s for s in running if now - first_seen[(s.get("node"), s.get("pid"))] >= SETTLE_SECONDS]
+            if spec.mode == "singleton" and settled:
+                return [self._view(spec, s) for s in settled]
+            if spec.mode == "replicated" and settled:
                 wanted = set(self.eligible_agent_nodes(spec))
-                if wanted and wanted <= {s.get("node") for s in running}:
-                    return [self._view(spec, s) for s in running]
+                if wanted and wanted <= {s.get("node") for s in settled}:
+                    return [self._view(spec, s) for s in settled]
         agents = self.eligible_agent_nodes(spec)
         if not agents:
             raise FoundationError(
@@ -452,3 +476,23 @@ def raw_equivalent(spec: ServiceSpec) -> str:
     if spec.mode == "singleton":
         return f"consul lock -n=1 {keys.LOCKS}{spec.name} {cmd}    # on every node"
     return f"{cmd}    # on every node, e.g. as a systemd unit, plus `consul services register`"
+def _keeps_exiting(spec: ServiceSpec, status: dict) -> bool:
+    """The agent saw the command fail twice in a row (once, when it will not be restarted)."""
+    failures = int(status.get("failures") or 0)
+    return failures >= 2 or (failures >= 1 and spec.restart == "never")
+
+
+def _crash_error(spec: ServiceSpec, status: dict) -> FoundationError:
+    """What a command that keeps exiting said: its exit status and its last output lines."""
+    node = status.get("node")
+    code = status.get("exit_code")
+    failures = int(status.get("failures") or 0)
+    times = "once" if failures == 1 else f"{failures} times in a row"
+    output = [str(line) for line in (status.get("last_output") or [])][-5:]
+    return FoundationError(
+        f"{spec.name} keeps exiting on {node}: exit status {code}, {times}"
+        + ("; its last output:" if output else " (it printed nothing)"),
+        details=output,
+        hint=f"fix the command and `foundation restart {spec.name}`, or `foundation stop {spec.name}`;"
+        f" full output: `foundation logs {spec.name} --node {node}`",
+    )
