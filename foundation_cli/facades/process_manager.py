@@ -92,6 +92,7 @@ def _translate(what: str):
 # is then reported with its exit status instead of as started).
 SETTLE_SECONDS = 1.0
 
+
 class ProcessManager:
     """Placement operations on a connected, recording Consul client."""
 
