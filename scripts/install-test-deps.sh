@@ -3,6 +3,9 @@
 #   - OpenSSH server, iproute2, util-linux, procps, dnsmasq, curl, groff, zsh, fish (Debian packages)
 #   - the real Consul 1.8.7 (scripts/install-consul.sh; no change to apt's config)
 #   - the Python package with its test extras (pip install -e '.[test]')
+#   - foreign lab hosts (tests/lab/nspawn.py): debootstrap, systemd-container, qemu-user-static, the
+#     binfmt_misc aarch64 entry, and the Debian 11 (amd64, arm64) and Debian 13 roots, built once into
+#     /var/cache/foundation-lab/roots by scripts/build-lab-roots.sh (a later run reuses them)
 #
 #   scripts/install-test-deps.sh
 #
@@ -30,6 +33,9 @@ check bash bash
 check groff groff-base
 check zsh zsh
 check fish fish
+check debootstrap debootstrap
+check systemd-nspawn systemd-container
+check qemu-aarch64-static qemu-user-static
 check sudo sudo
 
 if [ "${#need[@]}" -gt 0 ]; then
@@ -45,6 +51,11 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 
 scripts/install-consul.sh
+
+# Foreign lab hosts: Debian roots booted with systemd-nspawn (arm64 through qemu-user + binfmt_misc).
+if [ "$(id -u)" -eq 0 ]; then
+  scripts/build-lab-roots.sh
+fi
 
 py="${PYTHON:-python3}"
 here="$PWD"

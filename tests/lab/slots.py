@@ -117,7 +117,7 @@ def netns_pids(name: str) -> list[int]:
 
 def clean_slot(index: int) -> list[str]:
     """Remove every trace of slot ``index``; returns what was removed (caller holds the lock)."""
-    removed: list[str] = []
+    removed: list[str] = kill_stray_nspawn(index)
     for ns in _slot_netns(index):
         pids = netns_pids(ns)
         if pids:
@@ -134,6 +134,27 @@ def clean_slot(index: int) -> list[str]:
         shutil.rmtree(slot_dir, ignore_errors=True)
         removed.append(f"dir {slot_dir}")
     return removed
+
+
+def kill_stray_nspawn(index: int) -> list[str]:
+    """Kill ``systemd-nspawn -M fl<index>c<i>`` (foreign hosts, tests/lab/nspawn.py) left by a killed run."""
+    killed = []
+    prefix = f"fl{index}c"
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if not argv[0].endswith(b"systemd-nspawn") or b"-M" not in argv:
+            continue
+        at = argv.index(b"-M") + 1
+        machine = argv[at].decode(errors="replace") if at < len(argv) else ""
+        if machine.startswith(prefix) and machine[len(prefix) :].isdigit():
+            kill_pids([int(entry.name)])
+            killed.append(f"nspawn {machine}")
+    return killed
 
 
 def _unmount_under(path: Path) -> None:
