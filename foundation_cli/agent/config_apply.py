@@ -3,7 +3,7 @@
 Watches ``foundation/config/`` with blocking queries (so a change reaches
 every agent within one round trip, and a missed control-channel event does
 not matter), parses the keys the agents own into
-:data:`foundation_cli.agent.live_settings.LIVE`, and writes
+:data:`foundation_cli.core.live_settings.LIVE`, and writes
 ``foundation/config-status/<node>``::
 
     {"node": "n1", "index": 812, "values": {"agent.log_level": 811, …},
@@ -22,9 +22,8 @@ import threading
 import time
 from typing import Any
 
-from foundation_cli.agent import live_settings
-from foundation_cli.agent.live_settings import LIVE, LiveSettings
-from foundation_cli.core import keys
+from foundation_cli.core import keys, live_settings
+from foundation_cli.core.live_settings import LIVE, LiveSettings
 
 WAIT = "5s"  # blocking-query wait: bounds how long stop takes to be noticed
 

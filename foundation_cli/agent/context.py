@@ -90,10 +90,13 @@ class AgentContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def consul(self, *, timeout: float | None = 10.0):
-        """A new recording Consul client (one per thread: requests sessions are not shared)."""
+        """A new recording Consul client (one per thread: requests sessions are not shared).
+
+        No failover: an agent speaks only to its own node's Consul agent.
+        """
         from foundation_cli.tools import consul as consul_tool
 
-        return consul_tool.connect(self.settings, recorder=self.recorder, timeout=timeout)
+        return consul_tool.connect(self.settings, recorder=self.recorder, timeout=timeout, failover=False)
 
     def node_dir(self) -> Path:
         """This node's own directory under the data root (agents of several nodes may share a root)."""

@@ -11,7 +11,6 @@ restarting local agent refuses connections — and never ends the agent.
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import signal
@@ -21,7 +20,6 @@ import time
 
 from foundation_cli.agent import tasks as task_registry
 from foundation_cli.agent.context import (
-    AGENT_SERVICE,
     AgentContext,
     AgentRecorder,
     ExplainLog,
@@ -30,29 +28,15 @@ from foundation_cli.agent.context import (
     data_root,
     retrying,
 )
-from foundation_cli.agent.timing import Timing
 from foundation_cli.core import keys
+from foundation_cli.core.agent_requests import agent_registration
+from foundation_cli.core.timing import Timing
 from foundation_cli.errors import UsageError
 from foundation_cli.raw.recorder import set_process_recorder
 from foundation_cli.raw.secrets import MaskingFilter
 from foundation_cli.settings import Settings
 
 TASK_JOIN_TIMEOUT = 15.0
-
-
-def agent_registration(node: str, timing: Timing) -> dict:
-    """Body of ``PUT /v1/agent/service/register`` for the agent itself."""
-    return {
-        "ID": keys.agent_service_id(node),
-        "Name": AGENT_SERVICE,
-        "Meta": {"node": node, "pid": str(os.getpid())},
-        "Check": {
-            "CheckID": keys.agent_check_id(node),
-            "Name": "foundation agent alive",
-            "TTL": f"{int(timing.agent_ttl)}s",
-            "Status": "passing",
-        },
-    }
 
 
 def setup_logging(node: str | None, verbose: int) -> logging.Logger:
@@ -95,7 +79,7 @@ class Agent:
     def _client(self, timeout: float = 5.0):
         from foundation_cli.tools import consul as consul_tool
 
-        return consul_tool.connect(self.settings, recorder=self.recorder, timeout=timeout)
+        return consul_tool.connect(self.settings, recorder=self.recorder, timeout=timeout, failover=False)
 
     # ------------------------------------------------------------------ lifecycle
     def run(self) -> int:
@@ -165,7 +149,7 @@ class Agent:
                 attempt += 1
 
     def _register(self, client, registration: dict) -> bool:
-        return client.http.put(_ok, "/v1/agent/service/register", data=json.dumps(registration))
+        return client.agent.service.register(registration)
 
     def _heartbeat(self, ctx: AgentContext, registration: dict) -> None:
         """Keep the agent's TTL check passing; register again if the local Consul forgot it."""
@@ -201,9 +185,3 @@ class Agent:
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._lock_fd = fd
-
-
-def _ok(response):
-    from consul.callback import CB
-
-    return CB.boolean()(response)

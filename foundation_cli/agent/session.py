@@ -2,7 +2,7 @@
 
 The session is bound to the node's ``serfHealth`` (gossip failure detection)
 and to the agent's own TTL check (agent process alive), with the lock-delay
-from :class:`~foundation_cli.agent.timing.Timing`. One thread confirms it
+from :class:`~foundation_cli.core.timing.Timing`. One thread confirms it
 with ``GET /v1/session/info/<id>?consistent`` — a read the leader only answers
 after checking with a quorum that it is still the leader — and fences (stops
 every singleton process) when it has gone ``fence_timeout`` without a
@@ -12,25 +12,14 @@ fires on time even while a request hangs.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
 
 from foundation_cli.agent.context import AgentContext, _short
-from foundation_cli.agent.timing import Timing
-from foundation_cli.core import keys
-
-
-def session_body(node: str, timing: Timing) -> dict:
-    """The body of ``PUT /v1/session/create`` (also shown by ``--explain`` of the CLI)."""
-    return {
-        "Name": f"{keys.AGENT_SERVICE} {node}",
-        "Node": node,
-        "Checks": ["serfHealth", keys.agent_check_id(node)],
-        "LockDelay": timing.lock_delay_text(),
-        "Behavior": "release",
-    }
+from foundation_cli.core.agent_requests import session_body
+from foundation_cli.core.live_settings import LIVE
+from foundation_cli.core.timing import Timing
 
 
 class NodeSession:
@@ -73,11 +62,9 @@ class NodeSession:
     # -- writes -------------------------------------------------------------------
     def create(self, client) -> str:
         """``PUT /v1/session/create`` with serfHealth + the agent check and our lock-delay."""
-        self.timing = self.base_timing.with_live()
+        self.timing = self.base_timing.with_live(LIVE)
         sent = time.monotonic()
-        body = json.dumps(session_body(self.ctx.node, self.timing))
-        data = client.http.put(_json_cb, "/v1/session/create", data=body)
-        sid = data["ID"]
+        sid = client.session.create(session_body(self.ctx.node, self.timing))
         with self._lock:
             self.id = sid
             self.last_confirmed = sent
@@ -106,7 +93,7 @@ class NodeSession:
                 continue
             sent = time.monotonic()
             remaining = self.last_confirmed + t.fence_timeout - sent
-            client.http.connections_timeout = max(0.05, min(t.confirm_request_timeout, remaining))
+            client.timeout = max(0.05, min(t.confirm_request_timeout, remaining))
             outcome: bool | None = None
             try:
                 _index, info = client.session.info(sid, consistency="consistent")
@@ -140,9 +127,3 @@ class NodeSession:
             delay = t.confirm_interval - (time.monotonic() - sent)
             if delay > 0:
                 stop.wait(delay)
-
-
-def _json_cb(response):
-    from consul.callback import CB
-
-    return CB.json()(response)

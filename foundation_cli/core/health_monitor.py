@@ -305,11 +305,10 @@ class Answer:
 
 
 class Reader:
-    """GETs through a recording py-consul client, returning status, headers and decoded JSON.
+    """GETs through the Consul gateway, returning status, headers and decoded JSON.
 
-    The :class:`RawOperation` returned with each answer is built with the
-    client's own ``uri()``, the same call its HTTP layer used for the request
-    it recorded: what the evidence shows is what was sent.
+    The :class:`RawOperation` returned with each answer is the one the gateway
+    recorded: what the evidence shows is what was sent.
     """
 
     def __init__(self, client_factory: Callable[[], Any]) -> None:
@@ -327,35 +326,14 @@ class Reader:
         from foundation_cli.errors import FoundationError
 
         client = self._client()
-        params = list(params or [])
-        if client.token:
-            headers = {"X-Consul-Token": client.token}
-        else:
-            headers = None
-        op = RawOperation(kind="consul-http", method="GET", url=client.http.uri(path, params), token_used=bool(headers))
-
-        def callback(response):
-            return response
-
         try:
-            response = client.http.get(callback, path, params=params, headers=headers)
+            reply = client.request("GET", path, list(params or []))
         except FoundationError as exc:
-            op.finish(error=exc.message)
             raise ReadError(exc.message) from None
         except Exception as exc:  # noqa: BLE001 - any transport failure becomes a partial snapshot
-            op.finish(error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            raise ReadError(op.error or "read failed") from None
-        op.finish(status=response.code)
-        body: Any = None
-        text = response.body
-        if isinstance(text, bytes):
-            text = text.decode("utf-8", "replace")
-        if text:
-            try:
-                body = json.loads(text)
-            except ValueError:
-                body = text
-        return Answer(response.code, dict(response.headers or {}), body, op)
+            raise ReadError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        op = reply.operation or RawOperation(kind="consul-http", method="GET", url=path)
+        return Answer(reply.status, reply.headers, reply.body, op)
 
 
 def _ok(answer: Answer, what: str, *, allow: tuple[int, ...] = ()) -> Answer:
@@ -955,7 +933,7 @@ class HealthMonitor:
 
         out = SingletonConfig()
         try:
-            from foundation_cli.agent.timing import Timing
+            from foundation_cli.core.timing import Timing
 
             base = Timing()
             out.defaults = {"lock_delay": base.lock_delay, "fence_timeout": base.fence_timeout}

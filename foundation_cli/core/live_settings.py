@@ -4,7 +4,7 @@ The ``config_apply`` agent task watches ``foundation/config/`` and stores the
 parsed values of the keys below in :data:`LIVE`; other agent code reads them
 at the moment it needs them, with its own default::
 
-    from foundation_cli.agent.live_settings import LIVE
+    from foundation_cli.core.live_settings import LIVE
     delay = LIVE.get("singleton.lock_delay", 15.0)   # seconds, float
 
 Only these keys are owned by the agents (anything else under foundation/config/
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from foundation_cli.core import durations
+from foundation_cli.core.timing import Timing
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -88,13 +89,9 @@ def check_timing(values: dict[str, Any]) -> str | None:
 
     The placement agent fences a cut-off holder before another node may take
     the lock: fence timeout + kill grace + margin must stay below lock-delay
-    (see :mod:`foundation_cli.agent.timing`). ``values`` holds parsed seconds.
+    (see :mod:`foundation_cli.core.timing`). ``values`` holds parsed seconds.
     """
     if "singleton.lock_delay" not in values and "singleton.fence_timeout" not in values:
-        return None
-    try:
-        from foundation_cli.agent.timing import Timing
-    except ImportError:  # pragma: no cover - placement not installed
         return None
     from foundation_cli.errors import FoundationError
 

@@ -166,19 +166,21 @@ def applicable(report: Report, only: list[str] | None = None) -> list[Recommenda
 
 def apply(recs: list[Recommendation], client, *, addr: str) -> list[Applied]:
     """Send each recommendation's API calls through the recording client (stopped before the wire in a dry run)."""
-    from foundation_cli.tools.consul import translate_errors
-
     results = []
     for rec in recs:
         done: list[str] = []
         try:
             for change in rec.changes:
                 op = change_operation(change, addr)
-                with translate_errors(rec.id):
-                    response = _send(client, change)
-                body = (response.body or "").strip() if isinstance(response.body, str) else ""
-                if response.code >= 400:
-                    raise FoundationError(f"{rec.id}: Consul answered {response.code} {body[:120]}")
+                reply = client.request(
+                    change.method or "PUT",
+                    change.path,
+                    list(change.params),
+                    change.body.decode("utf-8") if change.body is not None else None,
+                )
+                body = reply.body if isinstance(reply.body, str) else ("false" if reply.body is False else "")
+                if reply.status >= 400:
+                    raise FoundationError(f"{rec.id}: Consul answered {reply.status} {body.strip()[:120]}")
                 if body == "false":  # a check-and-set that lost: someone changed the value since we read it
                     raise ConflictError(f"{rec.id}: the value changed since it was read (check-and-set failed)")
                 done.append(render.curl(op))
@@ -186,22 +188,6 @@ def apply(recs: list[Recommendation], client, *, addr: str) -> list[Applied]:
         except FoundationError as exc:
             results.append(Applied(rec.id, done, "failed", exc.message))
     return results
-
-
-def _send(client, change: Change):
-    """One write through py-consul's (recording) HTTP client; returns the raw response."""
-    headers = {"X-Consul-Token": client.token} if client.token else None
-    params = list(change.params)
-    data = change.body.decode("utf-8") if change.body is not None else ""
-    method = (change.method or "PUT").upper()
-    http = client.http
-    if method == "PUT":
-        return http.put(lambda r: r, change.path, params=params, data=data, headers=headers)
-    if method == "POST":
-        return http.post(lambda r: r, change.path, params=params, data=data, headers=headers)
-    if method == "DELETE":
-        return http.delete(lambda r: r, change.path, params=params, headers=headers)
-    raise FoundationError(f"unsupported change method {method}")
 
 
 def stored_report(report: Report, *, node: str | None = None) -> bytes:

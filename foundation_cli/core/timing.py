@@ -23,7 +23,9 @@ leader election longer than it stops singletons for a moment).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from foundation_cli.errors import UsageError
 
@@ -81,17 +83,16 @@ class Timing:
             )
         return timing.check()
 
-    def with_live(self) -> Timing:
+    def with_live(self, live: Mapping[str, Any]) -> Timing:
         """These timings with the cluster-wide ``singleton.lock_delay`` / ``singleton.fence_timeout``.
 
         Used when a new session is created, so the lock-delay Consul enforces and the
         fence timeout the holder obeys always come from one validated pair; an unsafe
-        pair (refused by :meth:`check`) leaves these timings unchanged.
+        pair (refused by :meth:`check`) leaves these timings unchanged. ``live`` is
+        :data:`foundation_cli.core.live_settings.LIVE` (passed in: that module builds on this one).
         """
-        from foundation_cli.agent.live_settings import LIVE
-
-        lock_delay = LIVE.get("singleton.lock_delay")
-        fence = LIVE.get("singleton.fence_timeout")
+        lock_delay = live.get("singleton.lock_delay")
+        fence = live.get("singleton.fence_timeout")
         if lock_delay is None and fence is None:
             return self
         fence = self.fence_timeout if fence is None else float(fence)

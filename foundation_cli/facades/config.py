@@ -6,7 +6,7 @@ other gets a :class:`ConflictError` instead of silently overwriting. The
 ModifyIndex after the write is the value's *version*.
 
 Node agents watch the prefix (blocking queries) and apply the keys they own
-(:mod:`foundation_cli.agent.live_settings`) live, then report the KV index they
+(:mod:`foundation_cli.core.live_settings`) live, then report the KV index they
 have applied at ``foundation/config-status/<node>``; ``status()`` compares
 that with a key's version. ``cluster_wide`` also announces the change on the
 control channel (event ``foundation:_control``) for anyone listening.
@@ -39,7 +39,7 @@ def validate_key(key: str) -> str:
 
 def validate_value(key: str, value: str, *, current: dict[str, str] | None = None) -> None:
     """Check values of agent-owned keys before they reach the agents (bad input never gets stored)."""
-    from foundation_cli.agent import live_settings
+    from foundation_cli.core import live_settings
 
     if len(value.encode("utf-8")) > MAX_VALUE:
         raise UsageError(f"value for {key} is too large (Consul KV holds at most {MAX_VALUE // 1024} KiB)")
@@ -68,7 +68,7 @@ class ConfigEntry:
     version: int
 
     def to_dict(self) -> dict:
-        from foundation_cli.agent import live_settings
+        from foundation_cli.core import live_settings
 
         owned = live_settings.OWNED.get(self.key)
         return {

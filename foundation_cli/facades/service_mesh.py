@@ -100,19 +100,6 @@ class ServiceMesh:
     def __init__(self, client) -> None:
         self.client = client
 
-    def _get(self, path: str, params: list[tuple[str, str]], what: str):
-        """GET through the recording client, keeping the response headers (index, known-leader)."""
-        from consul.callback import CB
-
-        from foundation_cli.tools.consul import translate_errors
-
-        def keep(response):
-            CB._status(response, allow_404=False)
-            return response
-
-        with translate_errors(what):
-            return self.client.http.get(keep, path, params=params)
-
     def discover(
         self,
         name: str,
@@ -123,30 +110,17 @@ class ServiceMesh:
         stale: bool = False,
     ) -> dict:
         """Instances of ``name`` with health, as the ``discover --json`` schema describes."""
-        import json
-        import urllib.parse
-
         validate_service(name)
-        params: list[tuple[str, str]] = []
-        if passing:
-            params.append(("passing", "1"))
-        if tag:
-            params.append(("tag", tag))
-        if near:
-            params.append(("near", near))
-        if stale:
-            params.append(("stale", ""))
-        response = self._get(f"/v1/health/service/{urllib.parse.quote(name, safe='')}", params, f"discover {name}")
-        try:
-            entries = json.loads(response.body or "[]")
-        except ValueError:
-            entries = []
+        reply = self.client.health.service_reply(
+            name, passing=passing, tag=tag, near=near, consistency="stale" if stale else None
+        )
+        entries = reply.body if isinstance(reply.body, list) else []
         instances = [shape_entry(e) for e in entries or []]
         if not instances and not (passing or tag):
             raise NotFoundError(
                 f"no service named {name!r} is registered", hint="`foundation services` lists the services Consul knows"
             )
-        headers = {k.lower(): v for k, v in (response.headers or {}).items()}
+        headers = {k.lower(): v for k, v in reply.headers.items()}
         counts = {s: sum(1 for i in instances if i.health == s) for s in ("passing", "warning", "critical")}
         return {
             "service": name,
@@ -161,14 +135,11 @@ class ServiceMesh:
 
     def services(self) -> list[dict]:
         """Every service with instance, node and check counts (one request when Consul allows it)."""
-        import json
-
         from foundation_cli.errors import NotFoundError as _NotFound
         from foundation_cli.errors import PermissionDeniedError
 
         try:
-            response = self._get("/v1/internal/ui/services", [], "services")
-            rows = json.loads(response.body or "[]")
+            rows = self.client.catalog.ui_services()
         except (_NotFound, PermissionDeniedError):
             return self._services_fallback()
         out = []
@@ -191,14 +162,10 @@ class ServiceMesh:
     def _services_fallback(self) -> list[dict]:
         from concurrent.futures import ThreadPoolExecutor
 
-        from foundation_cli.tools.consul import translate_errors
-
-        with translate_errors("catalog services"):
-            _index, names = self.client.catalog.services()
+        _index, names = self.client.catalog.services()
 
         def one(name: str) -> dict:
-            with translate_errors(f"health service {name}"):
-                _i, entries = self.client.health.service(name)
+            _i, entries = self.client.health.service(name)
             instances = [shape_entry(e) for e in entries or []]
             checks = [c["status"] for i in instances for c in i.checks]
             return {

@@ -69,14 +69,14 @@ def test_live_singleton_timings_come_as_one_safe_pair_and_restart_backoff_is_liv
     try:
         LIVE.set("singleton.lock_delay", 10.0, 1)
         LIVE.set("singleton.fence_timeout", 5.0, 2)
-        live = base.with_live()
+        live = base.with_live(LIVE)
         assert (live.lock_delay, live.fence_timeout) == (10.0, 5.0)
         LIVE.set("singleton.fence_timeout", 50.0, 3)  # unsafe with a 10 s lock-delay: the base pair stays
-        assert base.with_live() == base
+        assert base.with_live(LIVE) == base
         LIVE.set("restart.backoff", 2.0, 4)
         LIVE.set("restart.backoff_max", 5.0, 5)
         assert restart_delay(1) == 4.0 and restart_delay(3) == 5.0
     finally:
         for key in ("singleton.lock_delay", "singleton.fence_timeout", "restart.backoff", "restart.backoff_max"):
             LIVE.unset(key)
-    assert base.with_live() is base and restart_delay(0) == 0.5
+    assert base.with_live(LIVE) is base and restart_delay(0) == 0.5

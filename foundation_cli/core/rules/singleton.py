@@ -76,8 +76,8 @@ def unsafe_timing(snap) -> list[Recommendation]:
         return []
     lock, fence = _effective(snap)
     try:
-        from foundation_cli.agent.live_settings import check_timing
-        from foundation_cli.agent.timing import Timing
+        from foundation_cli.core.live_settings import check_timing
+        from foundation_cli.core.timing import Timing
     except ImportError:  # pragma: no cover
         return []
     problem = check_timing({"singleton.lock_delay": lock, "singleton.fence_timeout": fence})
@@ -118,7 +118,7 @@ def failover_speed(snap) -> list[Recommendation]:
         return []
     detect = detection_seconds(snap)
     try:
-        from foundation_cli.agent.timing import Timing
+        from foundation_cli.core.timing import Timing
 
         base = Timing()
         target = max(base.lock_delay, math.ceil((fence + base.fence_kill_grace + base.fence_margin + 0.1) * 2) / 2)

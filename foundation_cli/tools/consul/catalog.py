@@ -39,3 +39,10 @@ class Catalog(Endpoint):
         params: Params = []
         self._consistency(params, consistency)
         return self._call("GET", f"/v1/catalog/node/{node}", params, with_index=True)
+
+    def ui_services(self) -> list[dict]:
+        """``GET /v1/internal/ui/services`` (what Consul's UI uses): counts per service in one request.
+
+        An internal endpoint: older agents answer 404 (NotFoundError), ACLs may refuse it.
+        """
+        return self._call("GET", "/v1/internal/ui/services", allow_404=False) or []

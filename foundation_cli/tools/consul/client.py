@@ -11,9 +11,7 @@ data (the optimizer's changes, the health monitor's reads).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import consul.std
@@ -23,7 +21,7 @@ from foundation_cli.raw.recorder import Recorder
 from foundation_cli.tools.consul.agent import Agent
 from foundation_cli.tools.consul.catalog import Catalog
 from foundation_cli.tools.consul.event import Event
-from foundation_cli.tools.consul.gateway import RecordingHTTPClient, Response
+from foundation_cli.tools.consul.gateway import RecordingHTTPClient, Reply, as_reply
 from foundation_cli.tools.consul.health import Health
 from foundation_cli.tools.consul.kv import KV
 from foundation_cli.tools.consul.operator import Operator
@@ -34,36 +32,6 @@ from foundation_cli.tools.consul.txn import Txn
 
 if TYPE_CHECKING:
     from foundation_cli.settings import Settings
-
-
-@dataclass
-class Reply:
-    """A response kept whole: status, headers, decoded JSON body (text when not JSON)."""
-
-    status: int
-    headers: dict[str, str]
-    body: Any
-
-    @property
-    def index(self) -> int | None:
-        value = self.headers.get("X-Consul-Index")
-        try:
-            return int(value) if value is not None else None
-        except ValueError:
-            return None
-
-
-def _reply(response: Response) -> Reply:
-    text = response.body
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    body: Any = None
-    if text:
-        try:
-            body = json.loads(text)
-        except ValueError:
-            body = text
-    return Reply(response.code, dict(response.headers or {}), body)
 
 
 class Client(consul.std.Consul):
@@ -143,7 +111,9 @@ class Client(consul.std.Consul):
             response = http.delete(lambda r: r, path, params=params)
         else:
             raise ValueError(f"unsupported method {method}")
-        return _reply(response)
+        reply = as_reply(response)
+        reply.operation = http.last_operation
+        return reply
 
 
 def connect(

@@ -26,6 +26,7 @@ import contextlib
 import json
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import consul
@@ -194,6 +195,38 @@ def decode_values(items: Any, field: str) -> Any:
     return items
 
 
+@dataclass
+class Reply:
+    """A response kept whole: status, headers, decoded JSON body (text when not JSON)."""
+
+    status: int
+    headers: dict[str, str]
+    body: Any
+    operation: RawOperation | None = None  # the request as recorded (what was sent, and where)
+
+    @property
+    def index(self) -> int | None:
+        value = self.headers.get("X-Consul-Index")
+        try:
+            return int(value) if value is not None else None
+        except ValueError:
+            return None
+
+
+def as_reply(response: Response) -> Reply:
+    """The whole answer, body decoded (JSON, else text)."""
+    text = response.body
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    body: Any = None
+    if text:
+        try:
+            body = json.loads(text)
+        except ValueError:
+            body = text
+    return Reply(response.code, dict(response.headers or {}), body)
+
+
 class RecordingHTTPClient(consul.std.HTTPClient):
     """py-consul's requests client with recording, token, dry run/plan, failover and error translation."""
 
@@ -215,6 +248,7 @@ class RecordingHTTPClient(consul.std.HTTPClient):
         self.token: str | None = None
         self.fallbacks = [a for a in fallbacks if a != address]
         self.plan = plan
+        self.last_operation: RawOperation | None = None  # per client: one client per thread
 
     def _recorder(self) -> Recorder:
         return self.recorder or current_recorder()
@@ -229,6 +263,7 @@ class RecordingHTTPClient(consul.std.HTTPClient):
         op.dry_run = True
         op.finish(summary=summary)
         recorder.add(op)
+        self.last_operation = op
         reply = next((b for prefix, b in bodies if path.startswith(prefix)), "true")
         return callback(Response(200, {"X-Consul-Index": "0"}, reply))
 
@@ -279,6 +314,7 @@ class RecordingHTTPClient(consul.std.HTTPClient):
             response = self.response(resp, raw=raw)
             op.finish(status=response.code, summary=_summary(response.body))
             recorder.add(op)
+            self.last_operation = op
             return self._answer(callback, method, path, response)
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from foundation_cli.tools.consul.base import Endpoint, Params
+from foundation_cli.tools.consul.gateway import Reply, as_reply
 
 
 class Health(Endpoint):
@@ -50,3 +51,22 @@ class Health(Endpoint):
         params: Params = []
         self._consistency(params, consistency)
         return self._call("GET", f"/v1/health/checks/{service}", params, with_index=True)
+
+    def service_reply(
+        self,
+        service: str,
+        passing: bool = False,
+        tag: str | None = None,
+        near: str | None = None,
+        consistency: str | None = None,
+    ) -> Reply:
+        """``GET /v1/health/service/<name>`` kept whole: entries plus X-Consul-Index/KnownLeader/LastContact."""
+        params: Params = []
+        if passing:
+            params.append(("passing", "1"))
+        if tag:
+            params.append(("tag", tag))
+        if near:
+            params.append(("near", near))
+        self._consistency(params, consistency)
+        return self._call("GET", f"/v1/health/service/{service}", params, parse=as_reply, allow_404=False)
