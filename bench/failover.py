@@ -52,6 +52,14 @@ GOAL = {"crash": 5.0, "graceful": 1.0, "partition": 10.0, "rss_mb": 50.0, "cpu_p
 FAST_GOSSIP = {"gossip_lan": {"probe_interval": "400ms", "probe_timeout": "200ms", "suspicion_mult": 3}}
 
 
+def _quiet(helper, *args):
+    """A support helper (they raise on errors) while the cluster recovers from a fault: None on errors."""
+    try:
+        return helper(*args)
+    except (AssertionError, OSError, ValueError):
+        return None
+
+
 class BenchCluster(ConsulCluster):
     def __init__(self, lab: Lab, extra: dict) -> None:
         super().__init__(lab)
@@ -111,7 +119,7 @@ class Bench:
         log.close()
 
     def voters(self, name: str) -> int:
-        conf = http_json(f"{self.addr[name]}/v1/operator/raft/configuration") or {}
+        conf = _quiet(http_json, f"{self.addr[name]}/v1/operator/raft/configuration") or {}
         return len([s for s in conf.get("Servers") or [] if s.get("Voter")])
 
     def healthy(self, agents: bool = True, timeout: float = 120) -> None:
@@ -119,10 +127,10 @@ class Bench:
         while time.monotonic() < deadline:
             name = next(iter(self.hosts))
             ok = all(self.voters(n) == 3 for n in self.hosts)
-            members = http_json(f"{self.addr[name]}/v1/agent/members") or []
+            members = _quiet(http_json, f"{self.addr[name]}/v1/agent/members") or []
             ok = ok and len([m for m in members if m["Status"] == 1]) == 3
             if ok and agents:
-                ok = len(agent_passing(self.addr[name])) == 3
+                ok = len(_quiet(agent_passing, self.addr[name]) or []) == 3
             if ok:
                 time.sleep(1.0)  # let autopilot/leadership settle
                 return

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from foundation_cli.agent.context import AgentContext, _short, backoff
 from foundation_cli.agent.session import NodeSession
-from foundation_cli.agent.supervisor import FenceGuard, Instance
+from foundation_cli.agent.supervisor import Instance, Lease
 from foundation_cli.agent.timing import Timing
 from foundation_cli.core import keys
 from foundation_cli.core.service_spec import ServiceSpec
@@ -93,15 +93,18 @@ class Placement:
         self.session_retry_at = 0.0
         self.next_housekeeping = 0.0
         self.services_dir = ctx.node_dir() / "services"
-        self.guard = FenceGuard(ctx.node_dir(), self.timing.fence_kill_grace)
         self.session = NodeSession(
-            ctx, self.timing, on_fence=self._fence, on_lost=self._session_lost, on_confirmed=self.wake.set
+            ctx,
+            self.timing,
+            on_fence=self._fence,
+            on_lost=self._session_lost,
+            on_confirmed=self.wake.set,
+            on_renewed=self._renew_leases,
         )
         self.client = ctx.consul(timeout=5.0)
 
     # ================================================================ threads
     def run(self) -> None:
-        self.guard.start()
         self._adopt()
         self._destroy_stale_sessions()
         for name, target in (
@@ -264,7 +267,6 @@ class Placement:
             for inst in victims:
                 inst.state = "fenced"
                 self.log.warning("%s stopped (%s)", inst.name, why)
-        self._update_guard()
         self.wake.set()
 
     def _fence(self) -> None:
@@ -276,13 +278,10 @@ class Placement:
             self.held.clear()
         self.wake.set()
 
-    def _update_guard(self) -> None:
-        pgids = [i.pgid for i in self._singletons() if i.pgid and i.state == "running"]
-        try:
-            self.guard.ensure()
-            self.guard.update(pgids)
-        except OSError as exc:
-            self.log.warning("fence guard: %s", exc)
+    def _renew_leases(self, deadline: float) -> None:
+        """Session confirmed (session thread): extend every singleton's fence-guard lease to ``deadline``."""
+        for inst in self._singletons():
+            inst.renew(deadline)
 
     # ================================================================ reconcile
     def _reconcile(self) -> float:
@@ -434,8 +433,12 @@ class Placement:
         with self.spawn_lock:
             if spec.mode == "singleton" and not self.session.confirmed(within=self.session.timing.fence_timeout / 2):
                 return
+            lease = None
+            if spec.mode == "singleton":  # the guard stops it at the same deadline as our own fence
+                t = self.session.timing
+                lease = Lease(self.session.last_confirmed + t.fence_timeout, t.fence_kill_grace)
             try:
-                inst.spawn(extra, self._on_exit)
+                inst.spawn(extra, self._on_exit, lease)
             except OSError as exc:
                 inst.state, inst.error, inst.exit_code = "failed", f"cannot execute: {exc.strerror}", 127
                 self.restart_at[spec.name] = time.monotonic() + restart_delay(inst.restarts)
@@ -443,14 +446,20 @@ class Placement:
                 self._report(inst)
                 return
         self.log.info("%s: started pid %d (%s)", spec.name, inst.pid, spec.mode)
-        if spec.mode == "singleton":
-            self._update_guard()
         self._register(spec)
         self._report(inst)
 
     def _on_exit(self, inst: Instance) -> None:
         """Exit of a process (waiter thread): decide the restart time, wake the reconciler."""
         if inst.stopping:
+            return
+        fenced = inst.fence_fired() if inst.mode == "singleton" else None
+        if fenced:
+            # Its guard stopped it: the lease ran out (this agent was frozen or cut off) or the agent
+            # went away. Not a failure: it runs again once the session is confirmed and the lock ours.
+            inst.state = "fenced"
+            self.log.warning("%s: pid %s stopped by its fence guard (%s)", inst.name, inst.pid, fenced)
+            self.wake.set()
             return
         ran = time.monotonic() - inst.started_mono
         attempt = 0 if ran > QUICK_EXIT_SECONDS else inst.restarts
@@ -461,8 +470,6 @@ class Placement:
         inst.last_output = inst.tail_output()
         self.restart_at[inst.name] = time.monotonic() + restart_delay(attempt)
         self.log.warning("%s: pid %s exited with %s after %.1fs", inst.name, inst.pid, inst.exit_code, ran)
-        if inst.mode == "singleton":
-            self._update_guard()
         try:
             self.client.agent.check.ttl_fail(f"foundation:{inst.name}", notes=f"exited with {inst.exit_code}")
         except Exception:  # noqa: BLE001
@@ -474,8 +481,6 @@ class Placement:
         if inst is not None:
             inst.terminate(self.timing.stop_grace if graceful else self.timing.fence_kill_grace)
             self.log.info("%s: stopped (%s)", name, reason)
-            if inst.mode == "singleton":
-                self._update_guard()
         if name in self.held:
             self._release(name)
         self.restart_at.pop(name, None)
@@ -528,7 +533,6 @@ class Placement:
                 inst.rotate_log()
             except OSError:
                 pass
-        self._update_guard()
 
     # ---------------------------------------------------------------- adopt / shutdown
     def _adopt(self) -> None:
@@ -610,7 +614,6 @@ class Placement:
             t.join(self.timing.stop_grace + 3)
         for name in list(self.held):
             self._release_quick(name)
-        self._update_guard()
         for name in list(self.instances):
             self._deregister(name)
             self._delete_status(name)
@@ -619,7 +622,6 @@ class Placement:
             self.session.destroy(self.client)
         except Exception as exc:  # noqa: BLE001
             self.log.warning("session destroy: %s", _short(exc))
-        self.guard.close()
 
     def _release_quick(self, name: str) -> None:
         client = self.ctx.consul(timeout=2.0)

@@ -7,7 +7,9 @@ with ``GET /v1/session/info/<id>?consistent`` — a read the leader only answers
 after checking with a quorum that it is still the leader — and fences (stops
 every singleton process) when it has gone ``fence_timeout`` without a
 confirmation. The per-request timeout shrinks toward the deadline, so the fence
-fires on time even while a request hangs.
+fires on time even while a request hangs. Each confirmation also renews the
+lease of every singleton's fence guard (``on_renewed``): the guard enforces the
+same deadline from outside, should this process be frozen or dead.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class NodeSession:
         on_fence: Callable[[], None],
         on_lost: Callable[[], None],
         on_confirmed: Callable[[], None],
+        on_renewed: Callable[[float], None] | None = None,
     ) -> None:
         self.ctx = ctx
         self.base_timing = timing
@@ -41,6 +44,7 @@ class NodeSession:
         self.on_fence = on_fence
         self.on_lost = on_lost
         self.on_confirmed = on_confirmed
+        self.on_renewed = on_renewed  # gets the new fence deadline (monotonic) after each confirmation
         self.id: str | None = None
         self.last_confirmed = 0.0  # monotonic send time of the last successful confirmation
         self.fenced = False
@@ -56,8 +60,11 @@ class NodeSession:
     def mark_confirmed(self, sent_at: float) -> None:
         """A write that needed the session valid (an acquire) also confirms it."""
         with self._lock:
-            if sent_at > self.last_confirmed:
-                self.last_confirmed = sent_at
+            if sent_at <= self.last_confirmed:
+                return
+            self.last_confirmed = sent_at
+        if self.on_renewed is not None:
+            self.on_renewed(sent_at + self.timing.fence_timeout)
 
     # -- writes -------------------------------------------------------------------
     def create(self, client) -> str:

@@ -10,10 +10,11 @@ running process keeps writing, at most ``LOG_KEEP`` old files of
 Exits are noticed by a thread blocked in ``wait()`` (our child) or on a pidfd
 (a process adopted from a previous agent run): no polling.
 
-:class:`FenceGuard` covers the agent itself dying (SIGKILL, OOM): a tiny
-``sh`` holding the read end of a pipe from the agent kills the singleton
-process groups listed in a file as soon as the pipe closes. Without it a
-singleton would outlive its fencing agent.
+A singleton runs under a fence guard (:mod:`.fence_guard`, started by
+:meth:`Instance.spawn` with a :class:`Lease`): a separate small process that
+stops it when the agent stops renewing the lease — the agent died, froze
+(SIGSTOP, a paused VM) or cannot confirm its session — so a singleton never
+outlives the right to run it, whether or not the agent is scheduled.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ import select
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from foundation_cli.core.service_spec import ServiceSpec
@@ -93,6 +96,8 @@ class Instance:
         self.adopted = False
         self._lock = threading.Lock()
         self._exited = threading.Event()
+        self._lease_lock = threading.Lock()
+        self._lease_fd: int | None = None  # write end of the fence guard's lease pipe
 
     @property
     def log_path(self) -> Path:
@@ -110,8 +115,13 @@ class Instance:
         return proc_start_ticks(self.pid) == self.start_ticks
 
     # -- start ---------------------------------------------------------------------
-    def spawn(self, extra_env: dict[str, str], on_exit: Callable[[Instance], None]) -> None:
-        """Start the command in its own session/process group; raises OSError if it cannot be executed."""
+    def spawn(self, extra_env: dict[str, str], on_exit: Callable[[Instance], None], lease: Lease | None = None) -> None:
+        """Start the command in its own session/process group; raises OSError if it cannot be executed.
+
+        With a ``lease`` (singletons) the command runs under a fence guard
+        (:mod:`.fence_guard`) that stops it when the lease is not renewed in time
+        (:meth:`renew`), whether or not this agent is alive or scheduled.
+        """
         self.dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         env.update(extra_env)
@@ -121,8 +131,11 @@ class Instance:
             with self._lock:
                 self.stopping = False
                 self._exited.clear()
+                self._close_lease()
+                self.fence_marker.unlink(missing_ok=True)
+                popen = _GuardedStart(self, lease) if lease is not None else None
                 self.proc = subprocess.Popen(
-                    self.spec.command,
+                    popen.argv if popen else self.spec.command,
                     cwd=self.spec.cwd or None,
                     env=env,
                     stdin=subprocess.DEVNULL,
@@ -130,9 +143,12 @@ class Instance:
                     stderr=log_fd,
                     start_new_session=True,
                     close_fds=True,
+                    pass_fds=popen.pass_fds if popen else (),
                 )
                 self.pid = self.proc.pid
                 self.pgid = self.proc.pid
+                if popen:
+                    self.pid, self._lease_fd = popen.handshake(self.proc)
                 self.start_ticks = proc_start_ticks(self.pid)
                 self.started = time.time()
                 self.started_mono = time.monotonic()
@@ -152,9 +168,38 @@ class Instance:
         with self._lock:
             if proc is not self.proc:
                 return
+            self._close_lease()
             self.exit_code = code
             self._exited.set()
         on_exit(self)
+
+    # -- the fence guard's lease (singletons) --------------------------------------
+    @property
+    def fence_marker(self) -> Path:
+        return self.dir / "fenced"
+
+    def renew(self, deadline: float) -> None:
+        """Extend the guard's lease to ``deadline`` (monotonic); never blocks, never raises."""
+        with self._lease_lock:
+            if self._lease_fd is None:
+                return
+            try:
+                os.write(self._lease_fd, f"{deadline:.6f}\n".encode())
+            except OSError:  # guard gone (its exit is being reported) or pipe full: the next one counts
+                pass
+
+    def fence_fired(self) -> str | None:
+        """Why the guard stopped the process (it leaves a marker), or None."""
+        try:
+            return self.fence_marker.read_text().strip() or "fenced"
+        except OSError:
+            return None
+
+    def _close_lease(self) -> None:
+        with self._lease_lock:
+            fd, self._lease_fd = self._lease_fd, None
+        if fd is not None:
+            os.close(fd)
 
     # -- adopt ---------------------------------------------------------------------
     @classmethod
@@ -304,51 +349,67 @@ class Instance:
         }
 
 
-class FenceGuard:
-    """A small ``sh`` that kills the listed process groups when the agent dies (its stdin closes)."""
+@dataclass(frozen=True)
+class Lease:
+    """A fence guard's first lease: until ``deadline`` (``time.monotonic()``), SIGKILL ``grace`` after SIGTERM."""
 
-    SCRIPT = (
-        'read _ || true; [ -f "$1" ] || exit 0; '
-        'for g in $(cat "$1"); do kill -TERM "-$g" 2>/dev/null; done; sleep "$2"; '
-        'for g in $(cat "$1"); do kill -KILL "-$g" 2>/dev/null; done; rm -f "$1"'
-    )
+    deadline: float
+    grace: float
 
-    def __init__(self, directory: Path, grace: float) -> None:
-        self.path = directory / "fence.pgids"
-        self.grace = grace
-        self.proc: subprocess.Popen | None = None
-        self._lock = threading.Lock()
 
-    def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            ["/bin/sh", "-c", self.SCRIPT, "foundation-fence-guard", str(self.path), f"{self.grace:g}"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            close_fds=True,
-        )
+GUARD_SCRIPT = Path(__file__).with_name("fence_guard.py")
+GUARD_START_TIMEOUT = 10.0
 
-    def ensure(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            self.start()
 
-    def update(self, pgids: list[int]) -> None:
-        with self._lock:
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text("".join(f"{g}\n" for g in pgids))
-            os.replace(tmp, self.path)
+class _GuardedStart:
+    """Start a command under the fence guard: two pipes, the command sent over the lease pipe, a handshake."""
 
-    def close(self) -> None:
-        """Graceful exit: nothing left to kill; let the guard go."""
-        self.update([])
-        if self.proc is not None and self.proc.stdin:
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
-            try:
-                self.proc.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+    def __init__(self, inst: Instance, lease: Lease) -> None:
+        self.inst, self.lease = inst, lease
+        self.lease_r, self.lease_w = os.pipe()
+        self.status_r, self.status_w = os.pipe()
+        # -I -S: no site, no user paths, no PYTHON* variables: a few ms, and only the stdlib.
+        self.argv = [sys.executable, "-I", "-S", str(GUARD_SCRIPT), str(self.lease_r), str(self.status_w)]
+        self.pass_fds = (self.lease_r, self.status_w)
+
+    def handshake(self, proc: subprocess.Popen) -> tuple[int, int]:
+        """Send the command and first lease; return (the command's pid, the lease pipe's write end)."""
+        os.close(self.lease_r)
+        os.close(self.status_w)
+        try:
+            first = {
+                "argv": list(self.inst.spec.command),
+                "deadline": self.lease.deadline,
+                "grace": self.lease.grace,
+                "marker": str(self.inst.fence_marker),
+            }
+            os.write(self.lease_w, (json.dumps(first) + "\n").encode())
+            os.set_blocking(self.lease_w, False)
+            line = _read_line(self.status_r, GUARD_START_TIMEOUT)
+        except OSError:
+            line = ""
+        finally:
+            os.close(self.status_r)
+        if line.startswith("pid "):
+            return int(line.split()[1]), self.lease_w
+        os.close(self.lease_w)
+        _killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        if line.startswith("err "):
+            _tag, errno, *message = line.split(" ", 2)
+            raise OSError(int(errno), message[0] if message else "cannot execute")
+        raise OSError(5, "the fence guard did not start")
+
+
+def _read_line(fd: int, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    data = b""
+    while b"\n" not in data:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode(errors="replace").strip()

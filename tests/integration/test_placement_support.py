@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -92,13 +93,20 @@ def overlaps(runs: list[Run]) -> list[tuple[Run, Run]]:
 
 
 def wait_for(cond: Callable[[], object], timeout: float, what: str, interval: float = 0.1):
+    """Poll ``cond`` until it returns something true. An error inside ``cond`` (a helper below raising
+    while the cluster recovers) counts as "not yet"; the last one is reported if time runs out."""
     deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
     while time.monotonic() < deadline:
-        value = cond()
+        try:
+            value = cond()
+        except (AssertionError, OSError, ValueError, subprocess.SubprocessError) as exc:
+            last_error, value = exc, None
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+    detail = f" (last error: {last_error})" if last_error else ""
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
 
 
 def cli(
@@ -119,18 +127,22 @@ def cli(
 
 
 def ps(env: Mapping[str, str], name: str | None = None) -> list[dict]:
-    proc = cli(["ps", *([name] if name else []), "--json"], env, check=False)
-    if proc.returncode != 0:
-        return []
-    return json.loads(proc.stdout)
+    """``foundation ps [NAME] --json``; raises if the command fails or prints something that is not a list."""
+    rows = json.loads(cli(["ps", *([name] if name else []), "--json"], env).stdout)
+    if not isinstance(rows, list):
+        raise AssertionError(f"ps --json printed {type(rows).__name__}, expected a list")
+    return rows
 
 
 def http_json(url: str, timeout: float = 2.0):
+    """GET a Consul endpoint and decode it. A 404 (absent key) is None; any other failure raises."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             return json.loads(resp.read() or b"null")
-    except Exception:  # noqa: BLE001
-        return None
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise AssertionError(f"GET {url}: HTTP {exc.code} {exc.read()[:200]!r}") from None
 
 
 def agent_env(consul_addr: str, **extra: str) -> dict[str, str]:
@@ -157,7 +169,9 @@ def start_local_agent(consul_addr: str, data_dir: Path, log_path: Path, **extra:
 
 def agent_passing(consul_addr: str, node: str | None = None) -> list[str]:
     """Nodes whose foundation-agent service is registered and passing."""
-    entries = http_json(f"{consul_addr}/v1/health/service/foundation-agent?passing=1") or []
+    entries = http_json(f"{consul_addr}/v1/health/service/foundation-agent?passing=1")
+    if not isinstance(entries, list):
+        raise AssertionError(f"/v1/health/service/foundation-agent answered {entries!r}")
     nodes = [e["Node"]["Node"] for e in entries]
     return [n for n in nodes if node is None or n == node]
 
