@@ -1,30 +1,60 @@
 """The node-agent bundle: this package and its runtime deps as one tarball, so hosts need no internet.
 
-Built from what is installed here (a ``pip install --target``-shaped tree of
-the installed distributions), cached under ``$XDG_CACHE_HOME/foundation``, and
-unpacked on a host under ``<install_root>/agent/lib``; the agent runs as
-``python3 -m foundation_cli agent run`` with ``PYTHONPATH`` pointing there.
-It is exact when the host's Python major.minor and architecture match this
-machine's (the fast path); compiled deps may not load otherwise.
-The SSH stack (paramiko, cryptography, …) is left out: the agent never uses SSH.
+Unpacked on a host under ``<install_root>/agent/lib``; the agent runs as
+``python3 -m foundation_cli.agent`` (argparse, no Typer/click) with ``PYTHONPATH`` pointing there.
+A bundle is made for one (Python major.minor, architecture) — the host's, from its probe:
+
+- the host's Python and architecture are this machine's (:func:`build`, the fast path): the
+  installed distributions, as they are here (compiled modules included: they load there too);
+- anything else (:func:`for_target`, e.g. Debian 11's Python 3.9 on arm64): this package's source
+  plus the agent's dependencies (:data:`AGENT_REQUIREMENTS`) as wheels *for the target*, fetched
+  once with ``pip download --only-binary=:all: --python-version X.Y --platform …`` and cached in
+  ``$XDG_CACHE_HOME/foundation/wheels/<X.Y>-<arch>``, or taken from an operator-provided wheelhouse
+  (``agent.wheelhouse`` in foundation.yaml: ``pip download --no-index --find-links``, for
+  air-gapped sites). Compiled speed-ups are dropped wherever the wheel carries the pure-Python
+  module beside them (zeroconf does): the agent never needs a compiled module to start.
+
+The SSH stack (paramiko, cryptography, …) and the CLI's (typer, click, rich) are left out of
+target bundles: the agent uses neither.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import importlib.metadata as md
 import io
 import os
 import platform
 import re
+import subprocess
 import sys
 import tarfile
-from dataclasses import dataclass
+import threading
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import foundation_cli
 
 EXCLUDE = {"paramiko", "bcrypt", "cryptography", "cffi", "pycparser", "invoke", "pynacl", "foundation-cli"}
+
+
+MIN_PYTHON = (3, 9)
+# The agent's third-party imports (foundation_cli.agent and what it imports): resolved with their
+# dependencies for the target. py-consul declares Python ≥ 3.10 but runs on 3.9 (checked on Debian
+# 11): it is fetched at this machine's version without its Requires-Python (its one dependency,
+# requests, is in the resolved set).
+AGENT_REQUIREMENTS = ("requests", "zeroconf")
+IGNORE_REQUIRES_PYTHON = ("py-consul",)
+_PLATFORMS = {
+    "x86_64": ("manylinux_2_17_x86_64", "manylinux2014_x86_64"),
+    "aarch64": ("manylinux_2_17_aarch64", "manylinux2014_aarch64"),
+    "armv7l": ("manylinux_2_17_armv7l", "manylinux2014_armv7l", "linux_armv7l"),
+}
+_SOURCE_ONLY = (".pyx", ".pxd", ".c", ".h")
 
 
 @dataclass
@@ -34,6 +64,7 @@ class Bundle:
     python: str  # "3.11"
     arch: str  # "x86_64"
     size: int
+    compiled: list[str] = field(default_factory=list)  # compiled modules kept (no pure twin): for the target only
 
 
 def _norm(name: str) -> str:
@@ -157,3 +188,194 @@ def build() -> Bundle:
         arch=platform.machine(),
         size=len(data),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Bundles for another Python or architecture than this machine's
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(".")[:2])
+    except ValueError:
+        return ()
+
+
+def python_supported(python: str) -> bool:
+    v = parse_version(python)
+    return bool(v) and v >= MIN_PYTHON
+
+
+def wheel_dir(python: str, arch: str) -> Path:
+    return cache_dir() / "wheels" / f"{python}-{arch}"
+
+
+def _pip_download(
+    dest: Path, python: str, arch: str, reqs: list[str], *, wheelhouse: str | None, extra: list[str]
+) -> None:
+    nodot = python.replace(".", "")
+    argv = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--dest", str(dest)]
+    argv += ["--only-binary=:all:", "--python-version", python, "--implementation", "cp"]
+    argv += ["--abi", f"cp{nodot}", "--abi", "abi3", "--abi", "none"]
+    for plat in _PLATFORMS.get(arch, (f"linux_{arch}",)):
+        argv += ["--platform", plat]
+    if wheelhouse:
+        argv += ["--no-index", "--find-links", os.path.expanduser(wheelhouse)]
+    proc = subprocess.run(argv + extra + reqs, capture_output=True, text=True, timeout=600, check=False)
+    if proc.returncode != 0:
+        from foundation_cli.errors import FoundationError
+
+        lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip() and "WARNING" not in ln]
+        where = f"wheelhouse {wheelhouse}" if wheelhouse else "the package index"
+        raise FoundationError(
+            f"no agent dependencies for Python {python} on {arch} from {where}: "
+            + (lines[-1].strip() if lines else f"pip exited {proc.returncode}"),
+            hint="give a wheelhouse with wheels for that Python (agent.wheelhouse in foundation.yaml; "
+            f"`pip download --python-version {python} --only-binary=:all: py-consul requests zeroconf -d DIR` "
+            "on a connected machine), or FOUNDATION_AGENT_BUNDLE=path",
+        )
+
+
+def fetch_wheels(python: str, arch: str, *, wheelhouse: str | None = None) -> list[Path]:
+    """The agent's dependency wheels for Python ``python`` on ``arch`` (downloaded once, cached)."""
+    tag = (
+        "wheelhouse-" + hashlib.sha256(os.path.abspath(os.path.expanduser(wheelhouse)).encode()).hexdigest()[:8]
+        if wheelhouse
+        else "index"
+    )
+    dest = wheel_dir(python, arch) / tag
+    pins = [f"{name}=={md.version(name)}" for name in IGNORE_REQUIRES_PYTHON]
+    spec = " ".join(list(AGENT_REQUIREMENTS) + pins)
+    marker = dest / ".complete"
+    dest.mkdir(parents=True, exist_ok=True)
+    with open(dest / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (marker.is_file() and marker.read_text() == spec):
+            for old in dest.glob("*.whl"):
+                old.unlink()
+            _pip_download(dest, python, arch, list(AGENT_REQUIREMENTS), wheelhouse=wheelhouse, extra=[])
+            _pip_download(
+                dest, python, arch, pins, wheelhouse=wheelhouse, extra=["--no-deps", "--ignore-requires-python"]
+            )
+            marker.write_text(spec)
+    return sorted(dest.glob("*.whl"))
+
+
+def _wheel_members(whl: Path) -> tuple[list[zipfile.ZipInfo], list[str]]:
+    """Members to ship (compiled modules with a pure-Python twin dropped) and compiled ones kept."""
+    with zipfile.ZipFile(whl) as zf:
+        infos = [i for i in zf.infolist() if not i.is_dir()]
+    names = {i.filename for i in infos}
+    keep, compiled = [], []
+    for info in infos:
+        name = info.filename
+        if name.endswith(_SOURCE_ONLY) or "__pycache__" in name:
+            continue
+        if name.endswith(".so"):
+            twin = name.split(".", 1)[0] + ".py"
+            if twin in names:
+                continue
+            compiled.append(name)
+        keep.append(info)
+    return keep, compiled
+
+
+def _own_source() -> list[tuple[str, Path]]:
+    pkg_dir = Path(foundation_cli.__file__).parent
+    return [
+        (str(Path("foundation_cli") / path.relative_to(pkg_dir)), path)
+        for path in sorted(pkg_dir.rglob("*"))
+        if path.is_file() and "__pycache__" not in path.parts and not path.name.endswith(".pyc")
+    ]
+
+
+_build_lock = threading.Lock()
+
+
+def for_target(python: str, arch: str, *, wheelhouse: str | None = None) -> Bundle:
+    """The bundle for a host with CPython ``python`` (``"3.9"``) on ``arch`` (``uname -m``), cached."""
+    with _build_lock:  # hosts of one `up` are worked on in threads: build each target once
+        return _for_target(python, arch, wheelhouse=wheelhouse)
+
+
+def _for_target(python: str, arch: str, *, wheelhouse: str | None) -> Bundle:
+    from foundation_cli.errors import UsageError
+
+    if not python_supported(python):
+        raise UsageError(f"the node agent needs CPython {'.'.join(map(str, MIN_PYTHON))}+, not {python or 'none'}")
+    wheels = fetch_wheels(python, arch, wheelhouse=wheelhouse)
+    own = _own_source()
+    key = hashlib.sha256(f"{python} {arch}\n".encode())
+    for name, path in own:
+        key.update(name.encode() + b" " + hashlib.sha256(path.read_bytes()).digest() + b"\n")
+    for whl in wheels:
+        key.update(f"{whl.name} {whl.stat().st_size}\n".encode())
+    tag = key.hexdigest()[:16]
+    target = cache_dir() / f"agent-{python}-{arch}-{tag}.tar.gz"
+    compiled: list[str] = []
+    members = [(whl, *_wheel_members(whl)) for whl in wheels]
+    for _whl, _keep, kept_compiled in members:
+        compiled += kept_compiled
+    if not target.exists():
+        import gzip
+
+        buf = io.BytesIO()
+        with (
+            gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=6, mtime=0) as gz,
+            tarfile.open(fileobj=gz, mode="w") as tar,
+        ):
+            for name, path in own:
+                info = tar.gettarinfo(str(path), arcname=name)
+                info.uid = info.gid = 0
+                info.uname = info.gname = "root"
+                info.mtime = 0
+                with open(path, "rb") as fh:
+                    tar.addfile(info, fh)
+            for whl, keep, _compiled in members:
+                with zipfile.ZipFile(whl) as zf:
+                    for zinfo in keep:
+                        data = zf.read(zinfo)
+                        info = tarfile.TarInfo(zinfo.filename)
+                        info.size = len(data)
+                        info.mode = 0o755 if zinfo.filename.endswith(".so") else 0o644
+                        tar.addfile(info, io.BytesIO(data))
+        tmp = target.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(buf.getvalue())
+        os.replace(tmp, target)
+        for old in target.parent.glob(f"agent-{python}-{arch}-*.tar.gz"):
+            if old != target:
+                with contextlib.suppress(OSError):
+                    old.unlink()
+    data = target.read_bytes()
+    return Bundle(target, hashlib.sha256(data).hexdigest(), python, arch, len(data), compiled)
+
+
+class Selector:
+    """One ``up``'s bundles: the prebuilt/local one when a host matches it, else one per (python, arch).
+
+    ``local`` is a Bundle or a callable giving it (built once, when first needed).
+    """
+
+    def __init__(self, local: Bundle | Callable[[], Bundle] | None = None, *, wheelhouse: str | None = None) -> None:
+        self._local = local
+        self.wheelhouse = wheelhouse
+        self._lock = threading.Lock()
+        self._built: dict[tuple[str, str], Bundle] = {}
+
+    def local(self) -> Bundle:
+        with self._lock:
+            if self._local is None:
+                self._local = build()
+            elif callable(self._local):
+                self._local = self._local()
+            return self._local
+
+    def __call__(self, python: str, arch: str) -> Bundle:
+        here = self.local()
+        if (not python or python == here.python) and (not arch or arch == here.arch):
+            return here
+        key = (python, arch)
+        with self._lock:
+            if key not in self._built:
+                self._built[key] = for_target(python, arch, wheelhouse=self.wheelhouse)
+            return self._built[key]

@@ -122,6 +122,31 @@ def probe(conn: Connection, *, install_root: str, python: str) -> Probe:
     return p
 
 
+MIN_PYTHON = (3, 9)
+
+
+def preflight(p: Probe, plan: HostPlan) -> None:
+    """Refuse a host the node agent cannot run on, before anything on it changes (one line + hint)."""
+    py = plan.python
+    if not p.python:
+        raise FoundationError(
+            f"{plan.alias}: no {py} on the host (the node agent needs CPython "
+            f"{'.'.join(map(str, MIN_PYTHON))}+); nothing was changed",
+            hint="install Python 3 there (Debian/Ubuntu: apt install python3; RHEL: dnf install python3), "
+            "or set agent.python (or hosts[].python) to a 3.9+ interpreter",
+        )
+    try:
+        version = tuple(int(x) for x in p.python.split(".")[:2])
+    except ValueError:
+        version = ()
+    if not version or version < MIN_PYTHON:
+        raise FoundationError(
+            f"{plan.alias}: {py} is Python {p.python}, the node agent needs "
+            f"{'.'.join(map(str, MIN_PYTHON))}+; nothing was changed",
+            hint="install a newer python3 on the host and set agent.python (or hosts[].python) to it",
+        )
+
+
 @dataclass
 class HostPlan:
     """What one host should end up with (computed by the orchestrator from the whole cluster)."""
@@ -200,6 +225,14 @@ def ensure_consul(
     if p.consul_ok:
         return StepResult("consul binary", "unchanged", f"{p.consul_path} ({p.consul_version})"), p.consul_path
     binary = local_binary()
+    if binary is not None and p.arch:
+        from foundation_cli.core import consul_binary
+
+        if not consul_binary.fits(binary[:20], p.arch):
+            raise FoundationError(
+                f"{plan.alias}: the consul to upload is {consul_binary.describe(binary[:20])}, the host is {p.arch}",
+                hint="name one per architecture in foundation.yaml: consul_binary: {amd64: PATH, arm64: PATH}",
+            )
     if binary is None:
         raise FoundationError(
             f"{plan.alias}: no consul ≥ {'.'.join(map(str, MIN_CONSUL))} on the host and no local binary to upload",
@@ -314,7 +347,8 @@ def install_agent(conn: Connection, p: Probe, plan: HostPlan, bundle, say: Progr
 
 
 def agent_argv(plan: HostPlan) -> list[str]:
-    return [plan.python, "-m", "foundation_cli", "agent", "run"]
+    """The agent's own entry (argparse; no Typer/click): it runs on the host's Python, 3.9 and up."""
+    return [plan.python, "-m", "foundation_cli.agent"]
 
 
 def agent_env(plan: HostPlan) -> dict[str, str]:
@@ -336,7 +370,15 @@ def apply(
     bundle,
     say: Progress,
 ) -> list[StepResult]:
-    """Bring one host to its plan; returns what each step did."""
+    """Bring one host to its plan; returns what each step did.
+
+    ``bundle`` is the agent bundle, or a callable ``(python, arch) -> bundle`` choosing the one for
+    this host (:class:`foundation_cli.core.agent_bundle.Selector`). A host the agent cannot run on,
+    or for which there is no bundle, is refused before anything on it changes.
+    """
+    preflight(p, plan)
+    if callable(bundle):
+        bundle = bundle(p.python, p.arch)
     steps: list[StepResult] = []
     say("consul binary")
     step, consul_path = ensure_consul(conn, p, plan, local_binary=local_binary, say=say)

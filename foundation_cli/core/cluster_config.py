@@ -79,6 +79,7 @@ class AgentSettings:
     install_root: str = "/opt/foundation"
     python: str = "python3"
     env: dict[str, str] = field(default_factory=dict)
+    wheelhouse: str | None = None  # the agent's dependency wheels for hosts' Pythons (air-gapped sites)
 
 
 @dataclass
@@ -107,6 +108,7 @@ class ClusterConfig:
     agent: AgentSettings = field(default_factory=AgentSettings)
     cluster: StrategySettings = field(default_factory=StrategySettings)
     consul_binary: str | None = None
+    consul_binaries: dict[str, str] = field(default_factory=dict)  # per architecture: {amd64: PATH, arm64: PATH}
 
     @property
     def server_count(self) -> int:
@@ -360,7 +362,7 @@ def parse(text: str, *, source: str = FILE_NAME) -> ClusterConfig:
         elif key == "cluster":
             cfg.cluster = _cluster(ctx, node)
         elif key == "consul_binary":
-            cfg.consul_binary = _str(ctx, node, "consul_binary")
+            cfg.consul_binary, cfg.consul_binaries = _consul_binary(ctx, node)
     names = [h.node_name for h in cfg.hosts if h.node_name]
     if len(set(names)) != len(names):
         ctx.fail(root, "hosts: node names must be unique")
@@ -517,6 +519,26 @@ def _agent(ctx: _Ctx, node) -> AgentSettings:
         else:
             setattr(out, key, _str(ctx, value_node, f"agent.{key}"))
     return out
+
+
+def _consul_binary(ctx: _Ctx, node) -> tuple[str | None, dict[str, str]]:
+    """``consul_binary: PATH`` or one per architecture, ``{amd64: PATH, arm64: PATH}`` (see core/consul_binary.py)."""
+    import platform
+
+    import yaml
+
+    from foundation_cli.core.consul_binary import ARCHES, debian_arch
+
+    if isinstance(node, yaml.ScalarNode):
+        return _str(ctx, node, "consul_binary"), {}
+    known = sorted({a[0] for a in ARCHES.values()})
+    per_arch: dict[str, str] = {}
+    for key_node, value_node in _mapping(ctx, node, "consul_binary"):
+        arch = debian_arch(str(key_node.value))
+        if arch not in known:
+            ctx.fail(key_node, f"consul_binary: unknown architecture {key_node.value!r} (one of {', '.join(known)})")
+        per_arch[arch] = _str(ctx, value_node, f"consul_binary.{key_node.value}")
+    return per_arch.get(debian_arch(platform.machine())), per_arch
 
 
 def _cluster(ctx: _Ctx, node) -> StrategySettings:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from foundation_cli.core import bootstrap, cluster_state, keys
+from foundation_cli.core import bootstrap, cluster_state, keys, up_verify
 from foundation_cli.core.bootstrap import HostPlan, HostResult, Probe
 from foundation_cli.core.cluster_config import ClusterConfig, HostConfig, merge_consul
 from foundation_cli.errors import FoundationError, UnreachableError
@@ -421,12 +421,17 @@ def apply(run: UpRun) -> None:
 
 
 def _apply_host(run: UpRun, h: HostConfig) -> None:
+    from foundation_cli.core import agent_bundle, consul_binary
+
+    arch = run.probes[h.address].arch  # consul and the agent's deps must fit the host (core/consul_binary.py)
     run.results[h.address].steps = bootstrap.apply(
         run.conns[h.address],
         run.probes[h.address],
         run.plans[h.address],
-        local_binary=run.local_binary,
-        bundle=run.bundle,
+        local_binary=lambda: consul_binary.for_arch(
+            arch, local=run.local_binary, per_arch=run.cfg.consul_binaries, alias=h.address
+        ),
+        bundle=agent_bundle.Selector(run.bundle, wheelhouse=run.cfg.agent.wheelhouse),
         say=lambda msg: run.say(h.address, msg),
     )
     run.say(h.address, "done")
@@ -482,7 +487,14 @@ def record(run: UpRun) -> None:
     )
 
 
-UP_STEPS: tuple[Callable[[UpRun], None], ...] = (connect_and_probe, plan, apply, wait_cluster, record)
+UP_STEPS: tuple[Callable[[UpRun], None], ...] = (
+    connect_and_probe,
+    plan,
+    apply,
+    wait_cluster,
+    up_verify.verify_hosts,
+    record,
+)
 
 
 def up(
