@@ -157,6 +157,9 @@ def _choose_servers(cfg: ClusterConfig, hosts: list[HostConfig], probes: dict[st
     return set(chosen)
 
 
+RETRY_INTERVAL = "1s"
+
+
 def consul_config_for(
     cfg: ClusterConfig,
     *,
@@ -180,6 +183,9 @@ def consul_config_for(
         "data_dir": bootstrap.DATA_DIR,
         "encrypt": gossip_key,
         "retry_join": [a for a in server_addrs],
+        # Consul retries a failed join only every 30 s by default: hosts started together (a fresh
+        # `up`) often try before their peers listen, and the cluster then forms 30 s late.
+        "retry_interval": RETRY_INTERVAL,
         "disable_update_check": True,
         "leave_on_terminate": not server,
         "log_level": "INFO",

@@ -53,6 +53,7 @@ def test_consul_config_has_our_defaults_and_raw_wizard_overrides():
     assert conf["disable_update_check"] is True and conf["bootstrap_expect"] == 1
     assert conf["bind_addr"] == conf["advertise_addr"] == "10.0.0.1"
     assert conf["retry_join"] == ["10.0.0.1"] and conf["encrypt"] == "k" * 44
+    assert conf["retry_interval"] == "1s"  # not Consul's 30 s: a fresh cluster forms as soon as its peers listen
     assert conf["log_level"] == "DEBUG"
     assert conf["performance"] == {"raft_multiplier": 1, "leave_drain_time": "5s"}
 
