@@ -141,7 +141,7 @@ def _fallbacks(address: ConsulAddress, state_addrs: list[str]) -> tuple[ConsulAd
 
 def _from_cluster_state() -> tuple[str | None, str | None, list[str]]:
     """Address, token and every server's address from the state file ``foundation up`` wrote, if any."""
-    from foundation_cli.core import cluster_state
+    from foundation_cli import cluster_state
 
     state = cluster_state.load()
     if not state:

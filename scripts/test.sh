@@ -15,6 +15,10 @@ echo "== ruff check" >&2
 "$py" -m ruff check .
 echo "== ruff format --check" >&2
 "$py" -m ruff format --check .
+echo "== lint-imports (layers and no cycles: pyproject [tool.importlinter], docs/architecture.md)" >&2
+lint-imports
+echo "== mypy (pyproject [tool.mypy])" >&2
+"$py" -m mypy
 echo "== pytest" >&2
 set +e
 "$py" -m pytest -q "$@"

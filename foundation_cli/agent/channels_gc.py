@@ -17,12 +17,12 @@ FIRST_DELAY = 60.0
 def sweep(ctx) -> list[str]:
     """One round: on the leader's node, delete expired blobs; returns the deleted keys."""
     from foundation_cli.agent.optimizer_task import is_leader_agent
-    from foundation_cli.facades.channels import Channels
+    from foundation_cli.core.channel_gc import collect_garbage
 
     client = ctx.consul()
     if not is_leader_agent(client):
         return []
-    deleted = Channels(client).collect_garbage()
+    deleted = collect_garbage(client)
     if deleted:
         ctx.logger.info("channels: deleted %d expired payload copies", len(deleted))
     return deleted

@@ -33,7 +33,7 @@ def _explain_agents(spec) -> None:
         return
     err = run.out.stderr
     err.write("# What the node agents do next (sent by the agents, not by this command):\n")
-    for why, op in agent_side_operations(spec, run.settings.consul_addr or ""):
+    for why, op in agent_side_operations(spec, run.settings.address, token=bool(run.settings.token)):
         err.write(f"#   {why}\n")
         for line in render.render_lines(op):
             err.write(f"    {line}\n")

@@ -240,7 +240,7 @@ class Snapshot:
 
     def to_dict(self) -> dict[str, Any]:
         """The ``status --json`` document (schema foundation_cli/schemas/status.json)."""
-        data = {"schema_version": SCHEMA_VERSION}
+        data: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
         for name in (
             "taken_at",
             "duration_ms",

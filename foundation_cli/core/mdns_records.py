@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from foundation_cli.core.hosts import HostRecord
+from foundation_cli.tools.mdns_wire import SERVICE_TYPE, Answer, build_txt  # noqa: F401 - wire names, re-exported
 
-SERVICE_TYPE = "_foundation._tcp.local."
 SSH_SERVICE_TYPES = ("_ssh._tcp.local.", "_workstation._tcp.local.")
 TXT_VERSION = "1"
 
@@ -80,18 +80,6 @@ def check_advertisement(ad: Advertisement) -> list[str]:
     """Problems that would make our own announcement invalid to other browsers (empty when fine)."""
     _fields, problems = validate(ad.fields())
     return problems
-
-
-def build_txt(fields: dict[str, str]) -> bytes:
-    """TXT rdata in wire format: each ``key=value`` prefixed by its length (max 255 bytes each)."""
-    out = bytearray()
-    for key, value in fields.items():
-        entry = f"{key}={value}".encode()
-        if len(entry) > 255:
-            raise ValueError(f"TXT entry {key!r} is longer than 255 bytes")
-        out.append(len(entry))
-        out += entry
-    return bytes(out)
 
 
 def parse_txt(data: bytes | None) -> tuple[dict[str, str], list[str]]:
@@ -171,18 +159,6 @@ def safe_text(value: object, limit: int = 40) -> str:
     text = str(value)
     cleaned = "".join(ch if ch.isprintable() and ch not in "[]\\" else "?" for ch in text)
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
-
-
-@dataclass
-class Answer:
-    """One resolved mDNS service instance, as the adapter saw it (untrusted)."""
-
-    service_type: str
-    instance: str
-    addresses: list[str] = field(default_factory=list)
-    port: int | None = None
-    text: bytes | None = None
-    server: str | None = None
 
 
 def record_from_answer(answer: Answer) -> HostRecord:

@@ -23,11 +23,16 @@ leader election longer than it stops singletons for a moment).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from foundation_cli.errors import UsageError
+
+
+class SupportsGet(Protocol):
+    """What :meth:`Timing.with_live` reads: ``LIVE`` (or a plain dict in tests)."""
+
+    def get(self, key: str, default: Any = None) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -83,7 +88,7 @@ class Timing:
             )
         return timing.check()
 
-    def with_live(self, live: Mapping[str, Any]) -> Timing:
+    def with_live(self, live: SupportsGet) -> Timing:
         """These timings with the cluster-wide ``singleton.lock_delay`` / ``singleton.fence_timeout``.
 
         Used when a new session is created, so the lock-delay Consul enforces and the

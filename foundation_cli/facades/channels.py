@@ -26,11 +26,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from foundation_cli.core import channel_gc
 from foundation_cli.core import envelope as env_mod
+from foundation_cli.core.channel_gc import BLOB_RETENTION
 from foundation_cli.core.envelope import Envelope, Since
 from foundation_cli.errors import FoundationError, PermissionDeniedError, UsageError
 
-BLOB_RETENTION = 3600.0  # seconds a spilled payload stays in KV
 HISTORY_MAX = 100  # messages kept per durable channel
 KV_VALUE_LIMIT = 512 * 1024  # Consul's default kv_max_value_size
 GC_BATCH = 32  # most deletes one broadcast performs
@@ -205,28 +206,8 @@ class Channels:
         return self._delete(channel, "history", ids[: max(0, len(ids) - HISTORY_MAX)])
 
     def collect_garbage(self, now: float | None = None, *, limit: int = 256) -> list[str]:
-        """Delete spilled payloads older than :data:`BLOB_RETENTION` on every channel (the agent's sweep).
-
-        Broadcasters collect on their own channel when they spill; this catches
-        channels nobody spills on any more. One ``?keys`` listing, then a delete per old copy.
-        """
-        from foundation_cli.core import keys
-        from foundation_cli.tools.consul import translate_errors
-
-        now = time.time() if now is None else now
-        with translate_errors(f"list {keys.CHANNELS}"):
-            _index, found = self.client.kv.get(keys.CHANNELS, keys=True)
-        old = []
-        for key in found or []:
-            parts = key[len(keys.CHANNELS) :].split("/")
-            if len(parts) == 3 and parts[1] == "blobs" and (env_mod.id_time(parts[2]) or now) < now - BLOB_RETENTION:
-                old.append(key)
-        deleted = []
-        for key in old[:limit]:
-            with translate_errors(f"delete {key}"):
-                self.client.kv.delete(key)
-            deleted.append(key)
-        return deleted
+        """Delete spilled payloads older than :data:`BLOB_RETENTION` on every channel (the agent's sweep)."""
+        return channel_gc.collect_garbage(self.client, now, limit=limit)
 
     # -- receiving -----------------------------------------------------------------
     def resolve(self, message: Envelope) -> Envelope:

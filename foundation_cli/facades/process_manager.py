@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import shlex
 import time
-import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
 from foundation_cli.core import keys
+from foundation_cli.core.agent_requests import lock_value, service_registration, session_body
 from foundation_cli.core.service_spec import ServiceSpec, check_update, validate_name
+from foundation_cli.core.timing import Timing
 from foundation_cli.errors import ConflictError, FoundationError, NotFoundError, UsageError
+from foundation_cli.raw.address import ConsulAddress
 from foundation_cli.raw.operation import RawOperation
 
 AGENT_SERVICE = keys.AGENT_SERVICE
@@ -82,12 +84,6 @@ class StartResult:
         }
 
 
-def _translate(what: str):
-    from foundation_cli.tools.consul import translate_errors
-
-    return translate_errors(what)
-
-
 # A started process counts as running once it has stayed up this long (a command that exits at once
 # is then reported with its exit status instead of as started).
 SETTLE_SECONDS = 1.0
@@ -103,15 +99,13 @@ class ProcessManager:
     # ------------------------------------------------------------------ specs
     def get_spec(self, name: str) -> tuple[ServiceSpec | None, int]:
         """The stored spec and its ModifyIndex (0 when absent)."""
-        with _translate(f"read spec {name}"):
-            _i, data = self.client.kv.get(keys.SERVICES + name)
+        _i, data = self.client.kv.get(keys.SERVICES + name)
         if not data or data.get("Value") is None:
             return None, 0
         return ServiceSpec.from_json(data["Value"]), int(data["ModifyIndex"])
 
     def list_specs(self) -> dict[str, ServiceSpec]:
-        with _translate("list specs"):
-            _i, items = self.client.kv.get(keys.SERVICES, recurse=True)
+        _i, items = self.client.kv.get(keys.SERVICES, recurse=True)
         out = {}
         for item in items or []:
             name = item["Key"][len(keys.SERVICES) :]
@@ -129,8 +123,7 @@ class ProcessManager:
         spec = check_update(existing, spec)
         changed = existing is None or existing.to_json() != spec.to_json()
         if changed:
-            with _translate(f"store spec {spec.name}"):
-                ok = self.client.kv.put(keys.SERVICES + spec.name, spec.to_json(), cas=index)
+            ok = self.client.kv.put(keys.SERVICES + spec.name, spec.to_json(), cas=index)
             if not ok:
                 raise ConflictError(
                     f"service {spec.name!r} changed while it was being updated", hint="run the command again"
@@ -148,8 +141,7 @@ class ProcessManager:
         if existing is None:
             raise NotFoundError(f"no service named {name!r}", hint="`foundation ps` lists the services")
         existing.generation += 1
-        with _translate(f"restart {name}"):
-            ok = self.client.kv.put(keys.SERVICES + name, existing.to_json(), cas=index)
+        ok = self.client.kv.put(keys.SERVICES + name, existing.to_json(), cas=index)
         if not ok:
             raise ConflictError(f"service {name!r} changed while restarting it", hint="run the command again")
         result = StartResult(existing, True)
@@ -164,20 +156,17 @@ class ProcessManager:
         existing, index = self.get_spec(name)
         if existing is None:
             raise NotFoundError(f"no service named {name!r}", hint="`foundation ps` lists the services")
-        with _translate(f"stop {name}"):
-            self.client.kv.delete(keys.SERVICES + name, cas=index)
+        self.client.kv.delete(keys.SERVICES + name, cas=index)
         left: list[str] = []
         if wait and not self.dry_run:
             left = self._wait_status_gone(name, timeout)
-        with _translate(f"clean up {name}"):
-            self.client.kv.delete(keys.LOCKS + name)
-            self.client.kv.delete(f"{keys.STATUS}{name}/", recurse=True)
+        self.client.kv.delete(keys.LOCKS + name)
+        self.client.kv.delete(f"{keys.STATUS}{name}/", recurse=True)
         return {"name": name, "mode": existing.mode, "stopped": True, "unconfirmed_nodes": left}
 
     # ------------------------------------------------------------------ waiting
     def _status(self, name: str, index: int | None = None, wait: str | None = None) -> tuple[int, list[dict]]:
-        with _translate(f"status of {name}"):
-            idx, items = self.client.kv.get(f"{keys.STATUS}{name}/", recurse=True, index=index, wait=wait)
+        idx, items = self.client.kv.get(f"{keys.STATUS}{name}/", recurse=True, index=index, wait=wait)
         out = []
         for item in items or []:
             try:
@@ -188,8 +177,7 @@ class ProcessManager:
 
     def eligible_agent_nodes(self, spec: ServiceSpec) -> list[str]:
         """Nodes with a passing agent whose node meta satisfies the spec's constraint."""
-        with _translate("list agents"):
-            _i, entries = self.client.health.service(AGENT_SERVICE, passing=True)
+        _i, entries = self.client.health.service(AGENT_SERVICE, passing=True)
         nodes = []
         for entry in entries or []:
             node = entry.get("Node") or {}
@@ -268,12 +256,11 @@ class ProcessManager:
             alive = set(self._alive_agent_nodes())
             if not any(s.get("node") in alive for s in statuses):
                 return []
-        return sorted({s.get("node") for s in statuses if s.get("node")})
+        return sorted({str(s["node"]) for s in statuses if s.get("node")})
 
     def _alive_agent_nodes(self) -> list[str]:
-        with _translate("list agents"):
-            _i, entries = self.client.health.service(AGENT_SERVICE, passing=True)
-        return [(e.get("Node") or {}).get("Node") for e in entries or []]
+        _i, entries = self.client.health.service(AGENT_SERVICE, passing=True)
+        return [str(n) for e in entries or [] if (n := (e.get("Node") or {}).get("Node"))]
 
     # ------------------------------------------------------------------ ps
     def _view(self, spec: ServiceSpec, status: dict, health: str = "", session: str | None = None) -> InstanceView:
@@ -302,9 +289,8 @@ class ProcessManager:
             specs = {name: spec}
         else:
             specs = self.list_specs()
-        with _translate("read status"):
-            _i, status_items = self.client.kv.get(keys.STATUS, recurse=True)
-            _i, lock_items = self.client.kv.get(keys.LOCKS, recurse=True)
+        _i, status_items = self.client.kv.get(keys.STATUS, recurse=True)
+        _i, lock_items = self.client.kv.get(keys.LOCKS, recurse=True)
         statuses: dict[str, dict[str, dict]] = {}
         for item in status_items or []:
             rest = item["Key"][len(keys.STATUS) :]
@@ -360,18 +346,16 @@ class ProcessManager:
 
     def _health(self, name: str) -> dict[str, str]:
         """Node → aggregated check status of the service instance there."""
-        with _translate(f"health of {name}"):
-            _i, entries = self.client.health.service(name)
-        out = {}
+        _i, entries = self.client.health.service(name)
+        out: dict[str, str] = {}
         for entry in entries or []:
             statuses = [c.get("Status") for c in entry.get("Checks") or []]
             agg = "critical" if "critical" in statuses else "warning" if "warning" in statuses else "passing"
-            out[(entry.get("Node") or {}).get("Node")] = agg
+            out[str((entry.get("Node") or {}).get("Node"))] = agg
         return out
 
     def _session_node(self, session: str) -> str | None:
-        with _translate("session info"):
-            _i, info = self.client.session.info(session)
+        _i, info = self.client.session.info(session)
         return (info or {}).get("Node")
 
     # ------------------------------------------------------------------ logs
@@ -398,75 +382,61 @@ class ProcessManager:
         return statuses[0]["node"], statuses[0]["log"]
 
     def node_address(self, node: str) -> str | None:
-        with _translate(f"node {node}"):
-            _i, data = self.client.catalog.node(node)
+        _i, data = self.client.catalog.node(node)
         return ((data or {}).get("Node") or {}).get("Address")
 
     def local_node(self) -> str | None:
-        with _translate("agent self"):
-            me = self.client.agent.self()
+        me = self.client.agent.self()
         return (me.get("Config") or {}).get("NodeName")
 
 
-def agent_side_operations(spec: ServiceSpec, consul_addr: str) -> list[tuple[str, RawOperation]]:
-    """What each node agent sends for ``spec`` (not sent by this CLI): for ``--explain``."""
-    from foundation_cli.agent.placement import service_registration
-    from foundation_cli.agent.session import session_body
-    from foundation_cli.agent.timing import Timing
+def agent_side_operations(
+    spec: ServiceSpec, address: ConsulAddress, *, token: bool = False
+) -> list[tuple[str, RawOperation]]:
+    """What each node agent sends for ``spec`` (not sent by this CLI): for ``--explain``.
+
+    The same gateway methods the agent calls, with the same bodies
+    (:mod:`foundation_cli.core.agent_requests`), on a client that records and
+    sends nothing — so what is shown cannot drift from what the agents send.
+    """
+    from foundation_cli.raw.recorder import Recorder
+    from foundation_cli.tools import consul as consul_tool
 
     timing = Timing()
-    base = consul_addr.rstrip("/")
-    node = "<node>"
+    node = "NODE"
+    recorder = Recorder()
+    agent = consul_tool.plan_client(address, recorder=recorder, token=token)
     ops: list[tuple[str, RawOperation]] = []
+
+    def step(why: str, call) -> None:
+        done = len(recorder.operations)
+        call()
+        ops.extend((why, op) for op in recorder.operations[done:])
+
     if spec.mode == "singleton":
-        session = session_body(node, timing)
-        ops.append(
-            (
-                "each eligible agent has one session, bound to its node's gossip health and its own TTL check",
-                RawOperation(
-                    kind="consul-http", method="PUT", url=f"{base}/v1/session/create", body=json.dumps(session).encode()
-                ),
-            )
+        sid = consul_tool.PLAN_SESSION
+        step(
+            "each eligible agent has one session, bound to its node's gossip health and its own TTL check",
+            lambda: agent.session.create(session_body(node, timing)),
         )
-        ops.append(
-            (
-                "each contends for the lock when it is free; the winner runs the command",
-                RawOperation(
-                    kind="consul-http",
-                    method="PUT",
-                    url=f"{base}/v1/kv/{keys.LOCKS}{spec.name}?" + urllib.parse.urlencode({"acquire": "<session-id>"}),
-                    body=json.dumps({"node": node}).encode(),
-                ),
-            )
+        step(
+            "each contends for the lock when it is free; the winner runs the command",
+            lambda: agent.kv.acquire(keys.LOCKS + spec.name, lock_value(node), sid),
         )
-        ops.append(
-            (
-                f"the holder confirms its session every {timing.confirm_interval}s and stops the process after "
-                f"{timing.fence_timeout}s without confirmation (< lock-delay {timing.lock_delay}s)",
-                RawOperation(kind="consul-http", method="GET", url=f"{base}/v1/session/info/<session-id>?consistent=1"),
-            )
+        step(
+            f"the holder confirms its session every {timing.confirm_interval}s and stops the process after "
+            f"{timing.fence_timeout}s without confirmation (< lock-delay {timing.lock_delay}s)",
+            lambda: agent.session.info(sid, consistency="consistent"),
         )
-    ops.append(
-        (
-            "the agent running it registers the instance with a check tied to the process",
-            RawOperation(
-                kind="consul-http",
-                method="PUT",
-                url=f"{base}/v1/agent/service/register",
-                body=json.dumps(service_registration(spec, node, timing)).encode(),
-            ),
-        )
+    step(
+        "the agent running it registers the instance with a check tied to the process",
+        lambda: agent.agent.service.register(service_registration(spec, node, timing)),
     )
-    ops.append(
-        (
-            "and reports the instance for `foundation ps`",
-            RawOperation(
-                kind="consul-http",
-                method="PUT",
-                url=f"{base}/v1/kv/{keys.STATUS}{spec.name}/{node}",
-                body=b'{"node": "<node>", "pid": 1234, "state": "running", ...}',
-            ),
-        )
+    step(
+        "and reports the instance for `foundation ps`",
+        lambda: agent.kv.put(
+            f"{keys.STATUS}{spec.name}/{node}", '{"node": "NODE", "pid": 1234, "state": "running", ...}'
+        ),
     )
     return ops
 
@@ -477,6 +447,8 @@ def raw_equivalent(spec: ServiceSpec) -> str:
     if spec.mode == "singleton":
         return f"consul lock -n=1 {keys.LOCKS}{spec.name} {cmd}    # on every node"
     return f"{cmd}    # on every node, e.g. as a systemd unit, plus `consul services register`"
+
+
 def _keeps_exiting(spec: ServiceSpec, status: dict) -> bool:
     """The agent saw the command fail twice in a row (once, when it will not be restarted)."""
     failures = int(status.get("failures") or 0)

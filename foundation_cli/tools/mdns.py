@@ -18,10 +18,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from foundation_cli.core.mdns_records import SERVICE_TYPE, Answer
 from foundation_cli.errors import UnreachableError, UsageError
 from foundation_cli.raw.operation import RawOperation
 from foundation_cli.raw.recorder import current_recorder
+from foundation_cli.tools.mdns_wire import SERVICE_TYPE, Answer, build_txt
 
 ENV_INTERFACE = "FOUNDATION_MDNS_INTERFACE"
 NO_INTERFACE_HINT = (
@@ -179,8 +179,6 @@ class Advertiser:
 
     def start(self) -> None:
         """Probe and announce (recorded; in a dry run recorded only)."""
-        from foundation_cli.core.mdns_records import build_txt
-
         op = RawOperation(
             kind="mdns",
             method="ANNOUNCE",

@@ -51,7 +51,10 @@ class Client(consul.std.Consul):
         consistency: str = "default",
     ) -> None:
         self.address = address
-        self._gateway_options = dict(recorder=recorder, fallbacks=tuple(fallbacks), plan=plan, timeout=timeout)
+        self._recorder = recorder
+        self._fallbacks = tuple(fallbacks)
+        self._plan = plan
+        self._timeout = timeout
         super().__init__(
             host=address.host,
             port=address.port,
@@ -75,7 +78,15 @@ class Client(consul.std.Consul):
 
     def http_connect(self, host, port, scheme, verify=True, cert=None) -> RecordingHTTPClient:
         """py-consul's hook: every request of every endpoint group goes through this client."""
-        return RecordingHTTPClient(self.address, verify=verify, cert=cert, **self._gateway_options)
+        return RecordingHTTPClient(
+            self.address,
+            verify=verify,
+            cert=cert,
+            timeout=self._timeout,
+            recorder=self._recorder,
+            fallbacks=self._fallbacks,
+            plan=self._plan,
+        )
 
     # The token lives in the gateway (it adds the header); py-consul's endpoints read it here.
     @property

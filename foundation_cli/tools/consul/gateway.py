@@ -32,7 +32,7 @@ from typing import Any
 import consul
 import consul.std
 import requests
-from consul import base
+from consul.base import Response  # (code, headers, body): what every callback receives
 
 from foundation_cli.errors import (
     ConflictError,
@@ -45,8 +45,6 @@ from foundation_cli.errors import (
 from foundation_cli.raw.address import ConsulAddress
 from foundation_cli.raw.operation import RawOperation
 from foundation_cli.raw.recorder import Recorder, current_recorder
-
-Response = base.Response  # (code, headers, body): what every callback receives
 
 ZERO_ID = "00000000-0000-0000-0000-000000000000"
 
@@ -290,7 +288,7 @@ class RecordingHTTPClient(consul.std.HTTPClient):
         tried: list[str] = []
         addresses = [self.address, *self.fallbacks]
         for n, address in enumerate(addresses):
-            op = recorder.begin(operation(address))  # --explain shows operations in the order they were sent
+            op = operation(address)
             try:
                 resp = self.session.request(
                     method,
