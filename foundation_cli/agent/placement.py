@@ -21,6 +21,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
+from foundation_cli.agent import drain
 from foundation_cli.agent.context import AgentContext, _short, backoff
 from foundation_cli.agent.session import NodeSession
 from foundation_cli.agent.supervisor import Instance, Lease
@@ -86,6 +87,9 @@ class Placement:
         self.holders: dict[str, str | None] = {}  # lock name -> session holding it
         self.instances: dict[str, Instance] = {}
         self.held: set[str] = set()
+        self.tokens: dict[str, int] = {}  # singleton -> fencing token (lock ModifyIndex at our acquire)
+        self.drain_mark: dict | None = None  # foundation/drain/<this node>, when drained
+        self.maintenance: bool | None = None  # the node maintenance we last set (None: not yet checked)
         self.restart_at: dict[str, float] = {}
         self.acquire_at: dict[str, float] = {}
         self.registered: dict[str, str] = {}  # name -> digest registered
@@ -105,6 +109,7 @@ class Placement:
 
     # ================================================================ threads
     def run(self) -> None:
+        self._read_drain_once()
         self._adopt()
         self._destroy_stale_sessions()
         for name, target in (
@@ -113,6 +118,7 @@ class Placement:
             ("session", lambda: self.session.run(self.stop)),
             ("stop", lambda: (self.stop.wait(), self.wake.set())),
             ("holders", self._watch_holders),
+            ("drain", lambda: self._watch(keys.DRAIN, self._apply_drain)),
         ):
             threading.Thread(target=target, daemon=True, name=f"placement-{name}").start()
         while not self.stop.is_set():
@@ -188,7 +194,7 @@ class Placement:
                 and holder not in destroyed
                 and name in specs
                 and specs[name].mode == "singleton"
-                and specs[name].eligible(self.ctx.node_meta)
+                and self._eligible(specs[name])
             }
             if not foreign:
                 failures.clear()
@@ -241,6 +247,45 @@ class Placement:
         with self.lock:
             self.specs = specs
             self.specs_loaded = True
+
+    # ================================================================ drain (agent/drain.py)
+    def _eligible(self, spec: ServiceSpec) -> bool:
+        """Placed on this node: its node meta matches and the node is not drained."""
+        return self.drain_mark is None and spec.eligible(self.ctx.node_meta)
+
+    def _apply_drain(self, items: list[dict]) -> None:
+        mark = next((i for i in items if i["Key"] == drain.mark_key(self.ctx.node)), None)
+        was = self.drain_mark is not None
+        self.drain_mark = drain.parse_mark(mark.get("Value")) if mark is not None else None
+        if was != (self.drain_mark is not None):
+            self.log.warning("node %s: %s", self.ctx.node, "drained" if self.drain_mark is not None else "undrained")
+
+    def _read_drain_once(self) -> None:
+        """At start, before adopting anything: a drained node keeps nothing from its previous run."""
+        attempt = 0
+        while not self.stop.is_set():
+            try:
+                _i, items = self.client.kv.get(keys.DRAIN, recurse=True)
+                self._apply_drain(items or [])
+                return
+            except Exception:  # noqa: BLE001
+                self.stop.wait(backoff(attempt))
+                attempt += 1
+
+    def _sync_maintenance(self) -> None:
+        """Node maintenance follows the drain mark (after the instances have stopped)."""
+        want = self.drain_mark is not None
+        if self.maintenance == want:
+            return
+        try:
+            if want:
+                drain.set_maintenance(self.client, True, drain.maintenance_reason(self.drain_mark))
+            elif self.maintenance is True or drain.ours_in_maintenance(self.client):
+                drain.set_maintenance(self.client, False, "")
+            self.maintenance = want
+            self.log.info("node maintenance %s", "enabled (drained)" if want else "off")
+        except Exception as exc:  # noqa: BLE001 - retried at the next pass
+            self.log.warning("node maintenance: %s; retrying", _short(exc))
 
     def _apply_locks(self, items: list[dict]) -> None:
         holders = {}
@@ -296,16 +341,16 @@ class Placement:
             for name in list(self.instances):
                 spec = self.specs.get(name)
                 inst = self.instances[name]
-                if spec is None or spec.mode != inst.mode or not spec.eligible(self.ctx.node_meta):
+                if spec is None or spec.mode != inst.mode or not self._eligible(spec):
                     self._remove(
                         name, graceful=True, reason="spec removed" if spec is None else "no longer placed here"
                     )
             for name in list(self.held):
                 spec = self.specs.get(name)
-                if spec is None or spec.mode != "singleton" or not spec.eligible(self.ctx.node_meta):
+                if spec is None or spec.mode != "singleton" or not self._eligible(spec):
                     self._release(name)
             for _name, spec in sorted(self.specs.items()):
-                if not spec.eligible(self.ctx.node_meta):
+                if not self._eligible(spec):
                     continue
                 if spec.mode == "replicated":
                     self._ensure_running(spec, timers)
@@ -313,6 +358,9 @@ class Placement:
                     self._singleton(spec, timers)
             for name in [n for n in self.status_sent if n not in self.instances]:
                 self._delete_status(name)
+            self._sync_maintenance()
+            if self.maintenance != (self.drain_mark is not None):
+                timers.append(now + 1.0)
             if now >= self.next_housekeeping:
                 self._housekeeping()
                 self.next_housekeeping = now + self.timing.housekeeping
@@ -363,7 +411,9 @@ class Placement:
             self.held.add(name)
             self.holders[name] = sid
             self.acquire_at.pop(name, None)
-            self.log.info("%s: lock acquired", name)
+            self.tokens.pop(name, None)
+            self._fencing_token(name)
+            self.log.info("%s: lock acquired (fencing token %s)", name, self.tokens.get(name))
             self._ensure_running(spec, timers)
         else:
             self.acquire_at[name] = time.monotonic() + self.timing.acquire_retry
@@ -378,6 +428,25 @@ class Placement:
         holder = (data or {}).get("Session")
         self.holders[name] = holder
         return holder is not None and holder == self.session.id
+
+    def _fencing_token(self, name: str) -> int | None:
+        """The lock key's ModifyIndex as of our acquire (consistent read): the Raft index of that write.
+
+        Raft indexes only grow, cluster-wide, so every new holder gets a larger
+        number than every earlier one — even after ``foundation stop`` deleted
+        the key and a later start re-created it (its LockIndex would restart at 1).
+        """
+        if name in self.tokens:
+            return self.tokens[name]
+        try:
+            _i, data = self.client.kv.get(keys.LOCKS + name, consistency="consistent")
+        except Exception as exc:  # noqa: BLE001 - no token yet: the spawn waits for the next pass
+            self.log.debug("fencing token %s: %s", name, _short(exc))
+            return None
+        if data and data.get("Session") == self.session.id and self.session.id:
+            self.tokens[name] = int(data["ModifyIndex"])
+            return self.tokens[name]
+        return None
 
     def _release(self, name: str) -> None:
         self.held.discard(name)
@@ -430,6 +499,12 @@ class Placement:
         extra = {"FOUNDATION_SERVICE": spec.name, "FOUNDATION_NODE": self.ctx.node, "FOUNDATION_MODE": spec.mode}
         if spec.port:
             extra["PORT"] = str(spec.port)
+        if spec.mode == "singleton":
+            token = self._fencing_token(spec.name)
+            if token is None:  # cannot tell our token yet: no process without one; try again shortly
+                threading.Timer(0.5, self.wake.set).start()
+                return
+            extra["FOUNDATION_FENCING_TOKEN"] = str(token)
         with self.spawn_lock:
             if spec.mode == "singleton" and not self.session.confirmed(within=self.session.timing.fence_timeout / 2):
                 return
@@ -505,7 +580,10 @@ class Placement:
             self.log.warning("deregister %s: %s", name, _short(exc))
 
     def _report(self, inst: Instance) -> None:
-        text = json.dumps(inst.status(), sort_keys=True)
+        status = inst.status()
+        if inst.mode == "singleton":
+            status["fencing"] = self.tokens.get(inst.name)
+        text = json.dumps(status, sort_keys=True)
         if self.status_sent.get(inst.name) == text:
             return
         try:
@@ -552,7 +630,7 @@ class Placement:
                 and spec.mode == "replicated"
                 and inst.mode == "replicated"
                 and inst.digest == spec.digest()
-                and spec.eligible(self.ctx.node_meta)
+                and self._eligible(spec)
             )
             if keep:
                 self.instances[inst.name] = inst

@@ -14,6 +14,7 @@ from foundation_cli.commands import (
     cluster,
     common,
     config,
+    day2,
     discovery,
     health,
     init,
@@ -38,7 +39,7 @@ GLOBALS_HELP = (
 
 # Where each command appears in `foundation --help` (the wiring decides the layout, not the modules).
 PANELS = {
-    "Cluster": ("up", "down", "init", "config", "consul", "ssh", "advertise", "discover-hosts", "agent"),
+    "Cluster": ("up", "down", "init", "config", "consul", "ssh", "advertise", "discover-hosts", "agent", "drain"),
     "Run things": ("start-singleton", "start-replicated", "stop", "restart", "ps", "logs"),
     "Use the cluster": ("broadcast", "listen", "discover", "services", "kv", "status", "metrics", "optimize"),
 }
@@ -78,7 +79,7 @@ _root.__signature__ = _signature.replace(  # type: ignore[attr-defined]
 _root.__annotations__ = {**_root.__annotations__, **{p.name: p.annotation for p in common.GLOBAL_PARAMETERS}}
 app.callback()(_root)
 
-for module in (cluster, init, placement, channels, discovery, config, health, mdns, agent):
+for module in (cluster, init, placement, channels, discovery, config, health, mdns, agent, day2):
     module.register(app)
 app.add_typer(kv.app, name="kv")
 

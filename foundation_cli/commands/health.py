@@ -50,12 +50,45 @@ def status(
         run.out.stdout.write(expose(snap))
         return
     data = snap.to_dict()
+    data.update(_day2(run, data["errors"]))
     if run.settings.json:
         run.out.json(data)
         return
     run.out.console().print(_status_view(data, {}))
-    for name, error in sorted(snap.errors.items()):
+    for line in _day2_lines(data):
+        run.out.line(line)
+    for name, error in sorted(data["errors"].items()):
         run.out.warn(f"could not read {name}: {error}")
+
+
+def _day2(run, errors: dict) -> dict:
+    """Drained nodes and machines waiting to join (read here, not by the health monitor)."""
+    from foundation_cli.core.strategies import read_discovered
+    from foundation_cli.errors import FoundationError
+    from foundation_cli.facades.drain import Drainer
+
+    client = run.consul()
+    out: dict = {"drained": [], "waiting": []}
+    try:
+        out["drained"] = [{"node": n} | m for n, m in sorted(Drainer(client).drained().items())]
+    except FoundationError as exc:
+        errors["drained"] = exc.message
+    try:
+        out["waiting"] = read_discovered(client)
+    except FoundationError as exc:
+        errors["waiting"] = exc.message
+    return out
+
+
+def _day2_lines(data: dict) -> list[str]:
+    lines = []
+    if data.get("drained"):
+        nodes = ", ".join(d["node"] + (f" ({d['reason']})" if d.get("reason") else "") for d in data["drained"])
+        lines.append(f"drained {nodes}   (`foundation undrain NODE`)")
+    if data.get("waiting"):
+        addrs = ", ".join(w["address"] for w in data["waiting"][:6]) + (" …" if len(data["waiting"]) > 6 else "")
+        lines.append(f"waiting to join {len(data['waiting'])}: {addrs}   (`foundation discover-hosts --waiting`)")
+    return lines
 
 
 def metrics(

@@ -94,8 +94,14 @@ def _discover_hosts(
     expect: Optional[int] = typer.Option(
         None, "--expect", min=1, help="Stop as soon as this many Foundation machines answered."
     ),
+    waiting: bool = typer.Option(
+        False, "--waiting", help="List what the cluster's node agents heard instead (foundation/discovered/)."
+    ),
 ) -> None:
     """List machines answering on the LAN (mDNS) and whose cluster they are in.
+
+    --waiting lists, without listening here, the machines the cluster's node
+    agents heard that want to join (written under foundation/discovered/).
 
     Example: foundation discover-hosts --interface eth0 --timeout 2
     """
@@ -104,6 +110,8 @@ def _discover_hosts(
     from foundation_cli.tools import mdns as mdns_tool
 
     run = current()
+    if waiting:
+        return _waiting(run)
     binding = mdns_tool.resolve_binding(interface or mdns_tool.interfaces_from_env(), ipv4=ipv4, ipv6=ipv6)
     if not 0.1 <= timeout <= 60:
         raise UsageError(f"--timeout must be between 0.1s and 60s, got {timeout:g}s")
@@ -115,6 +123,34 @@ def _discover_hosts(
         run.out.info(f"nothing answered on {binding.label} within {timeout:g} s")
         return
     run.out.table(*strategies.hosts_table(hosts))
+
+
+def _waiting(run) -> None:
+    """``discover-hosts --waiting``: what the agents wrote under foundation/discovered/ (a KV read)."""
+    import time
+
+    from foundation_cli.core import strategies
+
+    entries = sorted(strategies.read_discovered(run.consul()), key=lambda e: e["address"])
+    if run.settings.json:
+        run.out.json(entries)
+        return
+    if not entries:
+        run.out.info("no machine is waiting to join (the node agents heard none on mDNS)")
+        return
+    now = time.time()
+    rows = [
+        (
+            e["address"],
+            e.get("node") or "-",
+            e.get("status") or "-",
+            e.get("datacenter") or "-",
+            e.get("seen_by") or "-",
+            f"{max(0, int(now - e['last_seen']))}s ago" if isinstance(e.get("last_seen"), (int, float)) else "-",
+        )
+        for e in entries
+    ]
+    run.out.table(("ADDRESS", "NAME", "STATUS", "DC", "HEARD BY", "LAST SEEN"), rows)
 
 
 def mortal_hosts(cfg, *, yes: bool = False, interfaces: list[str] | None = None) -> list:

@@ -200,7 +200,7 @@ def _age(seconds: float | None) -> str:
 
 @command(app, "ps", rich_help_panel=PANEL)
 def ps(name: Optional[str] = typer.Argument(None, help=_NAME_HELP, autocompletion=service_names)) -> None:
-    """List placed services: node, pid, state, health, uptime, restarts.
+    """List placed services: node, pid, state, health, uptime, restarts, token.
 
     With --explain also the session and lock key behind each singleton.
 
@@ -214,16 +214,28 @@ def ps(name: Optional[str] = typer.Argument(None, help=_NAME_HELP, autocompletio
     if not rows:
         run.out.info("no services (start one with `foundation start-singleton NAME -- CMD`)")
         return
-    columns = ["NAME", "MODE", "NODE", "PID", "STATE", "HEALTH", "UPTIME", "RESTARTS"]
+    columns = ["NAME", "MODE", "NODE", "PID", "STATE", "HEALTH", "UPTIME", "RESTARTS", "TOKEN"]
     if run.settings.explain:
         columns += ["LOCK KEY", "SESSION"]
     table = []
     for r in rows:
         row = [r.name, r.mode, r.node or "-", r.pid or "-", r.state, r.health or "-", _age(r.uptime()), r.restarts]
+        row.append(r.fencing_token or "-")
         if run.settings.explain:
             row += [r.lock_key or "-", r.session or "-"]
         table.append(row)
     run.out.table(columns, table)
+    _drained_footer(run)
+
+
+def _drained_footer(run) -> None:
+    """ps: say which nodes are drained (they run nothing until `foundation undrain`)."""
+    from foundation_cli.facades.drain import Drainer
+
+    drained = Drainer(run.consul()).drained()
+    if drained:
+        nodes = ", ".join(n + (f" ({m['reason']})" if m.get("reason") else "") for n, m in sorted(drained.items()))
+        run.out.info(f"drained (runs nothing until `foundation undrain`): {nodes}")
 
 
 @command(app, "logs", rich_help_panel=PANEL)

@@ -13,6 +13,9 @@ foundation/
   agents/<node>           agent heartbeat/metadata
   optimizer/last          last optimizer report from the agents
   discovered/<addr>       machines an agent heard on mDNS that want in (unclaimed / claiming our id)
+  drain/<node>            drain mark (`foundation drain`): the node's agent stops its instances, releases
+                          its locks and puts its own node in Consul maintenance until `undrain` deletes it
+  snapshots/<id>          index of the scheduled snapshots the leader's agent took (file on that node)
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ CHANNELS = f"{PREFIX}/channels/"
 AGENTS = f"{PREFIX}/agents/"
 OPTIMIZER_LAST = f"{PREFIX}/optimizer/last"
 DISCOVERED = f"{PREFIX}/discovered/"
+DRAIN = f"{PREFIX}/drain/"
+SNAPSHOTS = f"{PREFIX}/snapshots/"
 
 # The Consul service every node agent registers as, and its TTL check.
 AGENT_SERVICE = "foundation-agent"

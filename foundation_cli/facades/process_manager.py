@@ -41,6 +41,7 @@ class InstanceView:
     log: str | None = None
     session: str | None = None
     lock_key: str | None = None
+    fencing_token: int | None = None
 
     def uptime(self, now: float | None = None) -> float | None:
         if self.started is None or self.state != "running":
@@ -63,6 +64,7 @@ class InstanceView:
             "log": self.log,
             "session": self.session,
             "lock_key": self.lock_key,
+            "fencing": self.fencing_token,
         }
 
 
@@ -277,6 +279,7 @@ class ProcessManager:
             log=status.get("log"),
             session=session,
             lock_key=keys.LOCKS + spec.name if spec.mode == "singleton" else None,
+            fencing_token=status.get("fencing"),
         )
 
     def ps(self, name: str | None = None) -> list[InstanceView]:

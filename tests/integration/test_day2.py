@@ -1,0 +1,108 @@
+"""Day-2 operations against one real Consul agent and one real node agent (no lab needed).
+
+Fencing tokens (in the singleton's environment, shown by ps, larger for every
+new holder), drain/undrain on one node (the instance stops, the node enters
+Consul maintenance, the mark survives an agent restart, undrain brings it
+back), and the snapshot round trip (a value written, saved, changed,
+restored, back). Moves between nodes are in test_day2_lab.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+
+import pytest
+
+from tests.integration.test_placement_support import (
+    agent_passing,
+    cli,
+    http_json,
+    pids_running,
+    ps,
+    shared_dir,
+    start_local_agent,
+    stop_process,
+    wait_for,
+)
+
+TOKEN_PRINTER = r"""
+import os, sys, time
+with open(sys.argv[1], "a") as fh:
+    fh.write(os.environ.get("FOUNDATION_FENCING_TOKEN", "none") + "\n")
+while True:
+    time.sleep(1)
+"""
+
+
+@pytest.fixture
+def work_dir():
+    d = shared_dir("foundation-day2-")
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _maintenance(addr: str, node: str) -> bool:
+    return any(c["CheckID"] == "_node_maintenance" for c in http_json(f"{addr}/v1/health/node/{node}") or [])
+
+
+@pytest.mark.timeout(150)
+def test_fencing_token_and_drain_on_one_node(fresh_consul, tmp_path, work_dir):
+    addr, env = fresh_consul.http_addr, fresh_consul.env
+    script = work_dir / "tok.py"
+    script.write_text(TOKEN_PRINTER)
+    tokens = work_dir / "tokens"
+    data = tmp_path / "data"
+    agent = start_local_agent(addr, data, tmp_path / "agent.log")
+    agent2 = None
+    try:
+        node = wait_for(lambda: agent_passing(addr), 20, "the agent to register")[0]
+        cli(["start-singleton", "tok", "--", "python3", str(script), str(tokens)], env)
+        first = int(wait_for(lambda: tokens.exists() and tokens.read_text().split(), 10, "a token")[0])
+        lock = http_json(f"{addr}/v1/kv/foundation/locks/tok")[0]
+        assert first == lock["ModifyIndex"] and lock["Session"]
+        row = ps(env, "tok")[0]
+        assert row["fencing"] == first
+        assert str(first) in cli(["ps"], env).stdout
+
+        # A new holder (the agent restarted: new session, new acquire) gets a larger token.
+        stop_process(agent)
+        agent = start_local_agent(addr, data, tmp_path / "agent2.log")
+        second = int(wait_for(lambda: len(tokens.read_text().split()) == 2 and tokens.read_text().split(), 30, "2")[1])
+        assert second > first
+
+        # Drain: the instance stops, the node enters maintenance; the mark survives an agent restart.
+        dry = cli(["drain", node, "--dry-run"], env)
+        assert f"/v1/kv/foundation/drain/{node}" in dry.stdout
+        assert http_json(f"{addr}/v1/kv/foundation/drain/{node}") is None
+        out = cli(["drain", node, "--reason", "test", "--explain", "--timeout", "30"], env, check=False)
+        # One node: the singleton has nowhere to go (partial, exit 7), but the node is drained.
+        assert out.returncode == 7 and "tok not running elsewhere" in out.stderr
+        assert "/v1/agent/maintenance?enable=true" in out.stderr
+        assert wait_for(lambda: _maintenance(addr, node), 10, "maintenance")
+        assert pids_running(str(tokens)) == []
+        assert http_json(f"{addr}/v1/kv/foundation/drain/{node}?raw=1")["reason"] == "test"
+        stop_process(agent)
+        agent = start_local_agent(addr, data, tmp_path / "agent3.log")
+        wait_for(lambda: "drained" in (tmp_path / "agent3.log").read_text(), 20, "the agent to start drained")
+        assert _maintenance(addr, node)
+        assert pids_running(str(tokens)) == []
+        assert [r["state"] for r in ps(env, "tok")] == ["pending"]
+        st = json.loads(cli(["status", "--json", "--window", "0"], env).stdout)
+        assert st["drained"][0]["node"] == node
+
+        out = cli(["undrain", node], env)
+        assert f"{node} undrained" in out.stdout
+        assert not _maintenance(addr, node)
+        wait_for(lambda: pids_running(str(tokens)), 20, "the singleton back after undrain")
+        assert int(tokens.read_text().split()[-1]) > second
+        cli(["stop", "tok"], env)
+    finally:
+        for proc in (agent, agent2):
+            stop_process(proc)
+        for pid in pids_running(str(tokens)):
+            os.kill(pid, signal.SIGKILL)
