@@ -169,13 +169,9 @@ class Output:
 
     # -- raw operations ----------------------------------------------------------
     def explain_operation(self, op: RawOperation) -> None:
-        """``--explain``: each raw operation as it completes, on stderr."""
-        lines = render.render_lines(op)
-        cyan, dim, reset = ("\x1b[36m", "\x1b[2m", "\x1b[0m") if self._styled_err() else ("", "", "")
-        self.stderr.write(f"{cyan}$ {lines[0]}{reset}\n")
-        for extra in lines[1:]:
-            self.stderr.write(f"{dim}  {extra}{reset}\n")
-        self.stderr.write(f"{dim}  ↳ {render.outcome(op)}{reset}\n")
+        """``--explain``: one raw operation as one block on stderr (the recorder calls this in send order)."""
+        styles = ("\x1b[36m", "\x1b[2m", "\x1b[0m") if self._styled_err() else ("", "", "")
+        self.stderr.write(render.explain_block(op, styles=styles))  # one write: blocks never interleave
         self.stderr.flush()
 
     def dry_run_report(self, recorder: Recorder, *, title: str) -> None:

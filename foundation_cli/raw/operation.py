@@ -56,6 +56,16 @@ class RawOperation:
             return (self.method or "QUERY").upper() in ("ANNOUNCE", "GOODBYE")
         return self.kind in ("ssh-exec", "ssh-upload", "local-process") and not self.read_only
 
+    @property
+    def is_long_poll(self) -> bool:
+        """A Consul blocking query (``?index=N``): it may wait minutes, so ``--explain`` shows it when it returns."""
+        if self.kind != "consul-http" or (self.method or "GET").upper() != "GET" or not self.url:
+            return False
+        import urllib.parse
+
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.url).query)
+        return any(v not in ("", "0") for v in query.get("index", []))
+
     def finish(self, *, status: int | None = None, summary: str = "", error: str | None = None) -> None:
         """Stamp the outcome and the elapsed time."""
         self.status = status

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import shlex
 import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from foundation_cli.raw.address import DEFAULT_CONSUL_ADDRESS
 from foundation_cli.raw.operation import RawOperation
@@ -89,116 +92,265 @@ def _q(value: str) -> str:
     return shlex.quote(value)
 
 
-def consul_cli(op: RawOperation) -> str | None:
-    """The equivalent ``consul`` CLI command, where one exists; ``None`` otherwise."""
-    if op.kind != "consul-http" or not op.url:
-        return None
-    _base, path, plist = _split_url(op.url)
-    params = dict(plist)
-    method = (op.method or "GET").upper()
-    body = op.body or b""
-    flags = []
-    for name in ("dc",):
-        if name in params:
-            flags.append(f"-datacenter={_q(params[name])}")
-    if params.get("stale") is not None and "stale" in params:
-        flags.append("-stale")
-    f = (" " + " ".join(flags)) if flags else ""
+@dataclass(frozen=True)
+class Equivalent:
+    """One row of the ``# consul:`` table: a request shape and the consul CLI line doing the same.
 
-    if path.startswith("/v1/kv/"):
-        key = path[len("/v1/kv/") :]
-        if method == "GET":
-            if "keys" in params:
-                sep = f" -separator={_q(params['separator'])}" if "separator" in params else ""
-                return f"consul kv get{f} -keys{sep} {_q(key)}"
-            rec = " -recurse" if "recurse" in params else ""
-            return f"consul kv get{f} -detailed{rec} {_q(key)}" if rec == "" else f"consul kv get{f}{rec} {_q(key)}"
-        if method == "PUT":
-            extra = []
-            if "cas" in params:
-                extra.append(f"-cas -modify-index={params['cas']}")
-            if "flags" in params:
-                extra.append(f"-flags={params['flags']}")
-            if "acquire" in params:
-                extra.append(f"-acquire -session={_q(params['acquire'])}")
-            if "release" in params:
-                extra.append(f"-release -session={_q(params['release'])}")
-            x = (" " + " ".join(extra)) if extra else ""
-            if _is_text(body) and not body.startswith((b"@", b"-")):
-                return f"consul kv put{f}{x} {_q(key)} {_q(body.decode('utf-8'))}"
-            return f"{printf_bytes(body)} | consul kv put{f}{x} {_q(key)} -"
-        if method == "DELETE":
-            extra = " -recurse" if "recurse" in params else ""
-            if "cas" in params:
-                extra += f" -cas -modify-index={params['cas']}"
-            return f"consul kv delete{f}{extra} {_q(key)}"
-    if path.startswith("/v1/event/fire/") and method == "PUT":
-        name = path[len("/v1/event/fire/") :]
-        filt = "".join(
-            f" -{flag}={_q(params[p])}"
-            for p, flag in (("node", "node"), ("service", "service"), ("tag", "tag"))
-            if p in params
+    ``path`` ends with ``/`` when it is a prefix (the rest is a key, a name, an id).
+    ``params``: the query parameters the CLI line can express; a request carrying any other
+    (a blocking ``index``, ``consistent``, ``wan`` …) has no equivalent — a near miss is not shown.
+    Each row is checked against a real Consul (tests/integration/test_equivalents.py).
+    """
+
+    name: str
+    method: str
+    path: str
+    params: frozenset[str]
+    build: Callable[[str, dict[str, str], bytes, str], str | None]  # (rest of path, params, body, common flags)
+
+    def matches(self, method: str, path: str) -> bool:
+        if method != self.method:
+            return False
+        return (
+            path.startswith(self.path) and len(path) > len(self.path) if self.path.endswith("/") else path == self.path
         )
-        payload = f" {_q(body.decode('utf-8', 'replace'))}" if body else ""
-        return f"consul event{f} -name={_q(name)}{filt}{payload}"
-    if path == "/v1/event/list" and method == "GET":
-        name = f" -name={_q(params['name'])}" if "name" in params else ""
-        return f"consul watch -type=event{name}"
-    simple = {
-        ("GET", "/v1/agent/members"): "consul members",
-        ("GET", "/v1/catalog/services"): "consul catalog services",
-        ("GET", "/v1/catalog/nodes"): "consul catalog nodes",
-        ("GET", "/v1/catalog/datacenters"): "consul catalog datacenters",
-        ("GET", "/v1/operator/raft/configuration"): "consul operator raft list-peers",
-        ("GET", "/v1/operator/autopilot/configuration"): "consul operator autopilot get-config",
-        ("GET", "/v1/agent/self"): "consul info",
-        ("PUT", "/v1/agent/leave"): "consul leave",
-        ("PUT", "/v1/agent/reload"): "consul reload",
-        ("GET", "/v1/agent/metrics"): "consul debug -capture=metrics  # (point-in-time: curl is closer)",
-    }
-    if (method, path) in simple:
-        return simple[(method, path)] + f
-    if method == "PUT" and path.startswith("/v1/agent/force-leave/"):
-        return f"consul force-leave {_q(path.rsplit('/', 1)[1])}"
-    if method == "PUT" and path.startswith("/v1/agent/join/"):
-        return f"consul join {_q(path.rsplit('/', 1)[1])}"
-    if method == "PUT" and path.startswith("/v1/agent/service/deregister/"):
-        return f"consul services deregister -id={_q(path.rsplit('/', 1)[1])}"
-    if method == "PUT" and path == "/v1/operator/autopilot/configuration":
-        return _autopilot_set(body)
-    if method == "GET" and path.startswith("/v1/catalog/service/"):
-        return f"consul catalog nodes -service={_q(path.rsplit('/', 1)[1])}{f}"
-    return None
 
 
-def _autopilot_set(body: bytes) -> str | None:
+_COMMON = frozenset({"dc", "stale"})
+
+
+def _common_flags(params: dict[str, str]) -> str:
+    flags = [f"-datacenter={_q(params['dc'])}"] if "dc" in params else []
+    if "stale" in params:
+        flags.append("-stale")
+    return "".join(" " + flag for flag in flags)
+
+
+def _word(value: str) -> str | None:
+    """A positional argument the consul CLI reads as such (its flag parser takes a leading '-')."""
+    return None if value.startswith("-") else _q(value)
+
+
+def _kv_get(key: str, params: dict[str, str], body: bytes, f: str) -> str | None:
+    if "keys" in params:
+        sep = f" -separator={_q(params['separator'])}" if "separator" in params else ""
+        return f"consul kv get{f} -keys{sep} {_q(key)}"
+    if "separator" in params or key.startswith("-"):
+        return None
+    if "recurse" in params:
+        return f"consul kv get{f} -recurse {_q(key)}"
+    return f"consul kv get{f} -detailed {_q(key)}"
+
+
+def _kv_put(key: str, params: dict[str, str], body: bytes, f: str) -> str | None:
+    if key.startswith("-") or ("acquire" in params and "release" in params):
+        return None
+    extra = []
+    if "cas" in params:
+        if not params["cas"].isdigit() or int(params["cas"]) == 0:
+            return None  # ?cas=0 (only if absent): consul kv put refuses -modify-index=0 ("Must specify")
+        extra.append(f"-cas -modify-index={params['cas']}")
+    if "flags" in params:
+        extra.append(f"-flags={_q(params['flags'])}")
+    if "acquire" in params:
+        extra.append(f"-acquire -session={_q(params['acquire'])}")
+    if "release" in params:
+        extra.append(f"-release -session={_q(params['release'])}")
+    x = "".join(" " + e for e in extra)
+    if _is_text(body) and not body.startswith((b"@", b"-")):
+        return f"consul kv put{f}{x} {_q(key)} {_q(body.decode('utf-8'))}"
+    return f"{printf_bytes(body)} | consul kv put{f}{x} {_q(key)} -"
+
+
+def _kv_delete(key: str, params: dict[str, str], body: bytes, f: str) -> str | None:
+    if key.startswith("-") or ("cas" in params and "recurse" in params):
+        return None
+    extra = " -recurse" if "recurse" in params else ""
+    if "cas" in params:
+        if not params["cas"].isdigit() or int(params["cas"]) == 0:
+            return None
+        extra += f" -cas -modify-index={params['cas']}"
+    return f"consul kv delete{f}{extra} {_q(key)}"
+
+
+def _event_fire(name: str, params: dict[str, str], body: bytes, f: str) -> str | None:
+    filters = "".join(f" -{p}={_q(params[p])}" for p in ("node", "service", "tag") if p in params)
+    if not body:
+        return f"consul event{f} -name={_q(name)}{filters}"
+    if not _is_text(body) or body.startswith(b"-"):
+        return None  # a payload the command line cannot carry as it is
+    return f"consul event{f} -name={_q(name)}{filters} {_q(body.decode('utf-8'))}"
+
+
+def _event_list(_rest: str, params: dict[str, str], body: bytes, f: str) -> str | None:
+    name = f" -name={_q(params['name'])}" if "name" in params else ""
+    return f"consul watch -type=event{name}"  # no handler: prints the same JSON once and exits
+
+
+def _fixed(line: str) -> Callable[[str, dict[str, str], bytes, str], str | None]:
+    return lambda _rest, _params, _body, f: line + f
+
+
+def _with_arg(fmt: str) -> Callable[[str, dict[str, str], bytes, str], str | None]:
+    def build(rest: str, _params: dict[str, str], _body: bytes, f: str) -> str | None:
+        word = _word(rest)
+        return None if word is None or "/" in rest else fmt.format(word) + f
+
+    return build
+
+
+_AUTOPILOT_FLAGS = {
+    "CleanupDeadServers": "cleanup-dead-servers",
+    "LastContactThreshold": "last-contact-threshold",
+    "MaxTrailingLogs": "max-trailing-logs",
+    "MinQuorum": "min-quorum",
+    "ServerStabilizationTime": "server-stabilization-time",
+    "RedundancyZoneTag": "redundancy-zone-tag",
+    "DisableUpgradeMigration": "disable-upgrade-migration",
+    "UpgradeVersionTag": "upgrade-version-tag",
+}
+
+
+def _autopilot_set(_rest: str, params: dict[str, str], body: bytes, f: str) -> str | None:
+    """Only a whole configuration: the PUT replaces it all, set-config changes just the flags given."""
     import json
 
     try:
         conf = json.loads(body or b"{}")
     except ValueError:
         return None
-    mapping = {
-        "CleanupDeadServers": "cleanup-dead-servers",
-        "LastContactThreshold": "last-contact-threshold",
-        "MaxTrailingLogs": "max-trailing-logs",
-        "ServerStabilizationTime": "server-stabilization-time",
-    }
-    flags = [
-        f"-{flag}={str(conf[k]).lower() if isinstance(conf[k], bool) else conf[k]}"
-        for k, flag in mapping.items()
-        if k in conf
-    ]
-    return "consul operator autopilot set-config " + " ".join(flags)
+    if not isinstance(conf, dict) or set(conf) - {"CreateIndex", "ModifyIndex"} != set(_AUTOPILOT_FLAGS):
+        return None
+    flags = []
+    for key, flag in _AUTOPILOT_FLAGS.items():
+        value = conf[key]
+        if isinstance(value, bool):
+            value = str(value).lower()
+        elif isinstance(value, int) and key in ("LastContactThreshold", "ServerStabilizationTime"):
+            value = f"{value // 1_000_000}ms" if value % 1_000_000 == 0 else f"{value}ns"
+        flags.append(f"-{flag}={_q(str(value))}")
+    return f"consul operator autopilot set-config{f} " + " ".join(flags)
+
+
+# Every `# consul:` line Foundation can print comes from this table (and nothing else).
+EQUIVALENTS: tuple[Equivalent, ...] = (
+    Equivalent("kv-get", "GET", "/v1/kv/", _COMMON | {"recurse", "keys", "separator"}, _kv_get),
+    Equivalent("kv-put", "PUT", "/v1/kv/", frozenset({"dc", "cas", "flags", "acquire", "release"}), _kv_put),
+    Equivalent("kv-delete", "DELETE", "/v1/kv/", frozenset({"dc", "recurse", "cas"}), _kv_delete),
+    Equivalent("event-fire", "PUT", "/v1/event/fire/", frozenset({"dc", "node", "service", "tag"}), _event_fire),
+    Equivalent("event-list", "GET", "/v1/event/list", frozenset({"name"}), _event_list),
+    Equivalent("members", "GET", "/v1/agent/members", frozenset(), _fixed("consul members -detailed")),
+    Equivalent("catalog-services", "GET", "/v1/catalog/services", _COMMON, _fixed("consul catalog services -tags")),
+    Equivalent("catalog-nodes", "GET", "/v1/catalog/nodes", _COMMON, _fixed("consul catalog nodes -detailed")),
+    Equivalent(
+        "catalog-datacenters", "GET", "/v1/catalog/datacenters", frozenset(), _fixed("consul catalog datacenters")
+    ),
+    Equivalent(
+        "raft-list-peers", "GET", "/v1/operator/raft/configuration", _COMMON, _fixed("consul operator raft list-peers")
+    ),
+    Equivalent(
+        "autopilot-get",
+        "GET",
+        "/v1/operator/autopilot/configuration",
+        _COMMON,
+        _fixed("consul operator autopilot get-config"),
+    ),
+    Equivalent("autopilot-set", "PUT", "/v1/operator/autopilot/configuration", frozenset({"dc"}), _autopilot_set),
+    Equivalent("leave", "PUT", "/v1/agent/leave", frozenset(), _fixed("consul leave")),
+    Equivalent("reload", "PUT", "/v1/agent/reload", frozenset(), _fixed("consul reload")),
+    Equivalent("force-leave", "PUT", "/v1/agent/force-leave/", frozenset(), _with_arg("consul force-leave {}")),
+    Equivalent("join", "PUT", "/v1/agent/join/", frozenset(), _with_arg("consul join {}")),
+    Equivalent(
+        "service-deregister",
+        "PUT",
+        "/v1/agent/service/deregister/",
+        frozenset(),
+        _with_arg("consul services deregister -id={}"),
+    ),
+)
+
+
+def consul_cli(op: RawOperation) -> str | None:
+    """The ``consul`` CLI command doing what ``op`` does (:data:`EQUIVALENTS`); ``None`` where none does.
+
+    Not for: blocking queries (``?index=``), parameters the CLI cannot express, payloads or keys
+    a command line cannot carry as they are, and endpoints with no CLI equivalent at all
+    (``/v1/agent/metrics``, ``/v1/agent/self``, ``/v1/health/…``, sessions …).
+    """
+    if op.kind != "consul-http" or not op.url:
+        return None
+    _base, path, plist = _split_url(op.url)
+    params = {k: v for k, v in plist if k != "token"}
+    if len(params) != len([k for k, _ in plist if k != "token"]):
+        return None  # a repeated parameter
+    method = (op.method or "GET").upper()
+    for row in EQUIVALENTS:
+        if row.matches(method, path):
+            if set(params) - row.params:
+                return None
+            rest = path[len(row.path) :] if row.path.endswith("/") else ""
+            f = _common_flags({k: v for k, v in params.items() if k in _COMMON})
+            line = row.build(rest, params, op.body or b"", f)
+            return mask(line) if line else None
+    return None
+
+
+def _ssh_head(op: RawOperation) -> str:
+    target = f"{op.user + '@' if op.user else ''}{op.host}"
+    port = f" -p {op.port}" if op.port and op.port != 22 else ""
+    return f"ssh{port} {target}"
+
+
+def remote_script(command: str) -> str | None:
+    """The script of a remote ``sh -c SCRIPT`` worth showing as a block (it spans lines or holds quotes).
+
+    Only when the command is exactly ``sh -c`` + one quoted word, so the block runs the same script.
+    """
+    if not command.startswith("sh -c "):
+        return None
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
+    if len(words) != 3 or command != f"sh -c {_q(words[2])}":
+        return None
+    script = words[2]
+    return script if ("\n" in script or "'" in script) else None
+
+
+def ssh_block(op: RawOperation, refs: Any = None) -> list[str] | None:
+    """A remote ``sh -c`` script as a readable heredoc that runs as shown when pasted.
+
+    ``ssh HOST 'sh -c "$(cat)" </dev/null' <<'MARKER'`` + the script + ``MARKER``: the remote
+    shell reads the script from the heredoc (``$(cat)`` is expanded before the redirection) and
+    runs it with ``sh -c`` and an empty stdin, as Foundation ran it. The marker is random and
+    checked against every line (:func:`heredoc_marker`). ``None`` when the operation has no such
+    script, or sends data on stdin (then the heredoc cannot carry the script).
+
+    With ``refs`` (a dry-run script) secrets become ``${FOUNDATION_SECRET_N}`` references (an
+    unquoted heredoc with the rest escaped, :meth:`SecretRefs.heredoc_body`); without, masked.
+    """
+    if op.kind != "ssh-exec" or op.stdin_desc or not op.command:
+        return None
+    script = remote_script(op.command)
+    if script is None:
+        return None
+    script = script[:-1] if script.endswith("\n") else script
+    if refs is None:
+        text, quoted, head = mask(script), True, _ssh_head(op)
+    else:
+        (text, quoted), head = refs.heredoc_body(script), _ssh_head(op)
+    marker = heredoc_marker(text)
+    opener = f"'{marker}'" if quoted else marker
+    return [f"{head} 'sh -c \"$(cat)\" </dev/null' <<{opener}", *text.split("\n"), marker]
 
 
 def ssh_line(op: RawOperation) -> str:
     """``ssh``/``scp``-style line for ssh-exec and ssh-upload operations."""
     target = f"{op.user + '@' if op.user else ''}{op.host}"
-    port = f" -p {op.port}" if op.port and op.port != 22 else ""
     if op.kind == "ssh-exec":
         stdin = f"  # stdin: {op.stdin_desc}" if op.stdin_desc else ""
-        return mask(f"ssh{port} {target} {_q(op.command or '')}{stdin}")
+        return mask(f"{_ssh_head(op)} {_q(op.command or '')}{stdin}")
     assert op.kind == "ssh-upload"
     size = len(op.content or b"")
     mode = f" (mode {op.mode:o})" if op.mode is not None else ""
@@ -266,10 +418,29 @@ def render_lines(op: RawOperation) -> list[str]:
             lines.append(f"# consul: {mask(cli)}")
         return lines
     if op.kind in ("ssh-exec", "ssh-upload"):
-        return [ssh_line(op)]
+        return ssh_block(op) or [ssh_line(op)]
     if op.kind in ("mdns", "dns"):
         return [mask(op.command or "")]
     return [mask(" ".join(_q(a) for a in (op.argv or [])))]
+
+
+def explain_block(op: RawOperation, *, styles: tuple[str, str, str] = ("", "", "")) -> str:
+    """What ``--explain`` prints for one operation, as one piece of text.
+
+    ``$ request`` (a remote script's heredoc lines follow verbatim, so the block still pastes),
+    then ``  # consul: equivalent`` where there is one, then ``  ↳ result``. ``styles`` is
+    (request, detail, reset) colour codes.
+    """
+    lead, dim, reset = styles
+    lines = render_lines(op)
+    if op.kind == "consul-http":
+        head, details = lines[:1], lines[1:]
+    else:
+        head, details = lines, []
+    out = [f"{lead}$ {head[0]}{reset}", *(f"{lead}{line}{reset}" for line in head[1:])]
+    out += [f"{dim}  {line}{reset}" for line in details]
+    out.append(f"{dim}  ↳ {outcome(op)}{reset}")
+    return "\n".join(out) + "\n"
 
 
 def outcome(op: RawOperation) -> str:
@@ -318,7 +489,9 @@ def script(operations: list[RawOperation], *, title: str, addr: str | None = Non
             if op.kind == "consul-http":
                 lines.append(f"# read: {curl(op)}  -> {outcome(op)}")
             else:
-                lines.append(f"# read: {render_lines(op)[0]}")
+                first, *rest = render_lines(op)
+                lines.append(f"# read: {first}")
+                lines.extend(f"#   {line}" for line in rest)  # a remote script's lines stay comments
             continue
         if op.kind == "consul-http":
             cli = consul_cli(op)

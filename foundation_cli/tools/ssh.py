@@ -397,7 +397,7 @@ class Connection:
     ) -> ExecResult:
         """Run ``command`` on the host (recorded as shown). Probes pass ``write=False`` and run in dry runs."""
         recorder = current_recorder()
-        op = self._op("ssh-exec", command=command, stdin_desc=stdin_desc, read_only=not write)
+        op = recorder.begin(self._op("ssh-exec", command=command, stdin_desc=stdin_desc, read_only=not write))
         if write and recorder.dry_run:
             op.dry_run = True
             op.finish(summary="not sent (dry run)")
@@ -423,7 +423,7 @@ class Connection:
     def upload(self, path: str, content: bytes, *, mode: int = 0o644, timeout: float = 300.0) -> None:
         """Write ``content`` to ``path`` atomically (temp file + rename), recorded as an ssh-upload."""
         recorder = current_recorder()
-        op = self._op("ssh-upload", path=path, content=content, mode=mode)
+        op = recorder.begin(self._op("ssh-upload", path=path, content=content, mode=mode))
         if recorder.dry_run:
             op.dry_run = True
             op.finish(summary="not sent (dry run)")

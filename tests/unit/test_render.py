@@ -85,7 +85,7 @@ def _utf8(data: bytes) -> bool:
         ("DELETE", "/v1/kv/x", None, "consul kv delete x"),
         ("DELETE", "/v1/kv/x?recurse=", None, "consul kv delete -recurse x"),
         ("PUT", "/v1/event/fire/foundation:ch", b"hi", "consul event -name=foundation:ch hi"),
-        ("GET", "/v1/agent/members", None, "consul members"),
+        ("GET", "/v1/agent/members", None, "consul members -detailed"),
         ("GET", "/v1/operator/raft/configuration", None, "consul operator raft list-peers"),
         ("PUT", "/v1/agent/leave", None, "consul leave"),
     ],
