@@ -21,12 +21,11 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from foundation_cli.agent import drain
 from foundation_cli.agent.context import AgentContext, _short, backoff
 from foundation_cli.agent.session import NodeSession
 from foundation_cli.agent.supervisor import Instance, Lease
 from foundation_cli.agent.timing import Timing
-from foundation_cli.core import keys
+from foundation_cli.core import drain, keys
 from foundation_cli.core.service_spec import ServiceSpec
 
 BLOCKING_WAIT = "60s"
@@ -248,7 +247,7 @@ class Placement:
             self.specs = specs
             self.specs_loaded = True
 
-    # ================================================================ drain (agent/drain.py)
+    # ================================================================ drain (core/drain.py)
     def _eligible(self, spec: ServiceSpec) -> bool:
         """Placed on this node: its node meta matches and the node is not drained."""
         return self.drain_mark is None and spec.eligible(self.ctx.node_meta)

@@ -1,4 +1,4 @@
-"""``foundation drain`` / ``undrain``: the CLI side (the node's agent does the work, agent/drain.py).
+"""``foundation drain`` / ``undrain``: the CLI side (the node's agent does the work, core/drain.py).
 
 The CLI writes or deletes ``foundation/drain/<node>`` and then waits, with
 blocking queries on the status prefix, until the node's agent has stopped its
@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from foundation_cli.agent import drain as agent_drain
+from foundation_cli.core import drain as core_drain
 from foundation_cli.core import keys
 from foundation_cli.errors import NotFoundError
 from foundation_cli.raw.operation import RawOperation
@@ -41,7 +41,7 @@ class DrainResult:
             "node": self.node,
             "drained": self.drained,
             "changed": self.changed,
-            "mark_key": agent_drain.mark_key(self.node),
+            "mark_key": core_drain.mark_key(self.node),
             "moved": self.moved,
             "stopped": self.stopped,
             "maintenance": self.maintenance,
@@ -64,7 +64,7 @@ class Drainer:
         for item in items or []:
             node = item["Key"][len(keys.DRAIN) :]
             if node and "/" not in node:
-                out[node] = agent_drain.parse_mark(item.get("Value"))
+                out[node] = core_drain.parse_mark(item.get("Value"))
         return out
 
     def _check_node(self, node: str) -> None:
@@ -83,7 +83,7 @@ class Drainer:
     def _in_maintenance(self, node: str) -> bool:
         with _translate(f"checks of {node}"):
             _i, checks = self.client.health.node(node)
-        return any(c.get("CheckID") == agent_drain.MAINT_CHECK for c in checks or [])
+        return any(c.get("CheckID") == core_drain.MAINT_CHECK for c in checks or [])
 
     # ------------------------------------------------------------------ writes
     def drain(self, node: str, *, reason: str | None, by: str | None, wait: bool, timeout: float) -> DrainResult:
@@ -93,7 +93,7 @@ class Drainer:
         result = DrainResult(node, True, node not in marks)
         if result.changed:
             with _translate(f"drain {node}"):
-                self.client.kv.put(agent_drain.mark_key(node), agent_drain.mark_body(reason, by))
+                self.client.kv.put(core_drain.mark_key(node), core_drain.mark_body(reason, by))
         singletons = sorted(n for n, s in before.items() if s.get("mode") == "singleton")
         result.stopped = sorted(n for n, s in before.items() if s.get("mode") != "singleton")
         result.moved = {name: None for name in singletons}
@@ -123,7 +123,7 @@ class Drainer:
         result = DrainResult(node, False, node in marks)
         if result.changed:
             with _translate(f"undrain {node}"):
-                self.client.kv.delete(agent_drain.mark_key(node))
+                self.client.kv.delete(core_drain.mark_key(node))
         elif not self.dry_run:
             self._check_node(node)
         if not wait or self.dry_run:

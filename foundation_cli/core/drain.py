@@ -1,4 +1,4 @@
-"""Drain, as the node's own agent carries it out.
+"""Drain: the mark, and what the node's own agent does with it (agent/placement.py).
 
 ``foundation drain NODE`` only writes the mark ``foundation/drain/<node>``
 (JSON: reason, by, since). The agent of that node watches the marks (a
@@ -66,5 +66,5 @@ def set_maintenance(client, enable: bool, reason: str) -> None:
 def ours_in_maintenance(client) -> bool:
     """Whether this node is in maintenance *set by a drain* (a hand-set `consul maint` is left alone)."""
     checks = client.agent.checks() or {}
-    check = checks.get(MAINT_CHECK)
-    return bool(check) and str(check.get("Notes") or "").startswith(REASON_PREFIX)
+    check = checks.get(MAINT_CHECK) or {}
+    return str(check.get("Notes") or "").startswith(REASON_PREFIX)
