@@ -21,7 +21,7 @@ echo "== mypy (pyproject [tool.mypy])" >&2
 "$py" -m mypy
 echo "== pytest" >&2
 set +e
-"$py" -m pytest -q "$@"
+"$py" -m pytest -q -rs "$@"  # -rs: every skip listed with its reason (tests/conftest.py fails CI on unlisted ones)
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then

@@ -53,6 +53,7 @@ def test_up_cluster_has_no_warnings_and_status_validates(make_lab, tmp_path):
     report = json.loads(res.stdout)
     jsonschema.validate(report, json.loads((SCHEMAS / "optimize.json").read_text()))
     assert {r["id"]: r["severity"] for r in report["recommendations"] if r["severity"] != "info"} == {}
+    assert report["rule_errors"] == {} and report["read_errors"] == {}, (report["rule_errors"], report["read_errors"])
 
     res = run("status", "--json", "--window", "0.5")
     assert res.returncode == 0, res.stderr

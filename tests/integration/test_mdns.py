@@ -285,7 +285,15 @@ def test_agent_task_records_newcomers_and_auto_joins_claimants(make_lab, consul_
         agent_check_id="foundation-agent-ttl",
     )
     stop = threading.Event()
-    thread = threading.Thread(target=task.run, args=(ctx, stop), daemon=True)
+    crashed: list[BaseException] = []
+
+    def run_task() -> None:
+        try:
+            task.run(ctx, stop)
+        except BaseException as exc:  # the assertion at the end reports it: a crashed task must fail the test
+            crashed.append(exc)
+
+    thread = threading.Thread(target=run_task, daemon=True)
     try:
         wait_announced(procs)
         thread.start()
@@ -314,6 +322,7 @@ def test_agent_task_records_newcomers_and_auto_joins_claimants(make_lab, consul_
         thread.join(timeout=15)
         stop_all(procs)
     assert not thread.is_alive()
+    assert crashed == [], f"the agent task crashed: {crashed!r}"
 
 
 def test_agent_task_without_interface_does_nothing(monkeypatch, tmp_path):

@@ -200,7 +200,8 @@ def test_a_host_that_is_down_does_not_stop_the_others(ctx):
     assert proc.returncode == 7, proc.stderr
     hosts = json.loads(proc.stdout)["hosts"]
     assert [h["state"] for h in hosts[:4]] == ["unchanged"] * 4
-    assert hosts[4]["state"] == "failed" and "cannot connect" in hosts[4]["error"] or "SSH failed" in hosts[4]["error"]
+    assert hosts[4]["state"] == "failed", hosts[4]
+    assert "cannot connect" in hosts[4]["error"] or "SSH failed" in hosts[4]["error"], hosts[4]
     assert "1 of 5 hosts failed" in proc.stderr and "Traceback" not in proc.stderr
 
 

@@ -25,9 +25,36 @@ from tests.lab.netns import Host, Lab
 CONSUL_VERSION = "1.8.7"
 
 
+def consul_version(binary: str) -> str:
+    """``X.Y.Z`` from ``consul version`` ("Consul v1.8.7" on its first line); "" when it does not say."""
+    try:
+        out = subprocess.run([binary, "version"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    first = out.splitlines()[0] if out else ""
+    return first.split(" v", 1)[1].split()[0] if first.startswith("Consul v") else ""
+
+
+_checked: dict[str, str] = {}
+
+
 def consul_path() -> str | None:
-    """The consul binary on PATH (or /usr/local/bin), if any."""
-    return shutil.which("consul") or ("/usr/local/bin/consul" if os.access("/usr/local/bin/consul", os.X_OK) else None)
+    """The Consul 1.8.7 binary on PATH (or /usr/local/bin); None when there is no consul at all.
+
+    Raises when the only consul found is another version: the lab's figures and the
+    product's checks are for the release the team checked (DESIGN: Debian bullseye's 1.8.7).
+    """
+    candidates = [shutil.which("consul"), "/usr/local/bin/consul"]
+    found = [c for c in dict.fromkeys(candidates) if c and os.access(c, os.X_OK)]
+    for binary in found:
+        if binary not in _checked:
+            _checked[binary] = consul_version(binary)
+        if _checked[binary] == CONSUL_VERSION:
+            return binary
+    if found:
+        seen = ", ".join(f"{b} is {_checked[b] or 'unknown'}" for b in found)
+        raise RuntimeError(f"the test lab needs Consul {CONSUL_VERSION} ({seen}): run scripts/install-consul.sh")
+    return None
 
 
 def http_get(url: str, *, token: str | None = None, timeout: float = 2.0) -> tuple[int, bytes]:
