@@ -18,15 +18,15 @@ import json
 import socket
 import threading
 import time
-import urllib.parse
 from pathlib import Path
 
 from foundation_cli.agent.context import AgentContext, _short, backoff
 from foundation_cli.agent.session import NodeSession
 from foundation_cli.agent.supervisor import Instance, Lease
-from foundation_cli.agent.timing import Timing
 from foundation_cli.core import drain, keys
+from foundation_cli.core.agent_requests import lock_value, service_registration
 from foundation_cli.core.service_spec import ServiceSpec
+from foundation_cli.core.timing import Timing
 
 BLOCKING_WAIT = "60s"
 HOLDER_CHECK_INTERVAL = 0.25
@@ -37,35 +37,9 @@ QUICK_EXIT_SECONDS = 30.0
 SERF_LEFT, SERF_FAILED = 3, 4
 
 
-def service_registration(spec: ServiceSpec, node: str, timing: Timing) -> dict:
-    """Body of ``PUT /v1/agent/service/register`` for an instance (shown by ``--explain`` too)."""
-    checks: list[dict] = [
-        {
-            "CheckID": f"foundation:{spec.name}",
-            "Name": f"process {spec.name} alive",
-            "TTL": f"{int(timing.service_ttl)}s",
-            "Status": "passing",
-        }
-    ]
-    if spec.check_http:
-        checks.append({"CheckID": f"foundation:{spec.name}:http", "HTTP": spec.check_http, "Interval": "10s"})
-    if spec.check_tcp:
-        checks.append({"CheckID": f"foundation:{spec.name}:tcp", "TCP": spec.check_tcp, "Interval": "10s"})
-    body: dict = {
-        "ID": spec.name,
-        "Name": spec.name,
-        "Tags": list(spec.tags),
-        "Meta": {"foundation_mode": spec.mode, "foundation_generation": str(spec.generation)},
-        "Checks": checks,
-    }
-    if spec.port:
-        body["Port"] = spec.port
-    return body
-
-
 def restart_delay(attempt: int) -> float:
     """Restart backoff: 0.5 s, 1 s, 2 s … capped at 30 s (cluster-wide restart.backoff / restart.backoff_max)."""
-    from foundation_cli.agent.live_settings import LIVE
+    from foundation_cli.core.live_settings import LIVE
 
     first = float(LIVE.get("restart.backoff", 0.5))
     cap = float(LIVE.get("restart.backoff_max", 30.0))
@@ -175,7 +149,7 @@ class Placement:
         could run.
         """
         client = self.ctx.consul(timeout=2.0)
-        port = urllib.parse.urlsplit(self.ctx.settings.consul_addr or "http://127.0.0.1:8500").port or 8500
+        port = self.ctx.settings.address.port
         session_nodes: dict[str, str | None] = {}
         destroyed: set[str] = set()
         reachable_once: set[str] = set()
@@ -401,7 +375,7 @@ class Placement:
             return
         sent = time.monotonic()
         try:
-            ok = self.client.kv.put(keys.LOCKS + name, json.dumps({"node": self.ctx.node}), acquire=sid)
+            ok = self.client.kv.acquire(keys.LOCKS + name, lock_value(self.ctx.node), sid)
         except Exception as exc:  # noqa: BLE001
             self.log.debug("acquire %s: %s", name, _short(exc))
             ok = False
@@ -452,7 +426,7 @@ class Placement:
         sid = self.session.id
         if sid:
             try:
-                self.client.kv.put(keys.LOCKS + name, json.dumps({"node": self.ctx.node}), release=sid)
+                self.client.kv.release(keys.LOCKS + name, lock_value(self.ctx.node), sid)
             except Exception as exc:  # noqa: BLE001
                 self.log.warning("release %s: %s", name, _short(exc))
 
@@ -565,7 +539,7 @@ class Placement:
     def _register(self, spec: ServiceSpec) -> None:
         body = service_registration(spec, self.ctx.node, self.timing)
         try:
-            self.client.http.put(_ok, "/v1/agent/service/register", data=json.dumps(body))
+            self.client.agent.service.register(body)
             self.registered[spec.name] = spec.digest()
         except Exception as exc:  # noqa: BLE001
             self.log.warning("register %s: %s", spec.name, _short(exc))
@@ -706,7 +680,7 @@ class Placement:
         self.held.discard(name)
         for attempt in range(3):
             try:
-                client.kv.put(keys.LOCKS + name, json.dumps({"node": self.ctx.node}), release=sid)
+                client.kv.release(keys.LOCKS + name, lock_value(self.ctx.node), sid)
                 self.log.info("%s: lock released", name)
                 return
             except Exception:  # noqa: BLE001
@@ -719,12 +693,6 @@ def _tcp_ok(host: str, port: int, timeout: float) -> bool:
             return True
     except OSError:
         return False
-
-
-def _ok(response):
-    from consul.callback import CB
-
-    return CB.boolean()(response)
 
 
 def run(ctx: AgentContext, stop: threading.Event) -> None:

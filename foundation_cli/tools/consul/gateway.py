@@ -288,7 +288,7 @@ class RecordingHTTPClient(consul.std.HTTPClient):
         tried: list[str] = []
         addresses = [self.address, *self.fallbacks]
         for n, address in enumerate(addresses):
-            op = operation(address)
+            op = recorder.begin(operation(address))  # --explain shows operations in the order they were sent
             try:
                 resp = self.session.request(
                     method,
