@@ -222,7 +222,9 @@ def execute(func: Callable[..., Any], kwargs: dict[str, Any], global_values: dic
         with use_recorder(recorder):
             result = func(**kwargs)
         if settings.dry_run:
-            out.dry_run_report(recorder, title="foundation " + " ".join(settings.argv))
+            import shlex
+
+            out.dry_run_report(recorder, title="foundation " + shlex.join(settings.argv))
         return result
     except FoundationError as exc:
         (out or Output(Settings())).error(exc)

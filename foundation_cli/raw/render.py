@@ -6,15 +6,16 @@ The token is never rendered: curl lines send ``"$CONSUL_HTTP_TOKEN"``.
 
 from __future__ import annotations
 
+import re
 import shlex
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from foundation_cli.raw.address import DEFAULT_CONSUL_ADDRESS
 from foundation_cli.raw.operation import RawOperation
 from foundation_cli.raw.secrets import mask
+from foundation_cli.raw.secrets import spans as secret_spans
 
 TOKEN_HEADER = '-H "X-Consul-Token: $CONSUL_HTTP_TOKEN"'
 
@@ -318,7 +319,7 @@ def remote_script(command: str) -> str | None:
     return script if ("\n" in script or "'" in script) else None
 
 
-def ssh_block(op: RawOperation, refs: Any = None) -> list[str] | None:
+def ssh_block(op: RawOperation, refs: SecretRefs | None = None) -> list[str] | None:
     """A remote ``sh -c`` script as a readable heredoc that runs as shown when pasted.
 
     ``ssh HOST 'sh -c "$(cat)" </dev/null' <<'MARKER'`` + the script + ``MARKER``: the remote
@@ -339,7 +340,7 @@ def ssh_block(op: RawOperation, refs: Any = None) -> list[str] | None:
     if refs is None:
         text, quoted, head = mask(script), True, _ssh_head(op)
     else:
-        (text, quoted), head = refs.heredoc_body(script), _ssh_head(op)
+        (text, quoted), head = refs.heredoc_body(script), f"ssh{_port_flag(op)} {_q(_target(op))}"
     marker = heredoc_marker(text)
     opener = f"'{marker}'" if quoted else marker
     return [f"{head} 'sh -c \"$(cat)\" </dev/null' <<{opener}", *text.split("\n"), marker]
@@ -388,25 +389,41 @@ def heredoc_marker(content: str, *, prefix: str = "FOUNDATION_EOF") -> str:
             return marker
 
 
-def upload_script(op: RawOperation) -> str:
-    """A shell snippet that recreates an upload on the host (text shown, binaries summarised as a comment)."""
+def upload_script(op: RawOperation, refs: SecretRefs | None = None) -> str:
+    """A shell snippet that recreates an upload on the host (text shown, binaries summarised as a comment).
+
+    With ``refs`` (a dry-run script), secrets in the content become ``${FOUNDATION_SECRET_N}``
+    references in an unquoted heredoc whose other ``$``, backquotes and backslashes are escaped, so
+    the host gets the same bytes; without, the content is masked (for display only).
+    """
     content = op.content or b""
-    target = f"{op.user + '@' if op.user else ''}{op.host}"
-    port = f" -p {op.port}" if op.port and op.port != 22 else ""
-    remote = upload_command(op.path or "", op.mode)
+    head = f"ssh{_port_flag(op)} {_q(_target(op))} {_q(upload_command(op.path or '', op.mode))}"
     if _is_text(content) and len(content) <= 64 * 1024:
-        text = mask(content.decode("utf-8"))
-        marker = heredoc_marker(text)
-        return (
-            f"ssh{port} {target} {_q(remote)} <<'{marker}'\n{text}{'' if text.endswith(chr(10)) else chr(10)}{marker}"
-        )
+        text = content.decode("utf-8")
+        if refs is None:
+            text = mask(text)
+        elif not text.endswith("\n"):  # a heredoc always ends in a newline: send the exact bytes instead
+            return f"printf '%s' {refs.word(text)} | {head}"
+        body, quoted = (text, True) if refs is None else refs.heredoc_body(text)
+        marker = heredoc_marker(body)
+        opener = f"'{marker}'" if quoted else marker
+        return f"{head} <<{opener}\n{body}{'' if body.endswith(chr(10)) else chr(10)}{marker}"
+    if refs is not None and len(content) <= 64 * 1024:  # small binary: the exact bytes through printf
+        return f"{refs.bytes_producer(content)} | {head}"
     import hashlib
 
     digest = hashlib.sha256(content).hexdigest()
-    return (
-        f"# binary upload, {len(content)} bytes, sha256 {digest}, sent on stdin of:\n"
-        f"#   ssh{port} {target} {_q(remote)} < LOCAL_FILE"
+    return comment(
+        f"binary upload, {len(content)} bytes, sha256 {digest}, sent on stdin of:\n  {mask(head)} < LOCAL_FILE"
     )
+
+
+def _target(op: RawOperation) -> str:
+    return f"{op.user + '@' if op.user else ''}{op.host}"
+
+
+def _port_flag(op: RawOperation) -> str:
+    return f" -p {int(op.port)}" if op.port and op.port != 22 else ""
 
 
 def render_lines(op: RawOperation) -> list[str]:
@@ -467,15 +484,161 @@ def _answers_true_or_false(op: RawOperation) -> bool:
     return path.startswith("/v1/kv/") and any(k in ("cas", "acquire", "release") for k, _ in params)
 
 
-def script(operations: list[RawOperation], *, title: str, addr: str | None = None) -> str:
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def comment(text: str) -> str:
+    """``text`` as bash comment lines: every line prefixed with ``#``, control characters escaped.
+
+    Whatever the text holds (a newline in a key, a value, an argv word), no line of it is live.
+    """
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return "\n".join("#" + (" " + line if line else "") for line in text.split("\n"))
+
+
+class SecretRefs:
+    """Secrets met while writing a dry-run script, each replaced by a ``${FOUNDATION_SECRET_N}`` reference.
+
+    The script asks for each variable at its top (``: "${FOUNDATION_SECRET_1:?…}"``), so replaying it
+    stores the real value without the script ever holding it. What counts as a secret is what
+    :func:`foundation_cli.raw.secrets.spans` finds (registered secrets and secret-shaped values).
+    """
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+
+    def name(self, secret: str) -> str:
+        if secret not in self.names:
+            self.names[secret] = f"FOUNDATION_SECRET_{len(self.names) + 1}"
+        return self.names[secret]
+
+    def _pieces(self, text: str) -> list[tuple[str, bool]]:
+        out: list[tuple[str, bool]] = []
+        last = 0
+        for start, end in secret_spans(text):
+            if start > last:
+                out.append((text[last:start], False))
+            out.append((text[start:end], True))
+            last = end
+        if last < len(text) or not out:
+            out.append((text[last:], False))
+        return out
+
+    def word(self, text: str) -> str:
+        """One bash word expanding to ``text``: literal parts single-quoted, secrets as ``"${NAME}"``."""
+        return "".join(f'"${{{self.name(p)}}}"' if secret else _q(p) for p, secret in self._pieces(text))
+
+    def bytes_producer(self, data: bytes) -> str:
+        """A command writing exactly ``data`` to stdout (NUL and non-UTF-8 included), secrets as references."""
+        if _is_text(data):
+            return f"printf '%s' {self.word(data.decode('utf-8'))}"
+        text = data.decode("latin-1")  # one character per byte: spans map to bytes
+        parts = []
+        for piece, secret in self._pieces(text):
+            if secret:
+                # a secret found in binary data: the variable holds its bytes as text (latin-1 -> UTF-8 would differ)
+                parts.append(f"printf '%s' \"${{{self.name(piece)}}}\"")
+            elif piece:
+                parts.append(printf_bytes(piece.encode("latin-1")))
+        return parts[0] if len(parts) == 1 else "{ " + "; ".join(parts) + "; }"
+
+    def heredoc_body(self, text: str) -> tuple[str, bool]:
+        """(body, quoted): the text as is for a quoted heredoc, or escaped with references when it holds secrets."""
+        pieces = self._pieces(text)
+        if not any(secret for _, secret in pieces):
+            return text, True
+        body = "".join(f"${{{self.name(p)}}}" if secret else re.sub(r"([\\$`])", r"\\\1", p) for p, secret in pieces)
+        return body, False
+
+    def header(self) -> list[str]:
+        """The lines asking for every variable (fixed text: nothing from the values or keys)."""
+        return [
+            f': "${{{name}:?set {name}: secret {i} of this script, masked in its comments}}"'
+            for i, name in enumerate(self.names.values(), 1)
+        ]
+
+
+def _script_curl(op: RawOperation, refs: SecretRefs) -> str:
+    """The curl line of a write in a dry-run script: address from ``$CONSUL_HTTP_ADDR``, every value quoted."""
+    base, _path, params = _split_url(op.url or "")
+    params = [(k, v) for k, v in params if k != "token"]
+    path_and_query = (op.url or "")[len(base) :].split("?", 1)[0]
+    if params:
+        path_and_query += "?" + urllib.parse.urlencode(params)
+    parts = ["curl -sS --fail-with-body"]
+    method = (op.method or "GET").upper()
+    if method != "GET":
+        parts.append(f"-X {_q(method)}")
+    if op.token_used:
+        parts.append(TOKEN_HEADER)
+    where = refs.word(path_and_query)
+    # A path of only shell-safe characters ([\w@%+=:,./-], nothing special in double quotes) stays inside them.
+    parts.append(f'"${{CONSUL_HTTP_ADDR}}{where}"' if where == path_and_query else '"${CONSUL_HTTP_ADDR}"' + where)
+    body = op.body or b""
+    if not body:
+        return " ".join(parts)
+    if _is_text(body) and not body.startswith(b"@"):
+        return " ".join(parts) + " --data-binary " + refs.word(body.decode("utf-8"))
+    return f"{refs.bytes_producer(body)} | " + " ".join(parts) + " --data-binary @-"
+
+
+def _ssh_exec_script(op: RawOperation, refs: SecretRefs) -> str:
+    """An ssh-exec write in a dry-run script: target and command quoted, secrets as references."""
+    block = ssh_block(op, refs)  # a multi-line remote script: a readable heredoc
+    if block:
+        return "\n".join(block)
+    stdin = f"  {comment('stdin: ' + op.stdin_desc)}" if op.stdin_desc else ""
+    return f"ssh{_port_flag(op)} {_q(_target(op))} {refs.word(op.command or '')}{stdin}"
+
+
+def script(
+    operations: list[RawOperation], *, title: str, addr: str | None = None, refs: SecretRefs | None = None
+) -> str:
     """A runnable bash script performing ``operations`` (the ``--dry-run`` output).
 
     Reads are kept as comments (they planned the writes); writes are commands.
     Consul calls go to ``$CONSUL_HTTP_ADDR`` (defaulting to the address used).
+
+    Inert against any value: every comment line is prefixed (a newline in a key, value or argv
+    cannot start a live line), every value in a live line is a single-quoted word, heredoc
+    markers are random and checked against the content, and secrets are ``${FOUNDATION_SECRET_N}``
+    references the script asks for at its top, so replaying it stores the real value (pass
+    ``refs`` to learn which variable stands for which secret).
     """
+    refs = refs if refs is not None else SecretRefs()
+    body: list[str] = []
+    for op in operations:
+        if not op.is_write:
+            if op.kind == "consul-http":
+                body.append(comment(f"read: {curl(op)}  -> {outcome(op)}"))
+            else:
+                first, *rest = render_lines(op)
+                body.append(comment(f"read: {first}"))
+                body.extend(comment(f"  {line}") for line in rest)  # a remote script's lines stay comments
+            continue
+        if op.kind == "consul-http":
+            cli = consul_cli(op)
+            if cli:
+                body.append(comment(f"consul: {mask(cli)}"))
+            if _answers_true_or_false(op):
+                # A lost check-and-set or lock is HTTP 200 "false": make the script stop on it.
+                body.append(
+                    f'[ "$({_script_curl(op, refs)})" = true ] || '
+                    '{ echo "check-and-set/lock refused: the state changed since this plan was made" >&2; exit 1; }'
+                )
+            else:
+                body.append(_script_curl(op, refs) + " >/dev/null")
+        elif op.kind == "ssh-upload":
+            body.append(upload_script(op, refs))
+        elif op.kind == "ssh-exec":
+            body.append(_ssh_exec_script(op, refs))
+        elif op.kind == "local-process":
+            body.append(" ".join(refs.word(a) for a in (op.argv or [])))
+        else:  # mDNS announcements last as long as the announcing process: shown, not replayed
+            body.append(comment(f"{op.kind} {op.method or ''} (not replayed by this script): {mask(op.command or '')}"))
     lines = [
         "#!/usr/bin/env bash",
-        f"# {mask(title)}",
+        comment(mask(title)),
         "# Generated by `foundation --dry-run`: the writes this command would perform.",
         "set -euo pipefail",
     ]
@@ -484,29 +647,5 @@ def script(operations: list[RawOperation], *, title: str, addr: str | None = Non
         lines.append(f"CONSUL_HTTP_ADDR=${{CONSUL_HTTP_ADDR:-{default}}}")
         if any(op.token_used for op in operations):
             lines.append(': "${CONSUL_HTTP_TOKEN:?set CONSUL_HTTP_TOKEN}"')
-    for op in operations:
-        if not op.is_write:
-            if op.kind == "consul-http":
-                lines.append(f"# read: {curl(op)}  -> {outcome(op)}")
-            else:
-                first, *rest = render_lines(op)
-                lines.append(f"# read: {first}")
-                lines.extend(f"#   {line}" for line in rest)  # a remote script's lines stay comments
-            continue
-        if op.kind == "consul-http":
-            cli = consul_cli(op)
-            if cli:
-                lines.append(f"# consul: {mask(cli)}")
-            if _answers_true_or_false(op):
-                # A lost check-and-set or lock is HTTP 200 "false": make the script stop on it.
-                lines.append(
-                    f'[ "$({curl(op, addr_var=True)})" = true ] || '
-                    '{ echo "check-and-set/lock refused: the state changed since this plan was made" >&2; exit 1; }'
-                )
-            else:
-                lines.append(curl(op, addr_var=True) + " >/dev/null")
-        elif op.kind == "ssh-upload":
-            lines.append(upload_script(op))
-        else:
-            lines.extend(render_lines(op))
-    return "\n".join(lines) + "\n"
+    lines.extend(refs.header())
+    return "\n".join(lines + body) + "\n"

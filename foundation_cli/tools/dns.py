@@ -1,18 +1,16 @@
-"""A small unicast DNS client (stdlib only) for the ``dns`` discovery strategy: A, AAAA and SRV.
+"""Unicast DNS for the ``dns`` discovery strategy: A, AAAA and SRV, with dnspython.
 
-Why not dnspython: three record types over UDP (TCP on truncation) are about
-a hundred lines, and the stdlib resolver (``getaddrinfo``) cannot ask for SRV.
-Every query is recorded as a ``dns`` raw operation with the equivalent ``dig``
-line, against the nameserver actually asked.
+dnspython builds, sends and parses the messages (UDP, TCP when the answer is
+truncated); it is imported only when a query runs, so the node agent, which
+never asks, needs none. Every query is recorded as a ``dns`` raw operation
+with the equivalent ``dig`` line, against the nameserver actually asked.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import secrets
 import shlex
 import socket
-import struct
 from dataclasses import dataclass
 
 from foundation_cli.errors import UnreachableError, UsageError
@@ -81,83 +79,59 @@ def system_nameserver(path: str = "/etc/resolv.conf") -> tuple[str, int]:
     raise UsageError("no nameserver configured", hint="set cluster.options.nameserver in foundation.yaml")
 
 
-def encode_name(name: str) -> bytes:
-    out = bytearray()
-    for label in name.rstrip(".").split("."):
-        raw = label.encode("idna") if label else b""
-        if not raw or len(raw) > 63:
-            raise UsageError(f"invalid DNS name {name!r}")
-        out.append(len(raw))
-        out += raw
-    return bytes(out) + b"\x00"
-
-
 def build_query(name: str, rtype: str, qid: int) -> bytes:
-    header = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)  # RD
-    return header + encode_name(name) + struct.pack("!HH", TYPES[rtype], 1)
+    """The wire form of a recursive query for ``name``/``rtype`` with id ``qid``."""
+    return _make_query(name, rtype, qid).to_wire()
 
 
-def _read_name(data: bytes, offset: int) -> tuple[str, int]:
-    """A possibly compressed name at ``offset``; returns (name, offset after it)."""
-    labels: list[str] = []
-    end = None
-    jumps = 0
-    while True:
-        if offset >= len(data):
-            raise ValueError("name runs past the message")
-        length = data[offset]
-        if length & 0xC0 == 0xC0:
-            if offset + 1 >= len(data):
-                raise ValueError("truncated pointer")
-            if end is None:
-                end = offset + 2
-            offset = ((length & 0x3F) << 8) | data[offset + 1]
-            jumps += 1
-            if jumps > 32:
-                raise ValueError("compression loop")
-            continue
-        if length == 0:
-            offset += 1
-            break
-        labels.append(data[offset + 1 : offset + 1 + length].decode("ascii", "replace"))
-        offset += 1 + length
-    return ".".join(labels) + ".", (end if end is not None else offset)
+def _make_query(name: str, rtype: str, qid: int | None = None):
+    import dns.exception
+    import dns.message
+    import dns.name
+
+    try:
+        query = dns.message.make_query(dns.name.from_text(name), rtype)
+    except (dns.exception.DNSException, UnicodeError, ValueError):
+        raise UsageError(f"invalid DNS name {name!r}") from None
+    if qid is not None:
+        query.id = qid
+    return query
+
+
+def _records(rrsets) -> list[Record]:
+    out: list[Record] = []
+    for rrset in rrsets:
+        rtype = _TYPE_NAMES.get(int(rrset.rdtype))
+        for rd in rrset:
+            name = rrset.name.to_text()
+            if rtype in ("A", "AAAA"):
+                out.append(Record(name, rtype, rrset.ttl, rd.address))
+            elif rtype == "SRV":
+                out.append(Record(name, rtype, rrset.ttl, rd.target.to_text(), rd.priority, rd.weight, rd.port))
+            elif rtype == "CNAME":
+                out.append(Record(name, rtype, rrset.ttl, rd.target.to_text()))
+    return out
+
+
+def _response(message) -> Response:
+    return Response(
+        rcode=int(message.rcode()), answers=_records(message.answer), additional=_records(message.additional)
+    )
 
 
 def parse_response(data: bytes, qid: int) -> tuple[Response, bool]:
-    """Parse a reply to query ``qid``; returns (response, truncated)."""
-    if len(data) < 12:
-        raise ValueError("short DNS message")
-    rid, flags, qd, an, _ns, ar = struct.unpack("!HHHHHH", data[:12])
-    if rid != qid:
+    """Parse a reply to query ``qid``; returns (response, truncated). Anything malformed: ``ValueError``."""
+    import dns.exception
+    import dns.flags
+    import dns.message
+
+    try:
+        message = dns.message.from_wire(data, ignore_trailing=True, raise_on_truncation=False)
+    except (dns.exception.DNSException, UnicodeError, ValueError, IndexError) as exc:
+        raise ValueError(f"malformed DNS message: {exc}") from None
+    if message.id != qid:
         raise ValueError("reply id does not match the query")
-    offset = 12
-    for _ in range(qd):
-        _name, offset = _read_name(data, offset)
-        offset += 4
-    sections: list[list[Record]] = [[], [], []]
-    for index, count in enumerate((an, _ns, ar)):
-        for _ in range(count):
-            name, offset = _read_name(data, offset)
-            rtype, _cls, ttl, rdlen = struct.unpack("!HHIH", data[offset : offset + 10])
-            offset += 10
-            rdata_at = offset
-            offset += rdlen
-            kind = _TYPE_NAMES.get(rtype)
-            if kind == "A" and rdlen == 4:
-                sections[index].append(Record(name, kind, ttl, socket.inet_ntop(socket.AF_INET, data[rdata_at:offset])))
-            elif kind == "AAAA" and rdlen == 16:
-                sections[index].append(
-                    Record(name, kind, ttl, socket.inet_ntop(socket.AF_INET6, data[rdata_at:offset]))
-                )
-            elif kind == "SRV" and rdlen >= 7:
-                prio, weight, port = struct.unpack("!HHH", data[rdata_at : rdata_at + 6])
-                target, _ = _read_name(data, rdata_at + 6)
-                sections[index].append(Record(name, kind, ttl, target, prio, weight, port))
-            elif kind == "CNAME":
-                target, _ = _read_name(data, rdata_at)
-                sections[index].append(Record(name, kind, ttl, target))
-    return Response(rcode=flags & 0x000F, answers=sections[0], additional=sections[2]), bool(flags & 0x0200)
+    return _response(message), bool(message.flags & dns.flags.TC)
 
 
 def dig_command(name: str, rtype: str, nameserver: tuple[str, int]) -> str:
@@ -168,57 +142,32 @@ def dig_command(name: str, rtype: str, nameserver: tuple[str, int]) -> str:
 
 def query(name: str, rtype: str, *, nameserver: tuple[str, int], timeout: float = 2.0) -> Response:
     """Ask ``nameserver`` for ``name``/``rtype`` (UDP, TCP when truncated); recorded as a ``dns`` operation."""
+    import dns.exception
+    import dns.query
+
     op = RawOperation(
         kind="dns", method="QUERY", command=dig_command(name, rtype, nameserver), host=nameserver[0], port=nameserver[1]
     )
-    qid = secrets.randbelow(65536)
-    packet = build_query(name, rtype, qid)
-    family = socket.AF_INET6 if ":" in nameserver[0] else socket.AF_INET
+    message = _make_query(name, rtype)
+    recorder = current_recorder()
+    recorder.begin(op)
+    host, port = nameserver
     try:
-        with socket.socket(family, socket.SOCK_DGRAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(nameserver)
-            sock.send(packet)
-            while True:
-                data = sock.recv(65535)
-                try:
-                    response, truncated = parse_response(data, qid)
-                    break
-                except ValueError as exc:
-                    if "id does not match" in str(exc):
-                        continue
-                    raise
-        if truncated:
-            response = _query_tcp(packet, qid, nameserver, timeout)
-    except (OSError, ValueError) as exc:
-        reason = "timed out" if isinstance(exc, socket.timeout) else str(exc)
+        reply, _used_tcp = dns.query.udp_with_fallback(
+            message, host, timeout=timeout, port=port, ignore_unexpected=True, ignore_errors=True
+        )
+        response = _response(reply)
+    except (OSError, dns.exception.DNSException, ValueError) as exc:
+        reason = "timed out" if isinstance(exc, (socket.timeout, dns.exception.Timeout)) else str(exc)
         op.finish(error=reason)
-        current_recorder().add(op)
+        recorder.add(op)
         raise UnreachableError(
             f"DNS query {rtype} {name} to {nameserver[0]}:{nameserver[1]} failed: {reason}",
             hint="check the nameserver address (cluster.options.nameserver) and that it answers",
         ) from None
     rcode = RCODES.get(response.rcode, str(response.rcode)) if response.rcode else "NOERROR"
     op.finish(status=response.rcode, summary=f"{rcode}, {len(response.answers)} answer(s)")
-    current_recorder().add(op)
+    recorder.add(op)
     if response.rcode not in (0, 3):
         raise UnreachableError(f"DNS query {rtype} {name} failed: {rcode}")
     return response
-
-
-def _query_tcp(packet: bytes, qid: int, nameserver: tuple[str, int], timeout: float) -> Response:
-    with socket.create_connection(nameserver, timeout=timeout) as sock:
-        sock.sendall(struct.pack("!H", len(packet)) + packet)
-        head = _recv_exact(sock, 2)
-        data = _recv_exact(sock, struct.unpack("!H", head)[0])
-    return parse_response(data, qid)[0]
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise OSError("connection closed")
-        buf += chunk
-    return buf

@@ -5,6 +5,9 @@ from __future__ import annotations
 import struct
 
 import pytest
+from dns import name as dnsname
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from foundation_cli.core import cluster_config, mdns_records, strategies
 from foundation_cli.core.hosts import HostRecord
@@ -96,7 +99,7 @@ def test_recorded_commands_are_the_avahi_and_dns_sd_equivalents():
 def _answer_msg(qid: int) -> bytes:
     """A reply with an SRV answer (compressed names) and an A additional record."""
     header = struct.pack("!HHHHHH", qid, 0x8180, 1, 1, 0, 1)
-    question = dns.encode_name("_foundation._tcp.lab.") + struct.pack("!HH", 33, 1)
+    question = dnsname.from_text("_foundation._tcp.lab.").to_wire() + struct.pack("!HH", 33, 1)
     # SRV rdata: prio 10, weight 5, port 2222, target "n1" + pointer to "lab." (offset 12 + len("_foundation._tcp") + 2)
     lab_offset = 12 + 1 + len("_foundation") + 1 + len("_tcp")
     target = b"\x02n1" + struct.pack("!H", 0xC000 | lab_offset)
@@ -124,6 +127,24 @@ def test_dns_hostile_messages_raise_value_error_only():
     loop = struct.pack("!HHHHHH", 1, 0x8180, 1, 0, 0, 0) + struct.pack("!H", 0xC00C)
     with pytest.raises(ValueError):
         dns.parse_response(loop, 1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.one_of(st.binary(max_size=300), st.binary(max_size=200).map(lambda b: _answer_msg(7)[:40] + b)))
+def test_dns_any_reply_bytes_parse_or_raise_value_error(data: bytes):
+    """Replies are untrusted input: whatever arrives, a Response or ValueError (never another exception)."""
+    try:
+        resp, _truncated = dns.parse_response(data, 7)
+    except ValueError:
+        return
+    assert all(r.rtype in ("A", "AAAA", "SRV", "CNAME") for r in resp.answers + resp.additional)
+
+
+def test_dns_query_wire_form_round_trips():
+    resp, _ = dns.parse_response(dns.build_query("n1.lab.test", "SRV", 99), 99)
+    assert resp.answers == [] and resp.rcode == 0
+    with pytest.raises(UsageError):
+        dns.build_query("a..b", "A", 1)
 
 
 def test_nameserver_parsing():
