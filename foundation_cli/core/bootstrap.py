@@ -107,7 +107,7 @@ def probe(conn: Connection, *, install_root: str, python: str) -> Probe:
         .replace("PY ", shlex.quote(python) + " ")
         .strip()
     )
-    script = "; ".join(line.rstrip(";") for line in script.splitlines() if line.strip())  # one line: a readable comment
+    # Sent as the multi-line script it is: --explain and --dry-run show it as a readable heredoc block.
     res = conn.run(f"sh -c {shlex.quote(script)}", write=False, timeout=60)
     head, _, config = res.stdout.partition("--config--\n")
     p = Probe(config=config if config.strip() else None)
