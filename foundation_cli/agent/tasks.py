@@ -17,6 +17,7 @@ TASKS: list[tuple[str, str]] = [
     ("config-apply", "foundation_cli.agent.config_apply:run"),
     ("optimizer", "foundation_cli.agent.optimizer_task:run"),
     ("channels-gc", "foundation_cli.agent.channels_gc:run"),
+    ("snapshots", "foundation_cli.agent.snapshot_task:run"),
 ]
 
 

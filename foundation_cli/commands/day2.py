@@ -13,7 +13,11 @@ from foundation_cli.commands.completion import node_names
 
 PANEL = "Cluster"
 
-snapshot_app = group("snapshot", "Save, restore and list Consul snapshots (KV, sessions, catalog, ACLs).")
+snapshot_app = group(
+    "snapshot",
+    "Save, restore and list Consul snapshots (KV, sessions, catalog, ACLs).\n\n"
+    "Example: foundation snapshot save backup.snap",
+)
 
 
 def _explain_agent(node: str, *, drain: bool) -> None:
@@ -102,7 +106,106 @@ def undrain(
 # ------------------------------------------------------------------------------------ snapshot
 
 
+def _snapshots():
+    from foundation_cli.facades.snapshots import Snapshots
+
+    run = current()
+    return Snapshots(run.consul(), dry_run=run.settings.dry_run)
+
+
+@command(snapshot_app, "save")
+def snapshot_save(
+    file: str = typer.Argument(..., help="Where to write the snapshot (mode 0600: it holds ACL tokens)."),
+    from_scheduled: bool = typer.Option(
+        False, "--from-scheduled", help="Fetch the newest scheduled snapshot (or --id) instead of taking one."
+    ),
+    snap_id: Optional[str] = typer.Option(None, "--id", help="With --from-scheduled: this one (`snapshot list`)."),
+    stale: bool = typer.Option(False, "--stale", help="Let any server answer (no leader needed)."),
+) -> None:
+    """Save the servers' state (KV, sessions, catalog, ACLs) to FILE.
+
+    GET /v1/snapshot, or a snapshot the leader's agent took on schedule
+    (snapshot.interval / snapshot.keep, cluster-wide config) with --from-scheduled.
+
+    Example: foundation snapshot save backup.snap
+    """
+    from pathlib import Path
+
+    from foundation_cli.errors import UsageError
+    from foundation_cli.facades.snapshots import write_private
+
+    run = current()
+    if snap_id and not from_scheduled:
+        raise UsageError("--id picks a scheduled snapshot: use it with --from-scheduled")
+    snaps = _snapshots()
+    if from_scheduled:
+        entry = snaps.pick(snap_id)
+        archive = snaps.fetch(entry)
+        if run.settings.dry_run:
+            return
+        write_private(Path(file), archive)
+        data = {"file": file, "size": len(archive), "sha256": entry.sha256, "scheduled": entry.to_dict()}
+        run.out.result(
+            data, text=f"saved scheduled snapshot {entry.id} from {entry.node} to {file} ({len(archive)} bytes)"
+        )
+        return
+    data = snaps.save(Path(file), stale=stale)
+    run.out.result(data, text=f"saved snapshot to {file} ({data['size']} bytes, sha256 {data['sha256'][:12]}…)")
+
+
+@command(snapshot_app, "restore")
+def snapshot_restore(
+    file: str = typer.Argument(..., help="A snapshot from `snapshot save`."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+) -> None:
+    """Replace the servers' state with FILE (PUT /v1/snapshot); asks first.
+
+    Everything in KV, the catalog, sessions and ACLs goes back to the moment of
+    the snapshot; singleton holders whose session is gone stop and contend again.
+
+    Example: foundation snapshot restore backup.snap --yes
+    """
+    from pathlib import Path
+
+    run = current()
+    if not yes and not run.settings.dry_run:
+        run.out.confirm(
+            f"replace the whole cluster state with {file}?",
+            no_answer="restoring a snapshot replaces the cluster state: not done without a yes (stdin is not a terminal)",
+            no_answer_hint="re-run with --yes",
+            declined="not restored: the answer was not yes",
+        )
+    data = _snapshots().restore(Path(file))
+    if run.settings.dry_run:
+        return
+    run.out.result(data, text=f"restored {file} ({data['size']} bytes)")
+
+
+@command(snapshot_app, "list")
+def snapshot_list() -> None:
+    """List the scheduled snapshots (newest last): id, node, size, when.
+
+    Example: foundation snapshot list --json
+    """
+    import time
+
+    run = current()
+    entries = _snapshots().list()
+    if run.settings.json:
+        run.out.json([e.to_dict() for e in entries])
+        return
+    if not entries:
+        run.out.info("no scheduled snapshots (foundation config set snapshot.interval 1h --cluster-wide)")
+        return
+    rows = [
+        (e.id, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.taken)), e.node, e.size, e.sha256[:12], e.path)
+        for e in entries
+    ]
+    run.out.table(("ID", "TAKEN", "NODE", "BYTES", "SHA256", "PATH"), rows)
+
+
 def register(root: typer.Typer) -> None:
     """Add this module's commands to the root app (called once by commands.app)."""
     command(root, "drain", rich_help_panel=PANEL)(drain)
     command(root, "undrain", rich_help_panel=PANEL, hidden=True)(undrain)
+    root.add_typer(snapshot_app, name="snapshot", rich_help_panel=PANEL)

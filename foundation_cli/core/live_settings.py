@@ -16,6 +16,8 @@ is stored and shown but not interpreted by Foundation):
     restart.backoff          duration (0s-10m)          delay before restarting a crashed placed process
     restart.backoff_max      duration (0s-1h)           cap of the exponential restart backoff
     optimizer.interval       duration (10s-1d)          time between optimizer rounds (read by the optimizer task)
+    snapshot.interval        duration (0s off, 10s-30d) time between scheduled snapshots (the leader's agent)
+    snapshot.keep            number (1-1000, 24)        how many scheduled snapshots are kept
 """
 
 from __future__ import annotations
@@ -49,6 +51,19 @@ def _bounded_duration(low: float, high: float) -> Callable[[str], float]:
     return parse
 
 
+def _snapshot_interval(text: str) -> float:
+    seconds = durations.parse(text)
+    if seconds != 0 and not 10 <= seconds <= 30 * 86400:
+        raise ValueError("must be 0s (off) or between 10s and 30d")
+    return seconds
+
+
+def _snapshot_keep(text: str) -> int:
+    from foundation_cli.core.snapshots import parse_keep
+
+    return parse_keep(text)
+
+
 def _apply_log_level(level: str) -> None:
     # The agent runner sets its own level on "foundation.agent"; both must follow.
     for name in ("foundation", "foundation.agent"):
@@ -74,6 +89,8 @@ OWNED: dict[str, LiveSetting] = {
         LiveSetting("restart.backoff", _bounded_duration(0, 600), "first delay before restarting a crashed process"),
         LiveSetting("restart.backoff_max", _bounded_duration(0, 3600), "cap of the restart backoff"),
         LiveSetting("optimizer.interval", _bounded_duration(10, 86400), "time between optimizer rounds"),
+        LiveSetting("snapshot.interval", _snapshot_interval, "time between scheduled snapshots (0s: off)"),
+        LiveSetting("snapshot.keep", _snapshot_keep, "how many scheduled snapshots to keep"),
     )
 }
 

@@ -106,3 +106,54 @@ def test_fencing_token_and_drain_on_one_node(fresh_consul, tmp_path, work_dir):
             stop_process(proc)
         for pid in pids_running(str(tokens)):
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.timeout(150)
+def test_snapshot_round_trip_and_scheduled(fresh_consul, tmp_path):
+    addr, env = fresh_consul.http_addr, fresh_consul.env
+    snap = tmp_path / "backup.snap"
+    cli(["kv", "put", "app/mode", "blue"], env)
+    out = cli(["snapshot", "save", str(snap), "--explain"], env)
+    assert "saved snapshot" in out.stdout and "/v1/snapshot" in out.stderr
+    assert oct(snap.stat().st_mode & 0o777) == "0o600" and snap.read_bytes()[:2] == b"\x1f\x8b"
+    cli(["kv", "put", "app/mode", "green"], env)
+    assert cli(["kv", "get", "app/mode"], env).stdout.strip() == "green"
+
+    refused = cli(["snapshot", "restore", str(snap)], env, check=False)  # no terminal, no --yes
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    dry = cli(["snapshot", "restore", str(snap), "--dry-run"], env)
+    assert "/v1/snapshot" in dry.stdout
+    assert cli(["kv", "get", "app/mode"], env).stdout.strip() == "green"
+    cli(["snapshot", "restore", str(snap), "--yes"], env)
+    assert wait_for(lambda: cli(["kv", "get", "app/mode"], env).stdout.strip() == "blue", 10, "the value back")
+    bad = tmp_path / "bad.snap"
+    bad.write_text("nope")
+    assert cli(["snapshot", "restore", str(bad), "--yes"], env, check=False).returncode == 2
+
+    # Scheduled: the leader's agent (here the only one) takes them every 10 s and keeps 2.
+    assert "no scheduled snapshot" in cli(["snapshot", "save", str(snap), "--from-scheduled"], env, check=False).stderr
+    cli(["config", "set", "snapshot.keep", "2", "--cluster-wide"], env)
+    cli(["config", "set", "snapshot.interval", "10s", "--cluster-wide"], env)
+    agent = start_local_agent(addr, tmp_path / "data", tmp_path / "agent.log")
+    try:
+        entries = wait_for(
+            lambda: (e := json.loads(cli(["snapshot", "list", "--json"], env).stdout)) and len(e) == 2 and e,
+            60,
+            "two scheduled snapshots",
+        )
+        cli(["kv", "put", "app/mode", "red"], env)
+        out = cli(["snapshot", "save", str(snap), "--from-scheduled", "--id", entries[-1]["id"]], env)
+        assert f"scheduled snapshot {entries[-1]['id']}" in out.stdout
+        cli(["snapshot", "restore", str(snap), "--yes"], env)
+        assert wait_for(lambda: cli(["kv", "get", "app/mode"], env).stdout.strip() == "blue", 10, "blue again")
+        # Rotation keeps 2: the files of rotated-out snapshots are gone too.
+        wait_for(
+            lambda: (e := json.loads(cli(["snapshot", "list", "--json"], env).stdout))
+            and e[0]["id"] != entries[0]["id"],
+            60,
+            "a rotation",
+        )
+        files = list((tmp_path / "data").glob("nodes/*/snapshots/*.snap"))
+        assert 1 <= len(files) <= 3, files
+    finally:
+        stop_process(agent)
