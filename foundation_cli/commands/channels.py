@@ -68,7 +68,9 @@ def broadcast(
             ctype = "text/plain"
         except UnicodeDecodeError:
             ctype = "application/octet-stream"
-    if not ctype or "/" not in ctype or any(c.isspace() for c in ctype):
+    from foundation_cli.core.envelope import CONTENT_TYPE_RE
+
+    if not ctype or not CONTENT_TYPE_RE.match(ctype):  # what receivers accept (core/envelope.py)
         raise UsageError(f"invalid --content-type {ctype!r}", hint="e.g. text/plain, application/json")
     run = current()
     result = Channels(run.consul()).broadcast(
@@ -136,12 +138,15 @@ def _one_line(data: dict) -> str:
     import json
 
     from foundation_cli.raw.secrets import mask
+    from foundation_cli.raw.text import json_printable
 
-    return mask(json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str))
+    return mask(json_printable(json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)))
 
 
 def _text(message) -> str:
     from datetime import datetime
+
+    from foundation_cli.raw.text import printable
 
     stamp = datetime.fromtimestamp(message.time).strftime("%H:%M:%S.%f")[:-3]
     if message.data is None:
@@ -151,7 +156,8 @@ def _text(message) -> str:
             body = message.data.decode("utf-8")
         except UnicodeDecodeError:
             body = f"<{len(message.data)} bytes {message.content_type}>"
-    return f"{stamp} {message.sender or '-'}: {body}"
+    # Sender and body are whatever the event says: escape sequences are shown, never played.
+    return printable(f"{stamp} {message.sender or '-'}: {body}")
 
 
 def _run_exec(cmd: str, message) -> None:
@@ -171,16 +177,19 @@ def _run_exec(cmd: str, message) -> None:
         recorder.add(op)
         return
     env = dict(os.environ)
-    env.update(
+    fields = dict(
         FOUNDATION_CHANNEL=message.channel,
         FOUNDATION_MESSAGE_ID=message.id,
         FOUNDATION_SENDER=message.sender,
         FOUNDATION_CONTENT_TYPE=message.content_type,
         FOUNDATION_EVENT_ID=message.event_id or "",
     )
+    # Validated by the envelope parser; a raw event's fields come from Consul. An environment value
+    # cannot hold NUL whatever the source: never let one end the listener.
+    env.update({k: str(v).replace("\0", "") for k, v in fields.items()})
     try:
         proc = subprocess.run(["sh", "-c", cmd], input=message.data or b"", env=env, check=False)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         op.finish(error=str(exc))
         recorder.add(op)
         run.out.warn(f"--exec failed for {message.id}: {exc}")

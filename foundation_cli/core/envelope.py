@@ -39,6 +39,13 @@ INLINE_LIMIT = 256
 
 CHANNEL_RE = re.compile(r"^(?:_control|[A-Za-z0-9][A-Za-z0-9._-]{0,63})$")
 ID_RE = re.compile(r"^\d{13}-[0-9a-f]{6}$")
+# The sender is whatever the event says (anyone who can fire an event can claim any name): only its
+# shape is checked, a Consul node name, and it is shown as data.
+SENDER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# type/subtype (RFC 6838 restricted names) with optional ``; name=value`` parameters.
+_TOKEN = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}"
+CONTENT_TYPE_RE = re.compile(rf"^{_TOKEN}/{_TOKEN}(?:[ ]?;[ ]?{_TOKEN}=(?:{_TOKEN}|\"[ -~]{{0,64}}\"))*$")
+DIGEST_RE = re.compile(r"^[0-9a-f]{16}$")
 REF_AREAS = ("blobs", "history")
 
 
@@ -148,28 +155,50 @@ class Envelope:
             raise ValueError("payload is not a Foundation envelope (not JSON)") from None
         if not isinstance(obj, dict) or obj.get("v") != VERSION or not isinstance(obj.get("id"), str):
             raise ValueError("payload is not a Foundation envelope (no v/id)")
+        # Every field is untrusted (anyone who can fire an event writes them): check each one's shape.
+        if not ID_RE.match(obj["id"]):
+            raise ValueError(f"envelope has an invalid message id {ascii(obj['id'][:40])}")
+        sent = obj.get("t", 0.0)
+        if isinstance(sent, bool) or not isinstance(sent, (int, float)) or not 0 <= sent < 1e11:
+            raise ValueError("envelope has an invalid time")
+        sender = obj.get("n") or ""
+        if not isinstance(sender, str) or (sender and not SENDER_RE.match(sender)):
+            raise ValueError(f"envelope has an invalid sender {ascii(str(sender)[:40])}")
+        ctype = obj.get("ct") or "application/octet-stream"
+        if not isinstance(ctype, str) or not CONTENT_TYPE_RE.match(ctype):
+            raise ValueError(f"envelope has an invalid content type {ascii(str(ctype)[:40])}")
         data: bytes | None = None
         if "d" in obj:
-            data = str(obj["d"]).encode("utf-8")
+            if not isinstance(obj["d"], str):
+                raise ValueError("envelope data 'd' is not text")
+            try:
+                data = obj["d"].encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate from a \ud800 escape
+                raise ValueError("envelope data 'd' is not valid Unicode") from None
         elif "b" in obj:
             try:
                 data = base64.b64decode(obj["b"], validate=True)
-            except ValueError:
+            except (ValueError, TypeError):
                 raise ValueError("envelope has invalid base64 data") from None
         ref = obj.get("r")
         if ref is not None and ref not in REF_AREAS:
-            raise ValueError(f"envelope has an unknown reference area {ref!r}")
+            raise ValueError(f"envelope has an unknown reference area {ascii(str(ref)[:40])}")
         if ref is None and data is None:
             raise ValueError("envelope has neither data nor a reference")
+        size, sha = obj.get("sz"), obj.get("h")
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+            raise ValueError("envelope has an invalid size")
+        if sha is not None and (not isinstance(sha, str) or not DIGEST_RE.match(sha)):
+            raise ValueError("envelope has an invalid digest")
         return cls(
             id=obj["id"],
-            time=float(obj.get("t") or 0.0),
-            sender=str(obj.get("n") or ""),
-            content_type=str(obj.get("ct") or "application/octet-stream"),
+            time=float(sent),
+            sender=sender,
+            content_type=ctype,
             data=data,
             ref=ref,
-            size=obj.get("sz"),
-            sha=obj.get("h"),
+            size=size,
+            sha=sha,
         )
 
     def verify(self, full: Envelope) -> None:
