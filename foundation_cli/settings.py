@@ -111,7 +111,7 @@ def resolve(
     return Settings(
         consul_addr=address.url,
         token=token,
-        cacert=env.get("CONSUL_CACERT") or None,
+        cacert=env.get("CONSUL_CACERT") or _state_cacert(),
         client_cert=env.get("CONSUL_CLIENT_CERT") or None,
         client_key=env.get("CONSUL_CLIENT_KEY") or None,
         ssl_verify=True if verify is None else verify,
@@ -149,3 +149,12 @@ def _from_cluster_state() -> tuple[str | None, str | None, list[str]]:
     addrs = state.get("consul_http_addrs")
     addrs = [a for a in addrs if isinstance(a, str)] if isinstance(addrs, list) else []
     return state.get("consul_http_addr"), state.get("token"), addrs
+
+
+def _state_cacert() -> str | None:
+    """The CA certificate ``foundation up`` made for this cluster (TLS on by default), if any."""
+    from foundation_cli import cluster_state
+
+    state = cluster_state.load() or {}
+    cacert = state.get("cacert")
+    return cacert if isinstance(cacert, str) and os.path.isfile(cacert) else None

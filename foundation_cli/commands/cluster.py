@@ -191,6 +191,8 @@ def _consul(
     env["CONSUL_HTTP_ADDR"] = run.settings.consul_addr or ""
     if run.settings.token:
         env["CONSUL_HTTP_TOKEN"] = run.settings.token
+    if run.settings.cacert:
+        env["CONSUL_CACERT"] = run.settings.cacert  # the cluster CA `up` made (TLS on by default)
     from foundation_cli.raw.operation import RawOperation
 
     op = RawOperation(kind="local-process", argv=["consul", *argv_tail])

@@ -103,6 +103,7 @@ def up_remote(
             progress=progress,
             join=join,
             parallel=parallel,
+            token=run.settings.token,
         )
     if run.settings.json:
         run.out.json(result.to_dict())

@@ -201,6 +201,8 @@ def bootstrap(
                         f"{index or 'the reset index'} into <data_dir>/{BOOTSTRAP_RESET_FILE} on the leader and run "
                         "up again",
                     )
+            if dry_run:  # one look only: a dry run does not wait for a cluster to settle
+                return known or "${CONSUL_HTTP_TOKEN}", not known
             if time.monotonic() > deadline:
                 raise UnreachableError(
                     f"ACL bootstrap did not answer after {timeout:.0f} s: {status} {text.strip()[:120]}",

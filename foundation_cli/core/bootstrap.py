@@ -161,6 +161,8 @@ class HostPlan:
     http_port: int = 8500
     agent_env: dict[str, str] = field(default_factory=dict)
     agent_token: str | None = None  # ACL token for the node agent, uploaded as a 0600 file
+    # Secret and TLS files (path -> (content, mode)), written before Consul starts; see core/secure_up.py.
+    files: dict[str, tuple[bytes, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -383,6 +385,10 @@ def apply(
     say("consul binary")
     step, consul_path = ensure_consul(conn, p, plan, local_binary=local_binary, say=say)
     steps.append(step)
+    say("secrets")
+    files_step, changed_files = write_files(conn, plan)
+    if files_step:
+        steps.append(files_step)
     say("consul config")
     cfg_step = write_consul_config(conn, p, plan)
     steps.append(cfg_step)
@@ -396,17 +402,14 @@ def apply(
             argv=[consul_path, "agent", f"-config-dir={CONFIG_DIR}"],
             env={},
             running=p.consul_running,
-            restart=cfg_step.state != "unchanged" or step.state != "unchanged",
+            restart=cfg_step.state != "unchanged"
+            or step.state != "unchanged"
+            or any(f != AGENT_TOKEN_FILE for f in changed_files),
         )
     )
     say("node agent")
     inst = install_agent(conn, p, plan, bundle, say)
     steps.append(inst)
-    if plan.agent_token:
-        current = conn.read_file(AGENT_TOKEN_FILE)
-        if (current or b"").strip() != plan.agent_token.encode():
-            conn.upload(AGENT_TOKEN_FILE, plan.agent_token.encode() + b"\n", mode=0o600)
-            steps.append(StepResult("agent token", "written", AGENT_TOKEN_FILE))
     steps.append(
         ensure_service(
             conn,
@@ -416,10 +419,33 @@ def apply(
             argv=agent_argv(plan),
             env=agent_env(plan),
             running=p.agent_running,
-            restart=inst.state != "unchanged",
+            restart=inst.state != "unchanged" or AGENT_TOKEN_FILE in changed_files,
         )
     )
     return steps
+
+
+def write_files(conn: Connection, plan: HostPlan) -> tuple[StepResult | None, list[str]]:
+    """Upload the plan's secret/TLS files whose sha256 differs on the host (never read back).
+
+    One read-only ``sha256sum`` tells what the host has, so a token or key on the host is never
+    printed by ``--explain``; each upload is made with its final mode from the first byte.
+    """
+    if not plan.files:
+        return None, []
+    paths = sorted(plan.files)
+    res = conn.run("sha256sum " + " ".join(shlex.quote(x) for x in paths) + " 2>/dev/null; true", write=False)
+    have = {}
+    for line in res.stdout.splitlines():
+        digest, _, path = line.strip().partition("  ")
+        have[path] = digest
+    changed = [x for x in paths if have.get(x) != hashlib.sha256(plan.files[x][0]).hexdigest()]
+    for path in changed:
+        content, mode = plan.files[path]
+        conn.upload(path, content, mode=mode)
+    if not changed:
+        return StepResult("secrets", "unchanged", f"{len(paths)} files"), []
+    return StepResult("secrets", "written", ", ".join(changed)), changed
 
 
 def stop_agent(conn: Connection, p: Probe) -> StepResult:

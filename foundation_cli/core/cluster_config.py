@@ -60,13 +60,14 @@ class SSHSettings:
 
 @dataclass
 class ACLSettings:
-    enabled: bool = False
+    enabled: bool = True  # secure by default: deny-by-default ACLs bootstrapped by `up` (docs/security.md)
     default_policy: str = "deny"
     token_file: str | None = None  # operator/management token (file on the operator's machine)
 
 
 @dataclass
 class TLSSettings:
+    enabled: bool = True  # `up` makes a CA and certificates with `consul tls` unless the three files are given
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
@@ -489,6 +490,8 @@ def _tls(ctx: _Ctx, node) -> TLSSettings:
         key = key_node.value
         if key == "verify":
             out.verify = _bool(ctx, value_node, "tls.verify")
+        elif key == "enabled":
+            out.enabled = _bool(ctx, value_node, "tls.enabled")
         else:
             setattr(out, key, _str(ctx, value_node, f"tls.{key}"))
     set_files = [k for k in ("ca_file", "cert_file", "key_file") if getattr(out, k)]
@@ -645,13 +648,15 @@ ports:
   dns: -1
   grpc: -1
 
-# ACLs: the operator token is kept in the local state file (mode 0600).
+# ACLs (on by default): `up` bootstraps them; the management token stays in the local
+# state file (mode 0600), every node gets its own narrow tokens. See docs/security.md.
 acl:
-  enabled: false
+  enabled: true
   default_policy: deny
   # token_file: ~/.config/foundation/operator.token
 
-# TLS for RPC and HTTPS (all three files, or none).
+# TLS (on by default): `up` makes a CA and certificates with `consul tls` in the state dir.
+# Or bring your own (all three files, or none):
 # tls:
 #   ca_file: /etc/foundation/ca.pem
 #   cert_file: /etc/foundation/server.pem

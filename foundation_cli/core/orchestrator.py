@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from foundation_cli.core import bootstrap, cluster_state, keys, up_verify
+from foundation_cli.core import bootstrap, cluster_state, keys, secure_up, up_verify
 from foundation_cli.core.bootstrap import HostPlan, HostResult, Probe
 from foundation_cli.core.cluster_config import ClusterConfig, HostConfig, merge_consul
 from foundation_cli.errors import FoundationError, UnreachableError
@@ -51,6 +51,7 @@ class UpResult:
     removed: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     token: str | None = None  # ACL operator token (wizard mode); never rendered
+    cacert: str | None = None  # the cluster CA the operator verifies HTTPS with (TLS on)
 
     @property
     def failed(self) -> list[HostResult]:
@@ -252,6 +253,9 @@ class UpRun:
     # plan
     gossip: str = ""
     token: str | None = None  # ACL operator token (wizard mode); never rendered
+    explicit_token: str | None = None  # --token / CONSUL_HTTP_TOKEN: tried first as the management token
+    node_tokens: dict[str, Any] = field(default_factory=dict)  # node -> acl.NodeTokens (secure_up)
+    cacert: str | None = None  # the CA certificate in the state dir (secure_up, TLS on)
     cluster_id: str = ""
     servers: set[str] = field(default_factory=set)
     server_addrs: list[str] = field(default_factory=list)
@@ -405,7 +409,7 @@ def apply(run: UpRun) -> None:
         run.guarded(h, _apply_host)
         if not run.results[h.address].error:
             p = plans[h.address]
-            _wait_leader_at(f"http://{p.address}:{p.http_port}", run.token, timeout=60)
+            _wait_leader_at(secure_up.api_url(run, p.address), run.token, timeout=60, cacert=run.cacert)
 
     if not run.dry_run:
         _save_gossip_key(run.gossip)
@@ -413,10 +417,11 @@ def apply(run: UpRun) -> None:
     result = run.result
     result.hosts = [run.results[h.address] for h in run.hosts]
     result.cluster_id, result.datacenter, result.token = run.cluster_id, cfg.datacenter, run.token
+    result.cacert = run.cacert
     current_addrs = {h.address for h in cfg.hosts}
     result.removed = [a for a in state.get("hosts") or [] if a not in current_addrs]
     ok_servers = [plans[a].address for a in plans if plans[a].server and not run.results[a].error]
-    http_addrs = [f"http://{a}:{cfg.ports.get('http', 8500)}" for a in ok_servers]
+    http_addrs = [secure_up.api_url(run, a) for a in ok_servers]
     if not http_addrs and run.only and state.get("mode") == "ssh":  # `up --host CLIENT`: reach the known servers
         http_addrs = state.get("consul_http_addrs") or []
     if not http_addrs and run.join:  # clients of an existing cluster: ask its servers
@@ -482,6 +487,10 @@ def record(run: UpRun) -> None:
             "nodes": {**(state.get("nodes") or {}), **{a: p.node_name for a, p in run.plans.items()}},
             "gossip_key_file": str(gossip_key_path()),
             "token": run.token,
+            "node_tokens": {node: t.to_dict() for node, t in run.node_tokens.items()}
+            if run.token
+            else state.get("node_tokens"),
+            "cacert": run.cacert,
             "ssh": {
                 "user": cfg.ssh.user,
                 "identity_file": cfg.ssh.identity_file,
@@ -496,7 +505,9 @@ def record(run: UpRun) -> None:
 UP_STEPS: tuple[Callable[[UpRun], None], ...] = (
     connect_and_probe,
     plan,
+    secure_up.secure_plan,
     apply,
+    secure_up.acl_bootstrap,
     wait_cluster,
     up_verify.verify_hosts,
     record,
@@ -514,6 +525,7 @@ def up(
     wait_timeout: float = 90.0,
     join: list[str] | None = None,
     parallel: int = DEFAULT_PARALLEL,
+    token: str | None = None,
 ) -> UpResult:
     """Bring every host of ``cfg`` to its plan; per-host failures are kept, never raised.
 
@@ -532,6 +544,7 @@ def up(
         join=join,
         parallel=parallel,
     )
+    run.explicit_token = token
     try:
         for step in UP_STEPS:
             step(run)
@@ -597,9 +610,9 @@ def _config_changes(p: Probe, plan: HostPlan) -> bool:
     return p.consul_running and p.config is not None and p.config != bootstrap.render_config(plan.consul_config)
 
 
-def _wait_leader_at(addr: str, token: str | None, *, timeout: float) -> None:
+def _wait_leader_at(addr: str, token: str | None, *, timeout: float, cacert: str | None = None) -> None:
     """After one server's restart: wait until it sees a leader again before touching the next."""
-    client, _quiet = _client(addr, token)
+    client, _quiet = _client(addr, token, cacert)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -610,18 +623,18 @@ def _wait_leader_at(addr: str, token: str | None, *, timeout: float) -> None:
         time.sleep(0.25)
 
 
-def _client(addr: str, token: str | None = None):
+def _client(addr: str, token: str | None = None, cacert: str | None = None):
     from foundation_cli.raw.recorder import Recorder
     from foundation_cli.settings import Settings
     from foundation_cli.tools import consul as consul_tool
 
     quiet = Recorder()
-    return consul_tool.connect(Settings(consul_addr=addr, token=token), recorder=quiet, timeout=3), quiet
+    return consul_tool.connect(Settings(consul_addr=addr, token=token, cacert=cacert), recorder=quiet, timeout=3), quiet
 
 
 def _wait_cluster(result: UpResult, plans, results, cfg: ClusterConfig, *, timeout: float, say: Progress) -> None:
     """Leader elected and every (non-failed) host an alive member; agents registered (warn only)."""
-    client, quiet = _client(result.http_addr, result.token)
+    client, quiet = _client(result.http_addr, result.token, result.cacert)
     expected = {plans[a].node_name: a for a in plans if not results[a].error}
     deadline = time.monotonic() + timeout
     missing: set[str] = set(expected)
@@ -663,7 +676,7 @@ def _write_record(result: UpResult, cfg: ClusterConfig, server_addrs: list[str],
     from foundation_cli.settings import Settings
     from foundation_cli.tools import consul as consul_tool
 
-    client = consul_tool.connect(Settings(consul_addr=result.http_addr, token=result.token))
+    client = consul_tool.connect(Settings(consul_addr=result.http_addr, token=result.token, cacert=result.cacert))
     record = {
         "cluster_id": cluster_id,
         "datacenter": cfg.datacenter,

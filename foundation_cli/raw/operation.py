@@ -28,6 +28,7 @@ class RawOperation:
     url: str | None = None
     body: bytes | None = None
     token_used: bool = False
+    cacert: str | None = None  # consul-http over HTTPS: the CA file the client verified with (not a secret)
     host: str | None = None
     user: str | None = None
     port: int | None = None

@@ -85,6 +85,8 @@ def curl(op: RawOperation, *, addr_var: bool = False) -> str:
         parts.append(f"-X {method}")
     if op.token_used:
         parts.append(TOKEN_HEADER)
+    if op.cacert:
+        parts.append(f"--cacert {shlex.quote(op.cacert)}")
     parts.append(f'"{url}"' if addr_var else shlex.quote(url))
     return mask(prefix + " ".join(parts) + body)
 

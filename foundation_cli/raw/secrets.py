@@ -36,9 +36,9 @@ _SECRET_FIELD = re.compile(
     r"""(?ix)
     (?P<key>["']?(?:encrypt|token|password|passwd|secret|agent_master|initial_management
         |x-consul-token|authorization)["']?\s*[:=]\s*(?:bearer\s+)?)
-    (?P<q>\\?["']|)(?P<val>[^"'\s,}&\\]+)(?P=q)
+    (?P<q>\\?["']|)(?P<val>[^"'\s,}&\\{\[][^"'\s,}&\\]*)(?P=q)
     """
-)
+)  # a value never starts with { or [: "auto_encrypt": {…} is a block, not a secret
 # ?token= with the parameter name percent-encoded in any letter (?%74oken=, ?TOK%45N=).
 _TOKEN_PARAM = re.compile(r"(?i)[?&](?:t|%[57]4)(?:o|%[46]f)(?:k|%[46]b)(?:e|%[46]5)(?:n|%[46]e)=(?P<val>[^&\s'\"#]+)")
 # -token VALUE / -token=VALUE / --token "VALUE"; keyring -install KEY; -encrypt KEY.

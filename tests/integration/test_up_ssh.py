@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import urllib.request
@@ -48,8 +49,17 @@ class Ctx:
             timeout=200,
         )
 
+    def state(self) -> dict:
+        return json.loads((self.root / "state" / "state.json").read_text())
+
     def http(self, host, path: str):
-        with urllib.request.urlopen(f"http://{host.ip}:8500{path}", timeout=5) as resp:
+        """A server's API as the operator reaches it: HTTPS (the CA `up` made) with the management token."""
+        import ssl
+
+        state = self.state()
+        tls = ssl.create_default_context(cafile=state["cacert"])
+        req = urllib.request.Request(f"https://{host.ip}:8501{path}", headers={"X-Consul-Token": state["token"]})
+        with urllib.request.urlopen(req, timeout=5, context=tls) as resp:
             return json.loads(resp.read())
 
 
@@ -103,7 +113,9 @@ def test_dry_run_prints_everything_and_touches_nothing(ctx):
         assert f"root@{h.ip}" in script
     assert "/etc/foundation/consul.d/foundation.json" in script and '"bootstrap_expect": 3' in script
     assert "nohup setsid sh -c" in script  # the service start, shown
-    assert '"encrypt": "****"' in script  # the gossip key is never printed
+    # The gossip key is never printed (masked, or a ${VARIABLE} the script asks for).
+    assert re.search(r'"encrypt": "(\*\*\*\*|\$\{FOUNDATION_SECRET_\d+\})"', script)
+    assert "consul tls ca create" in script and "/v1/acl/bootstrap" in script  # secure defaults, shown
     assert _upper_snapshot(ctx.lab, hosts) == before
     assert not (ctx.root / "state" / "state.json").exists()
 

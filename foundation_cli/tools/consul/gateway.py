@@ -277,7 +277,10 @@ class RecordingHTTPClient(consul.std.HTTPClient):
 
         def operation(address: ConsulAddress) -> RawOperation:
             url = self.uri_at(address, path, params)
-            return RawOperation(kind="consul-http", method=method, url=url, body=body or None, token_used=token_used)
+            cacert = self.verify if isinstance(self.verify, str) and url.startswith("https:") else None
+            return RawOperation(
+                kind="consul-http", method=method, url=url, body=body or None, token_used=token_used, cacert=cacert
+            )
 
         if self.plan:
             return self._withheld(operation(self.address), recorder, callback, path, _PLAN_BODIES, "not sent (plan)")

@@ -1,0 +1,144 @@
+"""The secure defaults of ``foundation up`` over SSH: two steps in :data:`orchestrator.UP_STEPS`.
+
+- :func:`secure_plan` (after ``plan``): every host's plan gets its own ACL tokens (the Consul
+  agent's, with the node identity, in its Consul config; the node agent's in a 0600 file), the
+  TLS files (CA certificate everywhere; a certificate and key per server, made here with
+  ``consul tls``) and the TLS part of its Consul config (HTTPS on the LAN address, plain HTTP on
+  loopback only, verified RPC, clients by ``auto_encrypt``).
+- :func:`acl_bootstrap` (after ``apply``, before ``wait_cluster``): the management token (one
+  we already hold and Consul accepts, else ``PUT /v1/acl/bootstrap``), then each node's policy
+  and tokens. The management token goes to the local state file only.
+
+A cluster made before these defaults (no ACLs, no TLS) is migrated by the same run: its configs
+change, so running servers restart one at a time with a leader between (``apply``'s rolling
+restart), then ACLs are bootstrapped. When the ACLs were bootstrapped by someone else the run
+stops with what to do (:class:`acl.BootstrapRefused`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from foundation_cli.core import acl, bootstrap, tls
+from foundation_cli.core.cluster_config import merge_consul
+from foundation_cli.raw import secrets
+from foundation_cli.raw.recorder import current_recorder
+
+if TYPE_CHECKING:
+    from foundation_cli.core.orchestrator import UpRun
+
+
+def acl_on(run: UpRun) -> bool:
+    return bool(run.cfg.acl.enabled)
+
+
+def tls_on(run: UpRun) -> bool:
+    """Foundation's own TLS: on unless turned off or the wizard brings its own three files."""
+    return bool(run.cfg.tls.enabled) and not run.cfg.tls.ca_file
+
+
+def https_port(run: UpRun) -> int:
+    return int(run.cfg.ports.get("https", tls.DEFAULT_HTTPS_PORT))
+
+
+def api_url(run: UpRun, address: str) -> str:
+    """How the operator reaches one server's HTTP API: HTTPS on its address when TLS is on."""
+    if tls_on(run):
+        return f"https://{address}:{https_port(run)}"
+    return f"http://{address}:{run.cfg.ports.get('http', 8500)}"
+
+
+def _register_host_secrets(run: UpRun) -> None:
+    """Tokens and keys a host's current config holds: masked wherever a diff or probe shows them."""
+    for p in run.probes.values():
+        conf = p.existing_config
+        secrets.register(conf.get("encrypt") if isinstance(conf.get("encrypt"), str) else None)
+        tokens = (conf.get("acl") or {}).get("tokens") if isinstance(conf.get("acl"), dict) else None
+        if isinstance(tokens, dict):
+            for value in tokens.values():
+                secrets.register(value if isinstance(value, str) else None)
+
+
+def secure_plan(run: UpRun) -> None:
+    """Tokens, TLS files and config for every host's plan (see the module docstring)."""
+    cfg = run.cfg
+    _register_host_secrets(run)
+    previous = run.state.get("node_tokens") if run.state.get("mode") == "ssh" else None
+    run.token = None  # the management token comes from acl_bootstrap, never from a host
+    ca_pem = None
+    if tls_on(run) and run.plans:
+        run.cacert = str(tls.ensure_ca(run.consul_binary or cfg.consul_binary))
+        ca_pem = tls.read(tls.ca_paths()[0])
+    for plan in run.plans.values():
+        conf = dict(plan.consul_config)
+        ours: dict = {}
+        if acl_on(run):
+            tokens = acl.node_tokens(previous, plan.node_name)
+            run.node_tokens[plan.node_name] = tokens
+            conf.pop("acl", None)  # drop the old shared-token stanza consul_config_for may have made
+            ours["acl"] = acl.config_block(default_policy=cfg.acl.default_policy, agent_token=tokens.consul)
+            plan.agent_token = tokens.agent
+            plan.agent_env["CONSUL_HTTP_TOKEN_FILE"] = bootstrap.AGENT_TOKEN_FILE
+            plan.files[bootstrap.AGENT_TOKEN_FILE] = (tokens.agent.encode() + b"\n", 0o600)
+        else:
+            plan.agent_token = None
+            plan.agent_env.pop("CONSUL_HTTP_TOKEN_FILE", None)
+        if ca_pem is not None:
+            ours = merge_consul(ours, tls.agent_config(server=plan.server, address=plan.address, https_port=https_port(run)))
+            plan.files[tls.HOST_CA] = (ca_pem, 0o644)
+            if plan.server:
+                cert, key = tls.ensure_server_cert(
+                    plan.node_name, plan.address, cfg.datacenter, run.consul_binary or cfg.consul_binary
+                )
+                plan.files[tls.HOST_CERT] = (tls.read(cert), 0o644)
+                plan.files[tls.HOST_KEY] = (tls.read(key), 0o600)
+        plan.consul_config = merge_consul(merge_consul(conf, ours), cfg.consul)
+
+
+def acl_bootstrap(run: UpRun) -> None:
+    """Management token + every node's policy and tokens, once the servers run (see module docstring)."""
+    if not acl_on(run) or not run.http_addrs:
+        return
+    from foundation_cli.settings import Settings
+    from foundation_cli.tools import consul as consul_tool
+
+    dry = run.dry_run
+    fresh = dry and not any(p.consul_running for p in run.probes.values())
+    client = consul_tool.connect(
+        Settings(consul_addr=run.http_addrs[0], cacert=run.cacert), recorder=current_recorder(), timeout=5
+    )
+    candidates = [t for t in (run.explicit_token, _token_file(run), run.state.get("token")) if t]
+    run.say("cluster", "ACLs: bootstrap and node tokens")
+    mgmt = None
+    made = False
+    for i, candidate in enumerate(candidates or [None]):
+        try:
+            mgmt, made = acl.bootstrap(client, known=candidate, dry_run=dry, fresh=fresh, timeout=run.wait_timeout)
+            break
+        except acl.BootstrapRefused:
+            if i == len(candidates) - 1 or not candidates:
+                raise
+    assert mgmt is not None
+    run.token = run.result.token = None if dry else mgmt
+    for addr, plan in run.plans.items():
+        if run.results[addr].error:
+            continue
+        acl.ensure_node(
+            client,
+            mgmt,
+            node=plan.node_name,
+            datacenter=run.cfg.datacenter,
+            tokens=run.node_tokens[plan.node_name],
+            dry_run=dry,
+            fresh=fresh,
+        )
+    if made and not dry:
+        run.say("cluster", "ACLs bootstrapped: the management token is in the state file (0600)")
+
+
+def _token_file(run: UpRun) -> str | None:
+    if not run.cfg.acl.token_file:
+        return None
+    from foundation_cli.core.orchestrator import operator_token
+
+    return operator_token(run.cfg, {})
