@@ -69,7 +69,7 @@ def _print_results(results, *, title: str) -> None:
     rows = []
     for r in results:
         changed = [f"{s.step}: {s.state}" for s in r.steps if s.state not in ("unchanged", "skipped")]
-        what = r.error or ("; ".join(changed) if changed else "unchanged")
+        what = (f"{r.error} ({r.hint})" if r.hint else r.error) if r.error else ("; ".join(changed) or "unchanged")
         rows.append((r.alias, r.node_name, r.role, r.state, what))
     run.out.table(("HOST", "NODE", "ROLE", "STATE", "WHAT"), rows, title=title)
     for r in results:
@@ -127,10 +127,15 @@ def up_remote(
 
             first = failed[0].error or "failed"
             text = first if len(failed) == 1 else f"all {len(failed)} hosts failed; first: {first}"
-            err = FoundationError(text)
+            err = FoundationError(text, hint=failed[0].hint)
             err.exit_status = worst  # type: ignore[misc]
             raise err
-        raise PartialFailure(f"{len(failed)} of {len(result.hosts)} hosts failed: {names}")
+        raise PartialFailure(
+            f"{len(failed)} of {len(result.hosts)} hosts failed: {names}"
+            + (f" ({failed[0].error})" if len(failed) == 1 else ""),
+            hint=failed[0].hint
+            or "fix what the table says, then run `foundation up` again: it only redoes what is missing",
+        )
     if result.warnings and not run.settings.dry_run:
         from foundation_cli.errors import UnreachableError
 
@@ -150,7 +155,10 @@ def down_remote(*, purge: bool, only: list[str] | None) -> None:
         _print_results(results, title=None)
     failed = [r for r in results if r.error]
     if failed:
-        raise PartialFailure(f"{len(failed)} of {len(results)} hosts failed: {', '.join(r.alias for r in failed)}")
+        raise PartialFailure(
+            f"{len(failed)} of {len(results)} hosts failed: {', '.join(r.alias for r in failed)}",
+            hint=failed[0].hint or "fix what the table says, then run the same command again",
+        )
 
 
 def ssh_node(node: str, cmd: list[str]) -> None:

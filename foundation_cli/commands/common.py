@@ -230,7 +230,10 @@ def execute(func: Callable[..., Any], kwargs: dict[str, Any], global_values: dic
         (out or Output(Settings())).error(exc)
         raise typer.Exit(int(exc.exit_status)) from None
     except KeyboardInterrupt:
-        (out or Output(Settings())).error("interrupted")
+        (out or Output(Settings())).error(
+            "interrupted",
+            hint="run the same command again when ready: it picks up where this run stopped (writes are idempotent)",
+        )
         raise typer.Exit(int(ExitStatus.INTERRUPTED)) from None
     except (typer.Exit, typer.Abort, SystemExit):
         raise

@@ -182,7 +182,15 @@ class HostResult:
     steps: list[StepResult] = field(default_factory=list)
     error: str | None = None
     exit_status: int = 0
+    hint: str | None = None  # what to do about ``error``
     warnings: list[str] = field(default_factory=list)
+
+    def fail(self, exc: BaseException) -> None:
+        """Record why this host failed (a Foundation error's message, hint and exit status)."""
+        if isinstance(exc, FoundationError):
+            self.error, self.hint, self.exit_status = exc.message, exc.hint, int(exc.exit_status)
+        else:
+            self.error, self.exit_status = f"{type(exc).__name__}: {exc}", 1
 
     @property
     def state(self) -> str:
@@ -199,6 +207,7 @@ class HostResult:
             "address": self.address,
             "state": self.state,
             "error": self.error,
+            "hint": self.hint,
             "steps": [s.__dict__ for s in self.steps],
             "warnings": self.warnings,
         }

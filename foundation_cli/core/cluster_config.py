@@ -31,6 +31,7 @@ DEFAULT_PORTS = {"http": 8500, "server": 8300, "serf_lan": 8301, "serf_wan": 830
 _DC_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
 _NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
 _LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
+_YAML_HINT = "look at that line and the one before it: a missing `:` or space after it, a tab, or an indentation that does not line up (`foundation init` writes a valid starter)"
 
 
 @dataclass
@@ -294,9 +295,9 @@ def parse(text: str, *, source: str = FILE_NAME) -> ClusterConfig:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         problem = exc.problem or exc.context or "invalid YAML"
-        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+        raise ConfigError(f"{where}: invalid YAML: {problem}", hint=_YAML_HINT) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: invalid YAML: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"{source}: invalid YAML: {str(exc).splitlines()[0]}", hint=_YAML_HINT) from None
     cfg = ClusterConfig(source=source)
     if root is None or (isinstance(root, yaml.ScalarNode) and _scalar_value(root) is None):
         cfg.mode = "mortal"

@@ -107,12 +107,6 @@ def _in_context(pool: ThreadPoolExecutor, fn, *args):
     return pool.submit(ctx.run, fn, *args)
 
 
-def _error_result(alias: str, exc: BaseException) -> tuple[str, int]:
-    if isinstance(exc, FoundationError):
-        return exc.message + (f" ({exc.hint})" if exc.hint else ""), int(exc.exit_status)
-    return f"{type(exc).__name__}: {exc}", 1
-
-
 def _unique_names(hosts: list[HostConfig], probes: dict[str, Probe]) -> dict[str, str]:
     """Explicit node_name, else the name a host's config already has, else its hostname — unique."""
     names: dict[str, str] = {}
@@ -279,7 +273,7 @@ class UpRun:
         try:
             fn(self, h)
         except Exception as exc:  # noqa: BLE001 - per host: record and go on with the others
-            self.results[h.address].error, self.results[h.address].exit_status = _error_result(h.address, exc)
+            self.results[h.address].fail(exc)
             self.say(h.address, "failed")
 
     def each(self, fn: Callable[[UpRun, HostConfig], None], hosts: list[HostConfig]) -> None:
@@ -471,7 +465,10 @@ def record(run: UpRun) -> None:
         except FoundationError as exc:
             run.result.warnings.append(exc.message)
     cfg, state, result = run.cfg, run.state, run.result
-    current_addrs = {h.address for h in cfg.hosts}
+    known = set(state.get("hosts") or [])
+    # A new host that failed before anything was done on it (no key, no route) is not part of the cluster.
+    untouched = {r.alias for r in result.hosts if r.error and not r.steps and r.alias not in known}
+    current_addrs = {h.address for h in cfg.hosts} - untouched
     cluster_state.save(
         {
             "cluster_id": run.cluster_id,
@@ -724,7 +721,7 @@ def down(
     probes: dict[str, Probe] = {}
 
     def fail(h: HostConfig, exc: BaseException) -> None:
-        results[h.address].error, results[h.address].exit_status = _error_result(h.address, exc)
+        results[h.address].fail(exc)
         say(h.address, "failed")
 
     def agent_phase(h: HostConfig) -> None:
