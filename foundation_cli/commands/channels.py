@@ -52,7 +52,8 @@ def broadcast(
     from foundation_cli.errors import UsageError
     from foundation_cli.facades.channels import Channels
 
-    data = sys.stdin.buffer.read() if message == "-" else message.encode("utf-8")
+    # An argument that is not UTF-8 arrives with surrogate escapes: send the bytes the shell gave us.
+    data = sys.stdin.buffer.read() if message == "-" else message.encode("utf-8", "surrogateescape")
     ctype = content_type
     if data_json:
         if ctype not in (None, "application/json"):

@@ -302,18 +302,11 @@ def group(name: str, help_text: str) -> typer.Typer:
 
 
 def seconds(value: Any) -> float:
-    """Parse a time option: a duration (``500ms``, ``30s``, ``2m``) or a bare number of seconds."""
-    if isinstance(value, (int, float)):
-        return float(value)
-    text = str(value).strip()
-    try:
-        return float(text)
-    except ValueError:
-        pass
+    """Parse a time option: a duration (``500ms``, ``30s``, ``2m``) or a bare number of seconds, above 0."""
     from foundation_cli.core import durations
 
     try:
-        return durations.parse(text)
+        return durations.parse_positive(str(value))
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
 

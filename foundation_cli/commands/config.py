@@ -48,8 +48,8 @@ def set_(
     """
     import sys
 
-    if value == "-":
-        value = sys.stdin.read().rstrip("\n")
+    if value == "-":  # bytes: what is not UTF-8 is refused by name below, never a decoding crash
+        value = sys.stdin.buffer.read().decode("utf-8", "surrogateescape").rstrip("\n")
     run = current()
     result = _config().set(key, value, cas=cas, cluster_wide=cluster_wide)
     run.out.result(result, text=None)

@@ -288,6 +288,18 @@ def parse(text: str, *, source: str = FILE_NAME) -> ClusterConfig:
     """Validate and resolve the text of a ``foundation.yaml``; :class:`ConfigError` names the place."""
     import yaml
 
+    try:
+        return _parse(text, source=source)
+    except yaml.MarkedYAMLError as exc:  # a scalar no YAML type fits (``=``, an unknown ``!!tag``), found late
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = (exc.problem or exc.context or "invalid YAML").split(" for the tag")[0]
+        raise ConfigError(f"{where}: invalid YAML value: {problem}", hint=_YAML_HINT) from None
+
+
+def _parse(text: str, *, source: str) -> ClusterConfig:
+    import yaml
+
     ctx = _Ctx(source)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)

@@ -1,6 +1,7 @@
 """Durations as people and Consul write them (``500ms``, ``30s``, ``5m``, ``1h30m``, ``2d``).
 
-One parser so every command and agent setting accepts the same spellings.
+One parser so every command and agent setting accepts the same spellings;
+:func:`parse_positive` is the CLI's (a bare number of seconds too, and never 0 or less).
 """
 
 from __future__ import annotations
@@ -23,6 +24,24 @@ def parse(text: str) -> float:
     if not _WHOLE.match(raw):
         raise ValueError(f"invalid duration {text!r}: expected e.g. 500ms, 30s, 5m, 1h30m, 2d")
     return sum(float(n) * _UNITS[u] for n, u in _PART.findall(raw))
+
+
+def parse_positive(text: str) -> float:
+    """Seconds in ``text`` — a duration (``30s``, ``2m``) or a bare number of seconds — strictly above 0.
+
+    :class:`ValueError` naming the accepted forms for anything else: ``-5``, ``0``, ``nan``, ``inf``,
+    ``1e999``, empty text.
+    """
+    import math
+
+    raw = str(text).strip()
+    try:
+        value = float(raw) if not _WHOLE.match(raw) else parse(raw)
+    except ValueError:
+        value = parse(raw)  # raises naming the accepted forms
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"invalid duration {text!r}: must be more than 0 (e.g. 500ms, 30s, 5m or plain seconds)")
+    return value
 
 
 def format(seconds: float) -> str:  # noqa: A001 - mirrors parse()

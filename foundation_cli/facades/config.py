@@ -41,6 +41,12 @@ def validate_value(key: str, value: str, *, current: dict[str, str] | None = Non
     """Check values of agent-owned keys before they reach the agents (bad input never gets stored)."""
     from foundation_cli.core import live_settings
 
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # an argument that is not UTF-8 (the shell's bytes, surrogate-escaped)
+        raise UsageError(
+            f"invalid value for {key}: not valid UTF-8", hint="config values are UTF-8 text; check the shell's locale"
+        ) from None
     if len(value.encode("utf-8")) > MAX_VALUE:
         raise UsageError(f"value for {key} is too large (Consul KV holds at most {MAX_VALUE // 1024} KiB)")
     try:

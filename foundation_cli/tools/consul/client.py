@@ -21,7 +21,7 @@ from foundation_cli.raw.recorder import Recorder
 from foundation_cli.tools.consul.agent import Agent
 from foundation_cli.tools.consul.catalog import Catalog
 from foundation_cli.tools.consul.event import Event
-from foundation_cli.tools.consul.gateway import RecordingHTTPClient, Reply, as_reply
+from foundation_cli.tools.consul.gateway import ELECTION_WINDOW, RecordingHTTPClient, Reply, as_reply
 from foundation_cli.tools.consul.health import Health
 from foundation_cli.tools.consul.kv import KV
 from foundation_cli.tools.consul.operator import Operator
@@ -146,7 +146,7 @@ def connect(
     if settings.cacert and settings.ssl_verify:
         verify = settings.cacert
     cert = (settings.client_cert, settings.client_key) if settings.client_cert and settings.client_key else None
-    return Client(
+    client = Client(
         settings.address,
         token=settings.token,
         verify=verify,
@@ -155,6 +155,9 @@ def connect(
         recorder=recorder,
         fallbacks=settings.fallback_addresses if failover else (),
     )
+    if failover:  # the CLI rides through leader elections; an agent has its own retry loops and deadlines
+        client.http.election_window = ELECTION_WINDOW
+    return client
 
 
 def plan_client(address: ConsulAddress, *, recorder: Recorder, token: bool = False) -> Client:

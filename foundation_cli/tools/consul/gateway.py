@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -127,12 +128,34 @@ def raise_for_status(method: str, path: str, response: Response, *, allow_404: b
         raise UsageError(f"Consul rejected {where}: {text}")
     if code == 409:
         raise ConflictError(f"Consul reported a conflict ({where}): {text}")
-    if code == 500 and "No cluster leader" in text:
+    if code == 500 and ("No cluster leader" in text or _LEADER_CHANGE in text):
         raise UnreachableError(
-            "Consul has no cluster leader right now",
-            hint="servers may be starting or have lost quorum; see `foundation status`",
+            f"Consul has no cluster leader right now ({where}: {text[:120]})",
+            hint="servers may be electing a leader or have lost quorum; see `foundation status`",
         )
     raise FoundationError(f"Consul error ({where}): {code} {text}".rstrip())
+
+
+# A server answers 500 with these while it has no leader to forward to (an election, or no quorum).
+_LEADER_CHANGE = "rpc error getting client"  # could not even connect to the old leader: nothing was applied
+_MAYBE_APPLIED = ("rpc error making call", "leadership lost", "raft is already shutdown")
+ELECTION_WINDOW = 4.0  # the CLI retries leader-less answers this long (an election takes ~1–2 s; 5+ s with
+# raft_multiplier 5). A server holds a request ~7 s when there is no quorum at all, so a command still
+# fails in well under 15 s naming the cause.
+
+
+def _leaderless(method: str, response: Response) -> bool:
+    """A 500 that means "no leader right now" and that is safe to send again.
+
+    Reads always; writes only when the answer proves the write never reached a leader
+    (no leader at all, or no connection to it), so a repeat cannot apply it twice.
+    """
+    if response.code != 500:
+        return False
+    text = _body_text(response)
+    if "No cluster leader" in text or _LEADER_CHANGE in text:
+        return True
+    return method == "GET" and any(m in text for m in _MAYBE_APPLIED)
 
 
 def _translate(exc: Exception, method: str, path: str) -> FoundationError:
@@ -225,6 +248,12 @@ def as_reply(response: Response) -> Reply:
     return Reply(response.code, dict(response.headers or {}), body)
 
 
+class _Leaderless(Exception):
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.code)
+        self.response = response
+
+
 class RecordingHTTPClient(consul.std.HTTPClient):
     """py-consul's requests client with recording, token, dry run/plan, failover and error translation."""
 
@@ -247,6 +276,7 @@ class RecordingHTTPClient(consul.std.HTTPClient):
         self.fallbacks = [a for a in fallbacks if a != address]
         self.plan = plan
         self.last_operation: RawOperation | None = None  # per client: one client per thread
+        self.election_window = 0.0  # > 0: ride through a leader election (see _leaderless); the CLI's clients
 
     def _recorder(self) -> Recorder:
         return self.recorder or current_recorder()
@@ -266,6 +296,18 @@ class RecordingHTTPClient(consul.std.HTTPClient):
         return callback(Response(200, {"X-Consul-Index": "0"}, reply))
 
     def _send(self, method: str, callback, path, params=None, data=None, headers=None, raw=False):
+        """Send once; while ``election_window`` lasts, again after a leader-less answer (backoff 0.1 s … 1 s)."""
+        started, delay = time.monotonic(), 0.1
+        while True:
+            try:
+                return self._send_once(method, callback, path, params, data, headers, raw)
+            except _Leaderless as exc:
+                if time.monotonic() - started + delay > self.election_window:
+                    return self._answer(callback, method, path, exc.response)
+                time.sleep(delay)
+                delay = min(1.0, delay * 2)
+
+    def _send_once(self, method: str, callback, path, params=None, data=None, headers=None, raw=False):
         headers = dict(headers or {})
         if self.token and not headers.get("X-Consul-Token"):
             headers["X-Consul-Token"] = self.token
@@ -316,6 +358,8 @@ class RecordingHTTPClient(consul.std.HTTPClient):
             op.finish(status=response.code, summary=_summary(response.body))
             recorder.add(op)
             self.last_operation = op
+            if self.election_window and _leaderless(method, response):
+                raise _Leaderless(response)
             return self._answer(callback, method, path, response)
         raise AssertionError("unreachable")  # pragma: no cover
 
