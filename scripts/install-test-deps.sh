@@ -37,6 +37,7 @@ check debootstrap debootstrap
 check systemd-nspawn systemd-container
 check qemu-aarch64-static qemu-user-static
 check sudo sudo
+check tmux tmux
 
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
