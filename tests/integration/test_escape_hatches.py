@@ -69,6 +69,14 @@ CASES: list[tuple[str, list[list[str]], list[str], bool]] = [
     ("h-flag", [], ["-h"], False),
     ("unknown-flag", [], ["kv", "get", "-no-such-flag", "x"], False),
     ("tls-ca-create", [], ["tls", "ca", "create"], False),
+    # More lines as the docs show them (docs/*.md, README.md):
+    ("doc-kv-put", [], ["kv", "put", P + "foundation/kv/app/mode", "blue"], False),
+    ("doc-event-space", [], ["event", "-name", "foundation:deploys", "hi"], False),
+    ("doc-watch-event", [], ["watch", "-type=event"], False),
+    ("doc-kv-get-recurse-prefix", [["kv", "put", P + "z", "1"]], ["kv", "get", "-recurse", P], False),
+    ("doc-keyring-install", [], ["keyring", "-install", "aGVsbG8gd29ybGQgMTIzNA=="], False),
+    ("doc-acl-policy-create", [], ["acl", "policy", "create", "-name=x", '-rules=key_prefix "" {{}}'], False),
+    ("doc-join", [], ["join", "127.0.0.1:1"], False),
 ]
 
 _VOLATILE = [
