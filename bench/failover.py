@@ -144,10 +144,10 @@ class Bench:
         else:
             self.start_agent(name)
 
-    def wait_new_run(self, log: Path, known: set[int], timeout: float) -> tuple[float, object] | None:
+    def wait_new_run(self, log: Path, known: set[tuple[int, float]], timeout: float) -> tuple[float, object] | None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            runs = [r for r in witness_runs(log) if r.pid not in known]
+            runs = [r for r in witness_runs(log) if (r.pid, r.first) not in known]
             if runs:
                 return runs[0].first, runs[0]
             time.sleep(0.02)
@@ -169,7 +169,7 @@ class Bench:
     def current(self, log: Path):
         runs = witness_runs(log)
         live = [r for r in runs if not r.stopped and time.time() - r.last < 0.5]
-        return (live[-1] if live else None), {r.pid for r in runs}
+        return (live[-1] if live else None), {(r.pid, r.first) for r in runs}  # a pid may be reused
 
     def wait_current(self, log: Path, timeout: float = 60):
         deadline = time.monotonic() + timeout
@@ -203,7 +203,7 @@ class Bench:
                     result["agent_took"] = round(spawned - t0, 3)  # without the witness's own start-up
         if kind == "partition":
             time.sleep(3.0 if found else 0)
-            old = [r for r in witness_runs(log) if r.pid == cur.pid][0]
+            old = [r for r in witness_runs(log) if (r.pid, r.first) == (cur.pid, cur.first)][0]
             if found:
                 result["overlap"] = round(max(0.0, old.last - first), 3)
             result["old_stopped_after"] = round(old.last - t0, 3)

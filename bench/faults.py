@@ -89,9 +89,10 @@ class Faults(Bench):
 
     # -- plumbing --------------------------------------------------------------------------------
     def start_agent(self, name: str, **extra: str) -> None:
-        """As the base bench, and with this run's PYTHONPATH (a frozen copy of the code, if one is given)."""
-        if os.environ.get("PYTHONPATH"):
-            extra.setdefault("PYTHONPATH", os.environ["PYTHONPATH"])
+        """As the base bench, plus this run's PYTHONPATH (a frozen copy of the code) and timing overrides."""
+        for var in ("PYTHONPATH", "FOUNDATION_LOCK_DELAY", "FOUNDATION_FENCE_TIMEOUT", "FOUNDATION_FENCE_KILL_GRACE"):
+            if os.environ.get(var):  # timing overrides: try tighter (still checked) timings on every agent
+                extra.setdefault(var, os.environ[var])
         super().start_agent(name, **extra)
 
     def healthy(self, agents: bool = True, timeout: float = 120) -> None:
@@ -156,14 +157,14 @@ class Faults(Bench):
         result = {"fault": "frozen", "from": holder}
         try:
             found = self.wait_new_run(self.witness, known, 60)
-            old = next(r for r in witness_runs(self.witness) if r.pid == cur.pid)
+            old = next(r for r in witness_runs(self.witness) if (r.pid, r.first) == (cur.pid, cur.first))
             result["old_stopped_after"] = round(old.last - t0, 3)
             if found:
                 first, run = found
                 result["recovery"] = round(first - t0, 3)
                 result["to"] = run.node
                 time.sleep(1.0)
-                old = next(r for r in witness_runs(self.witness) if r.pid == cur.pid)
+                old = next(r for r in witness_runs(self.witness) if (r.pid, r.first) == (cur.pid, cur.first))
                 result["overlap"] = round(max(0.0, old.last - first), 3)
             else:
                 result["recovery"] = None
@@ -302,14 +303,14 @@ class Faults(Bench):
         # Quorum back: the singleton is back within QUORUM_BACK_LIMIT.
         for name in down:
             self.cluster.start_server(self.hosts[name])
-        known = {r.pid for r in witness_runs(self.witness)}
+        known = {(r.pid, r.first) for r in witness_runs(self.witness)}
         back = None
         deadline = time.monotonic() + 120
         quorum_at = None
         while time.monotonic() < deadline:
             if quorum_at is None and self.leader_host():
                 quorum_at = time.time()
-            runs = [r for r in witness_runs(self.witness) if r.pid not in known]
+            runs = [r for r in witness_runs(self.witness) if (r.pid, r.first) not in known]
             if runs:
                 back = runs[0].first
                 break

@@ -29,9 +29,9 @@ from foundation_cli.core.service_spec import ServiceSpec
 from foundation_cli.core.timing import Timing
 
 BLOCKING_WAIT = "60s"
-HOLDER_CHECK_INTERVAL = 0.25
-PROBE_TIMEOUT = 0.25
-PROBE_FAILURES = 3
+HOLDER_CHECK_INTERVAL = 0.2
+PROBE_TIMEOUT = 0.2
+PROBE_FAILURES = 2  # 0.2–0.8 s to a verdict; a wrong one costs a handover, never an overlap
 # An exit with a non-zero status within this many seconds of the start counts as a quick failure.
 QUICK_EXIT_SECONDS = 30.0
 SERF_LEFT, SERF_FAILED = 3, 4
@@ -138,7 +138,7 @@ class Placement:
 
         - gossip: the local member list (no server round trip) says ``failed``;
         - reachability: a TCP connect to the holder node's Consul HTTP port,
-          every 0.25 s, fails ``PROBE_FAILURES`` times in a row — used only for
+          every 0.2 s, fails ``PROBE_FAILURES`` times in a row — used only for
           nodes where it has succeeded before (an HTTP API bound to loopback
           never counts as a failure).
 
@@ -173,7 +173,7 @@ class Placement:
                 failures.clear()
                 continue
             try:
-                if tick % 4 == 0 or not members:
+                if tick % 5 == 0 or not members:
                     members = {m["Name"]: (m["Status"], m["Addr"]) for m in client.agent.members()}
                 tick += 1
                 for holder in foreign:

@@ -68,18 +68,22 @@ class Run:
 
 def witness_runs(log: Path) -> list[Run]:
     """One entry per witness process: its first and last line (start/beat/stop)."""
-    runs: dict[int, Run] = {}
+    runs: dict[int, Run] = {}  # the current run of each pid
+    done: list[Run] = []
     for line in log.read_text().splitlines():
         parts = line.split()
         if len(parts) != 4:
             continue
         kind, ts, node, pid = parts[0], float(parts[1]), parts[2], int(parts[3])
         run = runs.get(pid)
+        if run is not None and kind == "start":  # the kernel reused the pid (long campaigns): a new process
+            done.append(run)
+            run = None
         if run is None:
             runs[pid] = run = Run(pid, node, ts, ts, False)
         run.first, run.last = min(run.first, ts), max(run.last, ts)
         run.stopped = run.stopped or kind == "stop"
-    return sorted(runs.values(), key=lambda r: r.first)
+    return sorted(done + list(runs.values()), key=lambda r: r.first)
 
 
 def overlaps(runs: list[Run]) -> list[tuple[Run, Run]]:
