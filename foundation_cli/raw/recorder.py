@@ -12,11 +12,13 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 from foundation_cli.raw.operation import RawOperation
 
 Listener = Callable[[RawOperation], None]
+STALLED = 600.0  # seconds after which an unanswered request stops holding back later ones (> any timeout)
 
 
 class Recorder:
@@ -64,16 +66,22 @@ class Recorder:
             self.operations.append(op)
             if any(o is op for o in self._in_flight):
                 self._done.add(id(op))
-                while self._in_flight and id(self._in_flight[0]) in self._done:
-                    head = self._in_flight.pop(0)
-                    self._done.discard(id(head))
-                    self._ready.append(head)
             elif self._in_flight and not op.is_long_poll:
                 # Never begun: sent now, so it queues behind what is still in flight.
                 self._in_flight.append(op)
                 self._done.add(id(op))
             else:
                 self._ready.append(op)
+            # A head that never comes back (an adapter path that raised past its record) holds
+            # nothing back for ever: past STALLED seconds it loses its place (shown if it ever returns).
+            now = time.time()
+            while self._in_flight and (
+                id(self._in_flight[0]) in self._done or now - self._in_flight[0].started > STALLED
+            ):
+                head = self._in_flight.pop(0)
+                if id(head) in self._done:
+                    self._done.discard(id(head))
+                    self._ready.append(head)
         self._show()
         return op
 

@@ -159,3 +159,21 @@ def test_explain_block_shape() -> None:
     lines = render.explain_block(op).splitlines()
     assert lines[0].startswith("$ curl ") and lines[1].startswith("  # consul: consul kv put")
     assert lines[2].startswith("  ↳ 200 · true")
+
+
+def test_a_request_that_never_returns_stops_holding_the_rest_after_a_while(monkeypatch) -> None:
+    from foundation_cli.raw import recorder as recorder_module
+
+    rec = Recorder()
+    shown: list[RawOperation] = []
+    rec.subscribe(shown.append)
+    lost = rec.begin(_op(0))
+    later = rec.begin(_op(1))
+    rec.add(later)
+    assert shown == []
+    monkeypatch.setattr(recorder_module, "STALLED", 0.0)
+    again = rec.begin(_op(2))
+    rec.add(again)
+    assert shown == [later, again]
+    rec.add(lost)  # it came back after all: shown then
+    assert shown == [later, again, lost]
