@@ -133,9 +133,14 @@ def build() -> Bundle:
     """The bundle for this machine's Python (cached; rebuilt when the package or a dep changes).
 
     ``FOUNDATION_AGENT_BUNDLE=path.tar.gz`` uses a prebuilt bundle instead (another Python or
-    architecture than this machine's, or a pinned release).
+    architecture than this machine's, or a pinned release); ``FOUNDATION_AGENT_BUNDLE=DIR`` takes
+    ``agent-<python>-<arch>-*.tar.gz`` from DIR for each target that has one there.
     """
     explicit = os.environ.get("FOUNDATION_AGENT_BUNDLE")
+    if explicit and os.path.isdir(explicit):
+        explicit = str(
+            next(iter(sorted(Path(explicit).glob(f"agent-{python_tag()}-{platform.machine()}-*.tar.gz"))), "")
+        )
     if explicit:
         try:
             data = Path(explicit).read_bytes()
@@ -377,5 +382,17 @@ class Selector:
         key = (python, arch)
         with self._lock:
             if key not in self._built:
-                self._built[key] = for_target(python, arch, wheelhouse=self.wheelhouse)
+                self._built[key] = pinned(python, arch) or for_target(python, arch, wheelhouse=self.wheelhouse)
             return self._built[key]
+
+
+def pinned(python: str, arch: str) -> Bundle | None:
+    """The prebuilt bundle for (python, arch) in ``FOUNDATION_AGENT_BUNDLE=DIR``, if there is one."""
+    folder = os.environ.get("FOUNDATION_AGENT_BUNDLE")
+    if not folder or not os.path.isdir(folder):
+        return None
+    found = sorted(Path(folder).glob(f"agent-{python}-{arch}-*.tar.gz"))
+    if not found:
+        return None
+    data = found[0].read_bytes()
+    return Bundle(found[0], hashlib.sha256(data).hexdigest(), python, arch, len(data))

@@ -30,6 +30,8 @@ from typing import Any
 from foundation_cli.errors import FoundationError
 from foundation_cli.tools.ssh import Connection
 
+ETC_DIR = "/etc/foundation"
+VAR_LIB_DIR = "/var/lib/foundation"
 CONFIG_DIR = "/etc/foundation/consul.d"
 CONFIG_FILE = f"{CONFIG_DIR}/foundation.json"
 DATA_DIR = "/var/lib/foundation/consul"
@@ -328,7 +330,11 @@ def ensure_service(
         unit = _unit(description, argv, env)
         conn.upload(f"{UNIT_DIR}/{unit_name}.service", unit.encode())
         verb = "restart" if running else "start"
-        conn.run(f"systemctl daemon-reload && systemctl enable -q {unit_name} && systemctl {verb} {unit_name}")
+        # reset-failed: a unit that hit its start limit (crash loop) refuses a plain start for a while.
+        conn.run(
+            f"systemctl daemon-reload && systemctl reset-failed {unit_name} 2>/dev/null; "
+            f"systemctl enable -q {unit_name} && systemctl {verb} {unit_name}"
+        )
     else:
         if running:
             conn.run(_supervised_stop(name))
@@ -489,7 +495,13 @@ def stop_consul(
     done = "left and stopped" if leave else "stopped"
     steps.append(StepResult("consul", done if p.consul_running else "unchanged"))
     if purge:
-        conn.run(f"rm -rf {DATA_DIR} {CONFIG_DIR} {install_root}/agent {install_root}/bin/consul {LOG_DIR}")
+        # Everything Foundation put there (config, tokens, TLS files, data, logs); the install root
+        # only if nothing else is left in it (it may be shared).
+        root = shlex.quote(install_root)
+        conn.run(
+            f"rm -rf {ETC_DIR} {VAR_LIB_DIR} {root}/agent {root}/bin/consul {LOG_DIR} {RUN_DIR}; "
+            f"rmdir {root}/bin {root} 2>/dev/null; true"
+        )
         steps.append(StepResult("data", "purged"))
     return steps
 

@@ -25,7 +25,7 @@ from foundation_cli.errors import ConfigError
 FILE_NAME = "foundation.yaml"
 MODES = ("mortal", "apprentice", "wizard")
 APPRENTICE_KEYS = {"mode", "hosts", "ssh", "servers", "datacenter"}
-APPRENTICE_HOST_KEYS = {"address", "user", "port"}
+APPRENTICE_HOST_KEYS = {"address", "user", "port", "proxy_jump"}
 STRATEGIES = ("static", "mdns", "dns", "consul")
 DEFAULT_PORTS = {"http": 8500, "server": 8300, "serf_lan": 8301, "serf_wan": 8302, "dns": -1, "grpc": -1}
 _DC_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
@@ -46,6 +46,7 @@ class HostConfig:
     install_root: str | None = None
     python: str | None = None
     identity_file: str | None = None
+    proxy_jump: str | None = None  # [user@]bastion[:port]: SSH to this host through that one
 
 
 @dataclass
@@ -57,6 +58,9 @@ class SSHSettings:
     config_file: str | None = None
     connect_timeout: float = 10.0
     accept_new_host_keys: bool = False
+    proxy_jump: str | None = None  # default bastion for hosts ~/.ssh/config gives no ProxyJump
+    sudo_password_env: str | None = None  # name of an environment variable holding the sudo password
+    sudo_password_file: str | None = None  # a file whose first line is the sudo password
 
 
 @dataclass

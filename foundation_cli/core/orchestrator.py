@@ -99,6 +99,10 @@ def ssh_options(cfg: ClusterConfig, *, accept_new: bool = False, prompt=None) ->
         connect_timeout=s.connect_timeout,
         accept_new_host_keys=accept_new or s.accept_new_host_keys,
         prompt=prompt,
+        proxy_jump=s.proxy_jump,
+        host_proxy_jump={h.address: h.proxy_jump for h in cfg.hosts if h.proxy_jump},
+        sudo_password_env=s.sudo_password_env,
+        sudo_password_file=s.sudo_password_file,
     )
 
 

@@ -38,13 +38,14 @@ def _client(run: Any):
 
 
 def _state(client) -> tuple[set[str], set[str]]:
-    """(alive member names, nodes with a registered node agent); empty when Consul cannot be asked."""
+    """(alive member names, nodes whose node agent is registered with its checks passing); empty
+    when Consul cannot be asked. (A registration alone outlives a crashed agent until its TTL runs out.)"""
     try:
         members = client.agent.members()
-        _i, nodes = client.catalog.service(keys.AGENT_SERVICE)
+        _i, entries = client.health.service(keys.AGENT_SERVICE, passing=True)
     except Exception:  # noqa: BLE001 - a server restarting, an election: ask again
         return set(), set()
-    return {m["Name"] for m in members if m.get("Status") == 1}, {n.get("Node") for n in nodes}
+    return {m["Name"] for m in members if m.get("Status") == 1}, {(e.get("Node") or {}).get("Node") for e in entries}
 
 
 SERVICE_STATE = (
@@ -82,11 +83,11 @@ def last_lines(conn, service: str, *, n: int = LOG_LINES) -> list[str]:
 
 
 def _gave_up(state: tuple[str, int] | None) -> bool:
-    """systemd stopped restarting it, or it keeps exiting (≥ 3 restarts): waiting longer will not help."""
+    """systemd stopped restarting it, or it is between restarts after ≥ 3: waiting longer will not help."""
     if state is None:
         return False
     active, restarts = state
-    return active in ("failed", "inactive") or restarts >= 3
+    return active in ("failed", "inactive") or (active == "activating" and restarts >= 3)
 
 
 def verify_hosts(run: Any, *, wait: float = AGENT_WAIT) -> None:
@@ -125,7 +126,16 @@ def verify_hosts(run: Any, *, wait: float = AGENT_WAIT) -> None:
         time.sleep(0.5)
     alive, registered = _state(client)
     for addr, node in pending.items():
-        if node in alive and node in registered:
+        if addr not in given_up and node in alive and node in registered:
+            # Consul says yes; the host confirms both services run now (not a crash loop between restarts).
+            try:
+                states = service_states(run.conns[addr]) if addr in run.conns else {}
+            except Exception:  # noqa: BLE001 - it answered a moment ago; Consul's word stands
+                states = {}
+            down = [svc for svc in ("consul", "agent") if states.get(svc, ("active", 0))[0] != "active"]
+            if not down:
+                continue
+            _fail(run, addr, down[0], f"{down[0]} is {states[down[0]][0]} on the host")
             continue
         svc = given_up.get(addr) or ("consul" if node not in alive else "agent")
         what = (

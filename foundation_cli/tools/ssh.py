@@ -21,6 +21,7 @@ paramiko/socket errors become :class:`UnreachableError`,
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import socket
@@ -53,6 +54,12 @@ class SSHOptions:
     connect_timeout: float = 10.0
     accept_new_host_keys: bool = False
     prompt: Prompt | None = None  # asks for passphrases / the sudo password (getpass in the CLI)
+    proxy_jump: str | None = None  # ``ssh.proxy_jump``: [user@]bastion[:port] for hosts ~/.ssh/config gives none
+    host_proxy_jump: dict[str, str] = field(default_factory=dict)  # ``hosts[].proxy_jump``, by alias
+    # Where the sudo password comes from when sudo asks (never a command line): an environment
+    # variable's name, or a file (first line); else ``prompt``.
+    sudo_password_env: str | None = None
+    sudo_password_file: str | None = None
 
 
 @dataclass
@@ -110,7 +117,7 @@ def resolve_target(
         user=the_user,
         port=the_port,
         identity_files=[str(Path(p).expanduser()) for p in identities],
-        proxy_jump=conf.get("proxyjump"),
+        proxy_jump=opts.host_proxy_jump.get(alias) or conf.get("proxyjump") or opts.proxy_jump,
         known_hosts=str(Path(known).expanduser()) if known else None,
     )
 
@@ -280,8 +287,10 @@ class Connection:
         first = jump_spec.split(",")[0]
         user, _, hostport = first.rpartition("@")
         host, _, port = hostport.partition(":")
+        # The bastion itself is reached directly (or as ~/.ssh/config says): not through the default jump.
+        jump_opts = dataclasses.replace(self.opts, proxy_jump=None, host_proxy_jump={})
         jump = Connection(
-            resolve_target(host, self.opts, user=user or None, port=int(port) if port else None), self.opts
+            resolve_target(host, jump_opts, user=user or None, port=int(port) if port else None), jump_opts
         )
         jump.connect()
         self._jump = jump
@@ -359,14 +368,17 @@ class Connection:
         res = self._raw_exec("sudo -n true", None, 30)
         if res.ok:
             return "nopasswd"
-        if "password" not in (res.stderr or "").lower() or self.opts.prompt is None:
+        configured = self._configured_sudo_password()
+        if "password" not in (res.stderr or "").lower() or (self.opts.prompt is None and configured is None):
             raise PermissionDeniedError(
                 f"{self.label}: {self.target.user} cannot use sudo: {res.stderr.strip() or 'denied'}",
                 hint="connect as root, or allow sudo for this user",
             )
         with _prompt_lock:
-            password = _passphrases.get(f"sudo:{self.target.user}") or self.opts.prompt(
-                f"[sudo] password for {self.target.user} on the hosts: "
+            password = (
+                _passphrases.get(f"sudo:{self.target.user}")
+                or configured
+                or self.opts.prompt(f"[sudo] password for {self.target.user} on the hosts: ")  # type: ignore[misc]
             )
             secrets.register(password)
         try:
@@ -379,6 +391,28 @@ class Connection:
         _passphrases[f"sudo:{self.target.user}"] = password
         self._sudo_password = password
         return "password"
+
+    def _configured_sudo_password(self) -> str | None:
+        """The sudo password from ``ssh.sudo_password_env`` / ``ssh.sudo_password_file``, if set."""
+        if self.opts.sudo_password_env:
+            value = os.environ.get(self.opts.sudo_password_env)
+            if value is None:
+                raise UsageError(
+                    f"ssh.sudo_password_env names {self.opts.sudo_password_env}, which is not set",
+                    hint=f"export {self.opts.sudo_password_env}=… (or remove the setting to be asked)",
+                )
+            secrets.register(value)
+            return value
+        if self.opts.sudo_password_file:
+            path = os.path.expanduser(self.opts.sudo_password_file)
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    value = fh.readline().rstrip("\r\n")
+            except OSError as exc:
+                raise UsageError(f"ssh.sudo_password_file {path}: {exc.strerror}") from None
+            secrets.register(value)
+            return value
+        return None
 
     def _op(self, kind: str, **fields) -> RawOperation:
         t = self.target

@@ -4,20 +4,21 @@ A namespace host (:mod:`tests.lab.netns`) shares the machine's /usr, Python and 
 Each is a Debian root built once by ``scripts/build-lab-roots.sh`` (debootstrap; cached under
 ``/var/cache/foundation-lab/roots/<suite>-<arch>``, outside the checkout) and booted with
 
-    systemd-nspawn --register=no --keep-unit --volatile=overlay --boot \
-        --network-bridge=<the lab slot's bridge> -M fl<slot>c<i> -D ROOT
+    systemd-nspawn --register=no --keep-unit --boot \
+        --network-bridge=<the lab slot's bridge> -M fl<slot>c<i> -D MERGED
 
-``--volatile=overlay`` keeps every change in a tmpfs thrown away at shutdown: the cached root stays
-pristine and a restart is a fresh boot of the same machine (a *reboot* keeping its files is
-:meth:`ForeignHost.restart`: the overlay's upper layer is then a per-host directory kept across boots).
+where MERGED is an overlay mounted here (lower: the cached root, upper: a per-host directory in the
+lab slot): the cached root stays pristine, and the host keeps its files across a reboot
+(:meth:`ForeignHost.restart`) or a crash (:meth:`ForeignHost.crash`, then :meth:`ForeignHost.start`),
+like a real machine (``--volatile=overlay`` would throw them away at every shutdown).
 The container's ``host0`` gets the next free address of the lab slot (``nsenter -t <its init> -n``).
 The lab's client key is bound read-only over ``/root/.ssh/authorized_keys`` and the two login users'
 (``labpw``: sudo asks for :data:`SUDO_PASSWORD`; ``labnopw``: NOPASSWD); a per-host sshd drop-in
 (port, who may log in) is bound over ``/etc/ssh/sshd_config.d/lab.conf``.
 
 Shutdown: ``systemctl poweroff`` inside, then SIGTERM to ``systemd-nspawn``, SIGKILL after a
-grace; the lab's slot cleanup (:func:`tests.lab.slots.clean_slot`) also kills stray ``systemd-nspawn -M fl<slot>c…`` processes of a
-killed run. arm64 roots run under qemu-user (binfmt_misc): slow, budget for it.
+grace; the lab's slot cleanup (:func:`tests.lab.slots.clean_slot`) also kills stray
+``systemd-nspawn -M fl<slot>c…`` processes of a killed run and unmounts the roots. arm64 roots run under qemu-user (binfmt_misc): slow, budget for it.
 """
 
 from __future__ import annotations
@@ -91,7 +92,15 @@ class ForeignHost:
     """One booted Debian root on the lab bridge (see the module doc)."""
 
     def __init__(
-        self, lab: Lab, index: int, spec: str, *, name: str | None = None, ssh_port: int = 22, sshd_extra: str = ""
+        self,
+        lab: Lab,
+        index: int,
+        spec: str,
+        *,
+        name: str | None = None,
+        ssh_port: int = 22,
+        sshd_extra: str = "",
+        authorized_keys: str | None = None,
     ) -> None:
         self.lab = lab
         self.index = index
@@ -102,6 +111,7 @@ class ForeignHost:
         self.ip = lab.slot.host_ip(index)
         self.ssh_port = ssh_port
         self.sshd_extra = sshd_extra
+        self.authorized_keys = authorized_keys  # default: the lab's client key
         self.dir = lab.dir / f"c{index}"
         self.root: Path = ROOTS / spec
         self.proc: subprocess.Popen | None = None
@@ -118,10 +128,8 @@ class ForeignHost:
         (self.dir / "hosts").write_text(
             f"127.0.0.1\tlocalhost\n127.0.1.1\t{self.name}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
         )
-        pub = Path(self.lab.ssh_key + ".pub").read_text()
-        extra_keys = "".join(Path(k).read_text() for k in getattr(self.lab, "extra_pubkeys", []))
         keys = self.dir / "authorized_keys"
-        keys.write_text(pub + extra_keys)
+        keys.write_text(self.authorized_keys or Path(self.lab.ssh_key + ".pub").read_text())
         os.chmod(keys, 0o644)
         conf = self.dir / "sshd-lab.conf"
         conf.write_text(
@@ -141,8 +149,8 @@ class ForeignHost:
         self._prepare()
         keys = str(self.dir / "authorized_keys")
         argv = [
-            "systemd-nspawn", "--quiet", "--register=no", "--keep-unit", "--volatile=overlay", "--boot",
-            f"--network-bridge={self.lab.bridge}", "-M", self.machine, "-D", str(self.root),
+            "systemd-nspawn", "--quiet", "--register=no", "--keep-unit", "--boot",
+            f"--network-bridge={self.lab.bridge}", "-M", self.machine, "-D", str(self._mount_root()),
             f"--bind-ro={keys}:/root/.ssh/authorized_keys",
             f"--bind-ro={keys}:/home/{SUDO_USER}/.ssh/authorized_keys",
             f"--bind-ro={keys}:/home/{NOPASSWD_USER}/.ssh/authorized_keys",
@@ -182,6 +190,31 @@ class ForeignHost:
         self._wait_ssh(deadline)
         self.boot_seconds = time.monotonic() - started
         return self
+
+    @property
+    def merged(self) -> Path:
+        return self.dir / "merged"
+
+    def _mount_root(self) -> Path:
+        """The overlay (cached root + this host's upper dir) the container boots from; mounted once."""
+        merged = self.merged
+        if os.path.ismount(merged):
+            return merged
+        for sub in ("upper", "work", "merged"):
+            (self.dir / sub).mkdir(exist_ok=True)
+        procs.run(
+            ["mount", "-t", "overlay", "overlay", "-o",
+             f"lowerdir={self.root},upperdir={self.dir / 'upper'},workdir={self.dir / 'work'}", str(merged)]
+        )  # fmt: skip
+        return merged
+
+    def path(self, p: str) -> Path:
+        """The host's file ``p`` as seen from outside (its root file system, running or not)."""
+        return self.merged / p.lstrip("/")
+
+    def unmount(self) -> None:
+        if os.path.ismount(self.merged):
+            procs.run(["umount", "-l", str(self.merged)], check=False)
 
     def _check_alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
@@ -231,6 +264,11 @@ class ForeignHost:
             procs.stop_process(proc, timeout=10)
         self.proc, self.init_pid = None, 0
 
+    def close(self) -> None:
+        """Power off and unmount the host's root (its upper dir goes with the lab slot's directory)."""
+        self.stop()
+        self.unmount()
+
     def crash(self) -> None:
         """The machine dies at once (SIGKILL to nspawn and everything in the container)."""
         proc, self.proc = self.proc, None
@@ -247,8 +285,6 @@ class ForeignHost:
         """Reboot: power off and boot again (``--volatile=overlay``: files written since boot are lost)."""
         self.stop()
         return self.start()
-
-    close = stop
 
     # -- inside ---------------------------------------------------------------------------------
     def exec(self, cmd: str, *, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
