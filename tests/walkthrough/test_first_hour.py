@@ -9,7 +9,8 @@ and leave nothing half-done (the next right command works).
 How long each answer took is measured (Enter to ``[exit N]``) and printed in the
 summary, not asserted: figures belong to docs, not to pass/fail. With
 ``FOUNDATION_WALKTHROUGH_SCREENS=DIR`` every screen is written to ``DIR`` (see
-``scripts/walkthrough-screens.sh``, which refreshes ``docs/walkthrough/``).
+``scripts/walkthrough_screens.py``, which refreshes ``docs/walkthrough/`` and the
+screens shown in ``docs/getting-started.md``).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class Walk:
         self.screens.append((name, screen))
         if SCREENS:
             Path(SCREENS).mkdir(parents=True, exist_ok=True)
-            Path(SCREENS, f"{len(self.screens):02d}-{name}.txt").write_text(_normalize(self, screen.text) + "\n")
+            Path(SCREENS, f"{name}.txt").write_text(_normalize(self, screen.text) + "\n")
 
     def mistake(self, name: str, command: str, *, status: int, says: str, timeout: float = 60) -> Screen:
         """A wrong command: one error line naming what happened, one hint line, the right exit status."""
@@ -103,6 +104,12 @@ def walk(tmp_path_factory):
         pytest.skip("the lab needs root")
     if shutil.which("tmux") is None:
         pytest.fail("tmux is missing: scripts/install-test-deps.sh installs it")
+    import socket
+
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", 8500)) == 0:
+            # The demo's cluster and the "no cluster running" answers need the default address to be free.
+            pytest.fail("127.0.0.1:8500 is in use (another local cluster?): the walkthrough runs the README demo there")
     home = tmp_path_factory.mktemp("first-hour")
     project = home / "foundation"
     _copy_checkout(project)
