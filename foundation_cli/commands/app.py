@@ -39,7 +39,21 @@ GLOBALS_HELP = (
 
 # Where each command appears in `foundation --help` (the wiring decides the layout, not the modules).
 PANELS = {
-    "Cluster": ("up", "down", "init", "config", "consul", "ssh", "advertise", "discover-hosts", "agent", "drain", "snapshot"),
+    "Cluster": (
+        "up",
+        "down",
+        "init",
+        "config",
+        "consul",
+        "ssh",
+        "advertise",
+        "discover-hosts",
+        "agent",
+        "drain",
+        "undrain",
+        "exec",
+        "snapshot",
+    ),
     "Run things": ("start-singleton", "start-replicated", "stop", "restart", "ps", "logs"),
     "Use the cluster": ("broadcast", "listen", "discover", "services", "kv", "status", "metrics", "optimize"),
 }

@@ -163,7 +163,6 @@ def down_remote(*, purge: bool, only: list[str] | None) -> None:
 
 def ssh_node(node: str, cmd: list[str]) -> None:
     """Exec the system ssh with the cluster's settings (interactive when no command)."""
-    import os
     import shutil
 
     from foundation_cli.core import cluster_state
@@ -179,15 +178,9 @@ def ssh_node(node: str, cmd: list[str]) -> None:
     if target is None:
         known = ", ".join(sorted(nodes.values())) or "none (run `foundation up` first)"
         raise NotFoundError(f"no node {node!r} in this cluster", hint=f"nodes: {known}")
-    s = state.get("ssh") or {}
-    argv = ["ssh"]
-    if s.get("identity_file"):
-        argv += ["-i", os.path.expanduser(s["identity_file"])]
-    if s.get("known_hosts"):
-        argv += ["-o", f"UserKnownHostsFile={os.path.expanduser(s['known_hosts'])}"]
-    if s.get("port"):
-        argv += ["-p", str(s["port"])]
-    argv.append(f"{s['user']}@{target}" if s.get("user") else target)
+    from foundation_cli.facades import remote
+
+    argv = remote.host_ssh(target, state).argv()  # the host's own user/port/key from foundation.yaml, else ssh:
     argv += cmd
     op = RawOperation(kind="local-process", argv=argv)
     op.finish()

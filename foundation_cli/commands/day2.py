@@ -1,4 +1,4 @@
-"""Day-2 operations: `drain` / `undrain`, `snapshot save|restore|list` (docs/day2.md)."""
+"""Day-2 operations: `drain` / `undrain`, `snapshot save|restore|list`, `exec` (docs/day2.md)."""
 
 from __future__ import annotations
 
@@ -204,8 +204,55 @@ def snapshot_list() -> None:
     run.out.table(("ID", "TAKEN", "NODE", "BYTES", "SHA256", "PATH"), rows)
 
 
+# ------------------------------------------------------------------------------------ exec
+
+
+def exec_(
+    cmd: Optional[list[str]] = typer.Argument(
+        None, help="The command, after `--` (joined with spaces, like ssh).", show_default=False
+    ),
+    node: Optional[list[str]] = typer.Option(None, "--node", help="This node (repeatable).", autocompletion=node_names),
+    service: Optional[str] = typer.Option(None, "--service", help="Every node running this Consul service."),
+    tag: Optional[str] = typer.Option(None, "--tag", help="Nodes whose service has this tag (with --service: of it)."),
+    all_nodes: bool = typer.Option(False, "--all", help="Every node in the catalog."),
+    parallel: int = typer.Option(10, "--parallel", min=1, max=100, help="At most this many SSH sessions at once."),
+    timeout: float = timeout_option(120.0, "How long CMD may run on each node"),
+) -> None:
+    """Run CMD on the chosen nodes over SSH, in parallel; a table of results.
+
+    Not `consul exec`: plain SSH with the cluster's per-host settings. A table
+    (node, exit code, duration, first lines); the full output with --json; exit 7
+    when CMD failed or could not run somewhere.
+
+    Example: foundation exec --all -- uptime
+    """
+    from foundation_cli.errors import PartialFailure, UsageError
+    from foundation_cli.facades import remote_exec
+
+    run = current()
+    command = " ".join(cmd or []).strip()
+    if not command:
+        raise UsageError("no command given", hint="foundation exec --all -- uptime")
+    targets = remote_exec.select_nodes(run.consul(), nodes=node, service=service, tag=tag, all_nodes=all_nodes)
+    results = remote_exec.run_on(targets, command, timeout=timeout, parallel=parallel, dry_run=run.settings.dry_run)
+    if run.settings.dry_run:
+        return
+    if run.settings.json:
+        run.out.json([r.to_dict() for r in results])
+    else:
+        rows = [
+            (r.node, "-" if r.exit_code is None else r.exit_code, f"{r.duration:.2f}s", r.first_lines())
+            for r in results
+        ]
+        run.out.table(("NODE", "EXIT", "TIME", "OUTPUT"), rows)
+    failed = [r.node for r in results if not r.ok]
+    if failed:
+        raise PartialFailure(f"failed on {len(failed)} of {len(results)} nodes: {', '.join(failed)}")
+
+
 def register(root: typer.Typer) -> None:
     """Add this module's commands to the root app (called once by commands.app)."""
     command(root, "drain", rich_help_panel=PANEL)(drain)
-    command(root, "undrain", rich_help_panel=PANEL, hidden=True)(undrain)
+    command(root, "undrain", rich_help_panel=PANEL)(undrain)
     root.add_typer(snapshot_app, name="snapshot", rich_help_panel=PANEL)
+    command(root, "exec", rich_help_panel=PANEL)(exec_)

@@ -55,3 +55,12 @@ class FoundationGroup(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
         with usage_errors_as_one_line():
             return super().invoke(ctx)
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        # Typer's --install-completion/--show-completion keep working and stay in man/docs; left out of
+        # the root --help so the command list fits one screen.
+        params = super().get_params(ctx)
+        for param in params:
+            if param.name in ("install_completion", "show_completion"):
+                param.hidden = True
+        return params

@@ -43,6 +43,7 @@ class HostConfig:
     port: int | None = None
     role: str | None = None  # server | client | None (decided by `servers`)
     node_name: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)  # Consul node meta (start-* --node-meta K=V)
     install_root: str | None = None
     python: str | None = None
     identity_file: str | None = None
@@ -442,12 +443,40 @@ def _hosts(ctx: _Ctx, node, wizard_used: list[str]) -> list[HostConfig]:
                 if not _NODE_RE.match(name):
                     ctx.fail(value_node, f"node_name must be a DNS label (letters, digits, '-'), got {name!r}")
                 values[key] = name
+            elif key == "labels":
+                values[key] = _labels(ctx, value_node)
             else:
                 values[key] = _str(ctx, value_node, key)
         if "address" not in values:
             ctx.fail(item, "a host entry needs an address", hint="hosts: [{address: 10.0.0.5, user: pi}]")
         hosts.append(HostConfig(**values))
     return hosts
+
+
+_META_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def _labels(ctx: _Ctx, node) -> dict[str, str]:
+    """``labels: {usb: zigbee}``: the host's Consul node meta (keys as Consul allows them, values ≤ 512)."""
+    import yaml
+
+    out: dict[str, str] = {}
+    for key_node, value_node in _mapping(ctx, node, "labels"):
+        key = str(key_node.value)
+        if not _META_KEY_RE.match(key) or key.startswith(("consul-", "foundation_")):
+            ctx.fail(
+                key_node,
+                f"label {key!r}: letters, digits, '-' or '_' (at most 128), not starting with consul- or foundation_",
+            )
+        if not isinstance(value_node, yaml.ScalarNode) or _scalar_value(value_node) is None:
+            ctx.fail(value_node, f"label {key}: the value must be a string, got {_kind(value_node)}")
+        value = str(value_node.value)
+        if len(value) > 512:
+            ctx.fail(value_node, f"label {key}: the value is longer than 512 characters")
+        out[key] = value
+    if len(out) > 60:
+        ctx.fail(node, "labels: at most 60 per host (Consul allows 64 node meta keys; Foundation uses some)")
+    return out
 
 
 def _ssh(ctx: _Ctx, node) -> SSHSettings:

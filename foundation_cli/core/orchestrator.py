@@ -170,6 +170,7 @@ def consul_config_for(
     cluster_id: str,
     bootstrap_expect: int,
     token: str | None = None,
+    labels: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """One host's Consul agent config: ours, then the wizard's raw ``consul:`` merged over it."""
     conf: dict[str, Any] = {
@@ -188,7 +189,7 @@ def consul_config_for(
         "disable_update_check": True,
         "leave_on_terminate": not server,
         "log_level": "INFO",
-        "node_meta": {"foundation_cluster": cluster_id},
+        "node_meta": {**(labels or {}), "foundation_cluster": cluster_id},  # labels: hosts[].labels
         "ports": {k: v for k, v in cfg.ports.items()},
         "performance": {"raft_multiplier": 1},
     }
@@ -386,6 +387,7 @@ def plan(run: UpRun) -> None:
                 token=run.token,
                 cluster_id=run.cluster_id,
                 bootstrap_expect=0 if run.join else len(run.servers),
+                labels=h.labels,
             ),
         )
         run.plans[h.address] = host_plan
@@ -499,6 +501,17 @@ def record(run: UpRun) -> None:
                 "port": cfg.ssh.port,
             },
             "config_path": cfg.source,
+            # Per-host SSH settings from foundation.yaml (ssh, logs, exec use them; facades/remote.py).
+            "host_ssh": {
+                **(state.get("host_ssh") or {}),
+                **{
+                    h.address: {
+                        k: v for k, v in (("user", h.user), ("port", h.port), ("identity_file", h.identity_file)) if v
+                    }
+                    for h in cfg.hosts
+                    if h.user or h.port or h.identity_file
+                },
+            },
         }
     )
 

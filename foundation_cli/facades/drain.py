@@ -205,4 +205,3 @@ def agent_side_operations(node: str, consul_addr: str, *, drain: bool) -> list[t
             )
         )
     return ops
-

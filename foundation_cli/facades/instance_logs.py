@@ -50,23 +50,11 @@ class SSHReader:
         self.address = address
         self.path = path
 
-    def _options(self):
-        from foundation_cli.core import cluster_state
-        from foundation_cli.tools import ssh
-
-        conf = (cluster_state.load() or {}).get("ssh") or {}
-        return ssh.SSHOptions(
-            user=conf.get("user"),
-            port=conf.get("port"),
-            identity_file=os.path.expanduser(conf["identity_file"]) if conf.get("identity_file") else None,
-            known_hosts=os.path.expanduser(conf["known_hosts"]) if conf.get("known_hosts") else None,
-        )
-
     def tail(self, *, lines: int, follow: bool) -> Iterator[str]:
-        from foundation_cli.tools import ssh
+        from foundation_cli.facades import remote
 
         command = " ".join(shlex.quote(a) for a in _tail_argv(self.path, lines, follow))
-        conn = ssh.connect(self.address, self._options())
+        conn = remote.connect(self.address)  # the host's own SSH settings from foundation.yaml, else ssh:
         try:
             if not follow:
                 result = conn.run(command, write=False, sudo=True, timeout=30)

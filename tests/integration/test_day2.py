@@ -148,8 +148,9 @@ def test_snapshot_round_trip_and_scheduled(fresh_consul, tmp_path):
         assert wait_for(lambda: cli(["kv", "get", "app/mode"], env).stdout.strip() == "blue", 10, "blue again")
         # Rotation keeps 2: the files of rotated-out snapshots are gone too.
         wait_for(
-            lambda: (e := json.loads(cli(["snapshot", "list", "--json"], env).stdout))
-            and e[0]["id"] != entries[0]["id"],
+            lambda: (
+                (e := json.loads(cli(["snapshot", "list", "--json"], env).stdout)) and e[0]["id"] != entries[0]["id"]
+            ),
             60,
             "a rotation",
         )

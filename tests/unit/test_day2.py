@@ -1,0 +1,92 @@
+"""Pure logic of the day-2 operations: labels, snapshot rotation, per-host SSH settings, drain marks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from foundation_cli.core import cluster_config, drain, snapshots
+from foundation_cli.errors import ConfigError
+from foundation_cli.facades import remote
+
+
+def test_labels_become_node_meta():
+    from foundation_cli.core.orchestrator import consul_config_for
+
+    cfg = cluster_config.parse("hosts:\n  - address: 10.0.0.5\n    labels: {usb: zigbee, rack: r1}\n  - 10.0.0.6\n")
+    assert cfg.hosts[0].labels == {"usb": "zigbee", "rack": "r1"} and cfg.hosts[1].labels == {}
+    conf = consul_config_for(
+        cfg,
+        node_name="n1",
+        address="10.0.0.5",
+        server=True,
+        server_addrs=["10.0.0.5"],
+        gossip_key="k",
+        cluster_id="c1",
+        bootstrap_expect=1,
+        labels=cfg.hosts[0].labels,
+    )
+    assert conf["node_meta"] == {"usb": "zigbee", "rack": "r1", "foundation_cluster": "c1"}
+
+
+@pytest.mark.parametrize(
+    "labels,needle",
+    [
+        ("{consul-x: a}", "consul-"),
+        ("{'a b': c}", "letters, digits"),
+        ("{usb: [1]}", "must be a string"),
+        ("[usb]", "labels must be a mapping"),
+    ],
+)
+def test_bad_labels_name_their_place(labels, needle):
+    with pytest.raises(ConfigError) as exc:
+        cluster_config.parse(f"hosts:\n  - address: 10.0.0.5\n    labels: {labels}\n")
+    assert needle in exc.value.message and "foundation.yaml:3:" in exc.value.message
+
+
+def _entry(i: int) -> snapshots.SnapshotEntry:
+    return snapshots.SnapshotEntry(f"2026120{i}T000000Z", "n1", f"/x/{i}.snap", 10, "ab", float(i))
+
+
+@given(st.integers(min_value=0, max_value=30), st.integers(min_value=-3, max_value=40))
+def test_rotation_keeps_the_newest(n, keep):
+    current = [_entry(i) for i in range(n)]
+    pruned = snapshots.to_prune(current, keep)
+    kept = [e for e in current if e not in pruned]
+    assert len(kept) == min(n, max(1, keep))
+    assert all(p.id < k.id for p in pruned for k in kept)
+
+
+def test_snapshot_index_round_trip_and_bad_entries():
+    e = _entry(3)
+    item = {"Key": "foundation/snapshots/" + e.id, "Value": snapshots.index_value(e).encode()}
+    assert snapshots.entries([item, {"Key": "foundation/snapshots/bad", "Value": b"{"}]) == [e]
+    with pytest.raises(ValueError):
+        snapshots.parse_keep("0")
+
+
+def test_host_ssh_settings_win_over_global():
+    state = {
+        "ssh": {"user": "root", "port": 22, "identity_file": "~/.ssh/k", "known_hosts": "/kh"},
+        "host_ssh": {"10.0.0.6": {"user": "pi", "port": 2222}},
+        "nodes": {"10.0.0.5": "n1", "10.0.0.6": "n2"},
+    }
+    pi = remote.host_ssh("10.0.0.6", state)
+    assert (pi.user, pi.port) == ("pi", 2222) and pi.identity_file.endswith("/.ssh/k")
+    assert pi.argv()[-1] == "pi@10.0.0.6" and "-p" in pi.argv()
+    assert remote.host_ssh("10.0.0.5", state).user == "root"
+    assert remote.node_address("n2", state) == "10.0.0.6" and remote.node_address("zz", state) is None
+
+
+@given(st.one_of(st.none(), st.binary(max_size=64), st.text(max_size=64)))
+def test_any_drain_mark_parses(value):
+    mark = drain.parse_mark(value)
+    assert isinstance(mark, dict)
+    assert drain.maintenance_reason(mark).startswith(drain.REASON_PREFIX)
+
+
+def test_drain_mark_body():
+    assert json.loads(drain.mark_body("disk", "me@h", now=5.0)) == {"by": "me@h", "reason": "disk", "since": 5.0}
