@@ -66,9 +66,9 @@ def secure_plan(run: UpRun) -> None:
     previous = run.state.get("node_tokens") if run.state.get("mode") == "ssh" else None
     run.token = None  # the management token comes from acl_bootstrap, never from a host
     ca_pem = None
-    if tls_on(run) and run.plans:
+    if tls_on(run):
         run.cacert = str(tls.ensure_ca(run.consul_binary or cfg.consul_binary))
-        ca_pem = tls.read(tls.ca_paths()[0])
+        ca_pem = tls.read(tls.ca_paths()[0]) if run.plans else None
     for plan in run.plans.values():
         conf = dict(plan.consul_config)
         ours: dict = {}
@@ -84,7 +84,9 @@ def secure_plan(run: UpRun) -> None:
             plan.agent_token = None
             plan.agent_env.pop("CONSUL_HTTP_TOKEN_FILE", None)
         if ca_pem is not None:
-            ours = merge_consul(ours, tls.agent_config(server=plan.server, address=plan.address, https_port=https_port(run)))
+            ours = merge_consul(
+                ours, tls.agent_config(server=plan.server, address=plan.address, https_port=https_port(run))
+            )
             plan.files[tls.HOST_CA] = (ca_pem, 0o644)
             if plan.server:
                 cert, key = tls.ensure_server_cert(
@@ -98,6 +100,10 @@ def secure_plan(run: UpRun) -> None:
 def acl_bootstrap(run: UpRun) -> None:
     """Management token + every node's policy and tokens, once the servers run (see module docstring)."""
     if not acl_on(run) or not run.http_addrs:
+        return
+    working = [a for a in run.plans if not run.results[a].error]
+    if not working:  # nothing was brought up (e.g. `up --host` of a host that failed): keep what we hold
+        run.token = run.result.token = run.explicit_token or _token_file(run) or run.state.get("token")
         return
     from foundation_cli.settings import Settings
     from foundation_cli.tools import consul as consul_tool
@@ -120,9 +126,8 @@ def acl_bootstrap(run: UpRun) -> None:
                 raise
     assert mgmt is not None
     run.token = run.result.token = None if dry else mgmt
-    for addr, plan in run.plans.items():
-        if run.results[addr].error:
-            continue
+    for addr in working:
+        plan = run.plans[addr]
         acl.ensure_node(
             client,
             mgmt,
@@ -139,6 +144,4 @@ def acl_bootstrap(run: UpRun) -> None:
 def _token_file(run: UpRun) -> str | None:
     if not run.cfg.acl.token_file:
         return None
-    from foundation_cli.core.orchestrator import operator_token
-
-    return operator_token(run.cfg, {})
+    return acl.operator_token(run.cfg, {})
