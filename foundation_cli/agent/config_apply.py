@@ -70,7 +70,6 @@ def _node(ctx) -> str:
 
 def run(ctx, stop: threading.Event) -> None:
     """Task entry point: ``ctx`` needs ``.node``, ``.consul()`` and ``.logger``."""
-    from foundation_cli.tools.consul import translate_errors
 
     logger = ctx.logger
     node = _node(ctx)
@@ -81,8 +80,7 @@ def run(ctx, stop: threading.Event) -> None:
     failures = 0
     while not stop.is_set():
         try:
-            with translate_errors("watch config"):
-                new_index, items = client.kv.get(keys.CONFIG, recurse=True, index=index, wait=WAIT)
+            new_index, items = client.kv.get(keys.CONFIG, recurse=True, index=index, wait=WAIT)
             if index is not None and new_index is not None and int(new_index) < int(index):
                 new_index = None  # the index went backwards (snapshot restore): start over
             index = new_index
@@ -103,8 +101,7 @@ def run(ctx, stop: threading.Event) -> None:
                 "rejected": rejected,
                 "time": round(time.time(), 3),
             }
-            with translate_errors("report config status"):
-                client.kv.put(keys.CONFIG_STATUS + node, json.dumps(status, sort_keys=True))
+            client.kv.put(keys.CONFIG_STATUS + node, json.dumps(status, sort_keys=True))
             if applied or rejected:
                 logger.info(
                     "config applied at index %s: %s%s", index, applied, f" rejected {rejected}" if rejected else ""

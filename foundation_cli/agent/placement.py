@@ -494,10 +494,6 @@ class Placement:
                 self._report(inst)
                 return
         self.log.info("%s: started pid %d (%s)", spec.name, inst.pid, spec.mode)
-        if inst.disk_error:
-            self.log.warning(
-                "%s: %s (it runs; retried every %.0fs)", spec.name, inst.disk_error, self.timing.housekeeping
-            )
         self._register(spec)
         self._report(inst)
 
@@ -588,9 +584,6 @@ class Placement:
                 inst.rotate_log()
             except OSError:
                 pass
-            if inst.disk_error and inst.state == "running" and inst.try_save():
-                self.log.info("%s: %s writable again", name, inst.meta_path)
-                self._report(inst)
 
     # ---------------------------------------------------------------- adopt / shutdown
     def _adopt(self) -> None:

@@ -23,14 +23,19 @@ Every call goes through the recording Consul client (literal API paths below), s
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from foundation_cli.core import keys
-from foundation_cli.errors import FoundationError, PermissionDeniedError, UnreachableError
+from foundation_cli.errors import FoundationError, PermissionDeniedError, UnreachableError, UsageError
 from foundation_cli.raw import secrets
+
+if TYPE_CHECKING:
+    from foundation_cli.core.cluster_config import ClusterConfig
 
 AGENT_POLICY_PREFIX = "foundation-agent-"
 """Name prefix of the per-node policy of the Foundation node agent."""
@@ -278,3 +283,19 @@ def ensure_node(
         return made and not dry_run
     finally:
         client.token = saved
+
+
+def operator_token(cfg: ClusterConfig, state: dict) -> str:
+    """The ACL management token: ``acl.token_file``, else the one this cluster already has, else a new one."""
+    if cfg.acl.token_file:
+        path = Path(os.path.expanduser(cfg.acl.token_file))
+        try:
+            token = path.read_text().strip()
+        except OSError as exc:
+            raise UsageError(f"acl.token_file {path}: {exc.strerror}") from None
+        if not token:
+            raise UsageError(f"acl.token_file {path} is empty")
+    else:
+        token = state.get("token") or str(uuid.uuid4())
+    secrets.register(token)
+    return token

@@ -385,8 +385,7 @@ def up(
     cluster_id = None
     existing = None
     if not recorder.dry_run or consul_running:
-        with consul_tool.translate_errors("read cluster record"):
-            _idx, entry = client.kv.get(keys.CLUSTER)
+        _idx, entry = client.kv.get(keys.CLUSTER)
         if entry and entry.get("Value"):
             try:
                 existing = json.loads(entry["Value"])
@@ -402,8 +401,7 @@ def up(
         "http_addr": addr,
     }
     if existing != record:
-        with consul_tool.translate_errors("write cluster record"):
-            client.kv.put(keys.CLUSTER, json.dumps(record, sort_keys=True))
+        client.kv.put(keys.CLUSTER, json.dumps(record, sort_keys=True))
         result.components["cluster record"] = "written"
     else:
         result.components["cluster record"] = "unchanged"

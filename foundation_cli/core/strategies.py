@@ -155,8 +155,7 @@ def cluster_members(settings, *, timeout: float = 2.0) -> set[str] | None:
         from foundation_cli.tools import consul as consul_tool
 
         client = consul_tool.connect(settings, timeout=timeout)
-        with consul_tool.translate_errors("catalog nodes"):
-            _idx, nodes = client.catalog.nodes()
+        _idx, nodes = client.catalog.nodes()
     except Exception:  # unreachable/denied: claims stay unverified
         return None
     return {n.get("Address") for n in nodes or [] if n.get("Address")}
@@ -293,10 +292,8 @@ def consul_hosts(addr: str, settings) -> list[HostRecord]:
     base = settings if settings is not None else Settings()
     target = dataclasses.replace(base, consul_addr=normalize_addr(addr))
     client = consul_tool.connect(target, timeout=5.0)
-    with consul_tool.translate_errors("status peers"):
-        peers = client.status.peers()
-    with consul_tool.translate_errors("catalog nodes"):
-        _idx, nodes = client.catalog.nodes()
+    peers = client.status.peers()
+    _idx, nodes = client.catalog.nodes()
     by_addr = {n.get("Address"): n for n in nodes or []}
     out = []
     for peer in peers or []:
@@ -370,10 +367,8 @@ def read_discovered(client) -> list[dict[str, Any]]:
     import json
 
     from foundation_cli.core import keys
-    from foundation_cli.tools import consul as consul_tool
 
-    with consul_tool.translate_errors("read discovered machines"):
-        _idx, entries = client.kv.get(keys.DISCOVERED, recurse=True)
+    _idx, entries = client.kv.get(keys.DISCOVERED, recurse=True)
     out = []
     for entry in entries or []:
         try:

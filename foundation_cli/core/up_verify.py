@@ -45,7 +45,8 @@ def _state(client) -> tuple[set[str], set[str]]:
         _i, entries = client.health.service(keys.AGENT_SERVICE, passing=True)
     except Exception:  # noqa: BLE001 - a server restarting, an election: ask again
         return set(), set()
-    return {m["Name"] for m in members if m.get("Status") == 1}, {(e.get("Node") or {}).get("Node") for e in entries}
+    passing = {n for e in entries if (n := (e.get("Node") or {}).get("Node"))}
+    return {m["Name"] for m in members if m.get("Status") == 1}, passing
 
 
 SERVICE_STATE = (

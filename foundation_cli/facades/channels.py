@@ -96,11 +96,9 @@ class Channels:
     # -- sending -------------------------------------------------------------------
     def sender_node(self) -> str:
         """The Consul node name of the agent we talk to (the envelope's sender)."""
-        from foundation_cli.tools.consul import translate_errors
 
         if self._node is None:
-            with translate_errors("agent self"):
-                info = self.client.agent.self()
+            info = self.client.agent.self()
             self._node = str((info.get("Config") or {}).get("NodeName") or "")
         return self._node
 
@@ -117,7 +115,6 @@ class Channels:
         now: float | None = None,
     ) -> BroadcastResult:
         """Fire ``foundation:<channel>``; spill to KV when the envelope does not fit in an event."""
-        from foundation_cli.tools.consul import translate_errors
 
         env_mod.validate_channel(channel)
         validate_filters(node, service, tag)
@@ -151,15 +148,13 @@ class Channels:
         wire = full
         if durable:
             key = env_mod.channel_key(channel, "history", message.id)
-            with translate_errors(f"store history {key}"):
-                self.client.kv.put(key, full)
+            self.client.kv.put(key, full)
             result.stored.append(key)
             if not result.inline:
                 wire = message.as_reference("history").to_wire()
         elif not result.inline:
             key = env_mod.channel_key(channel, "blobs", message.id)
-            with translate_errors(f"store payload {key}"):
-                self.client.kv.put(key, full)
+            self.client.kv.put(key, full)
             result.stored.append(key)
             wire = message.as_reference("blobs").to_wire()
         if len(wire) > budget:
@@ -167,8 +162,7 @@ class Channels:
                 f"the event for channel {channel!r} cannot fit even a reference ({len(wire)} > {budget} bytes)",
                 hint="use a shorter channel name or shorter --node/--service/--tag filters",
             )
-        with translate_errors(f"event fire {result.event}"):
-            reply = self.client.event.fire(result.event, wire, node=node, service=service, tag=tag)
+        reply = self.client.event.fire(result.event, wire, node=node, service=service, tag=tag)
         result.event_id = (reply or {}).get("ID")
         if durable:
             result.deleted += self._trim_history(channel)
@@ -177,21 +171,17 @@ class Channels:
         return result
 
     def _stored_ids(self, channel: str, area: str) -> list[str]:
-        from foundation_cli.tools.consul import translate_errors
 
         prefix = env_mod.channel_key(channel, area)
-        with translate_errors(f"list {prefix}"):
-            _index, found = self.client.kv.get(prefix, keys=True)
+        _index, found = self.client.kv.get(prefix, keys=True)
         return sorted(k[len(prefix) :] for k in (found or []) if k.startswith(prefix))
 
     def _delete(self, channel: str, area: str, ids: list[str]) -> list[str]:
-        from foundation_cli.tools.consul import translate_errors
 
         deleted = []
         for message_id in ids[:GC_BATCH]:
             key = env_mod.channel_key(channel, area, message_id)
-            with translate_errors(f"delete {key}"):
-                self.client.kv.delete(key)
+            self.client.kv.delete(key)
             deleted.append(key)
         return deleted
 
@@ -212,17 +202,15 @@ class Channels:
     # -- receiving -----------------------------------------------------------------
     def resolve(self, message: Envelope) -> Envelope:
         """Fetch and verify the KV copy a reference points at (``data`` stays ``None`` if it is gone)."""
-        from foundation_cli.tools.consul import translate_errors
 
         if not message.ref:
             return message
         key = env_mod.channel_key(message.channel, message.ref, message.id)
-        with translate_errors(f"kv get {key}"):
-            # The copy was committed before the event was fired: any server usually has it already, so ask
-            # the nearest one (?stale) and go to the leader only if that one is behind.
-            _index, item = self.client.kv.get(key, consistency="stale")
-            if item is None:
-                _index, item = self.client.kv.get(key)
+        # The copy was committed before the event was fired: any server usually has it already, so ask
+        # the nearest one (?stale) and go to the leader only if that one is behind.
+        _index, item = self.client.kv.get(key, consistency="stale")
+        if item is None:
+            _index, item = self.client.kv.get(key)
         if item is None or item.get("Value") is None:
             message.via = "missing"
             message.extra["error"] = f"payload expired or deleted from KV ({key})"
@@ -239,12 +227,10 @@ class Channels:
 
     def history(self, channel: str, since: Since) -> list[Envelope]:
         """Durable messages matching ``since``, oldest first (``listen --since``)."""
-        from foundation_cli.tools.consul import translate_errors
 
         env_mod.validate_channel(channel)
         prefix = env_mod.channel_key(channel, "history")
-        with translate_errors(f"kv get {prefix}"):
-            _index, items = self.client.kv.get(prefix, recurse=True)
+        _index, items = self.client.kv.get(prefix, recurse=True)
         out = []
         for item in sorted(items or [], key=lambda i: i["Key"]):
             try:
@@ -292,13 +278,11 @@ class Channels:
         delivered (they are in the past); ``since`` replays the durable history
         first. Returns when ``stop`` is set or ``deadline`` (a ``time.time()``) passes.
         """
-        from foundation_cli.tools.consul import translate_errors
 
         env_mod.validate_channel(channel)
         name = env_mod.event_name(channel)
         stop = stop or threading.Event()
-        with translate_errors(f"event list {name}"):
-            index, events = self.client.event.list(name=name)
+        index, events = self.client.event.list(name=name)
         seen_events = {e.get("ID") for e in events or []}
         newest = (events or [{}])[-1].get("ID") if events else None
         seen_messages: set[str] = set()
@@ -315,8 +299,7 @@ class Channels:
                 return
             step = wait if remaining is None else max(1.0, min(wait, remaining))
             try:
-                with translate_errors(f"event list {name}"):
-                    index, events = self.client.event.list(name=name, index=index, wait=f"{int(step)}s")
+                index, events = self.client.event.list(name=name, index=index, wait=f"{int(step)}s")
                 failures = 0
             except (PermissionDeniedError, UsageError):
                 raise

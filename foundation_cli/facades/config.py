@@ -93,10 +93,8 @@ class ClusterConfig:
         self.client = client
 
     def _read(self, key: str) -> tuple[int, dict | None]:
-        from foundation_cli.tools.consul import translate_errors
 
-        with translate_errors(f"config get {key}"):
-            return self.client.kv.get(keys.CONFIG + key)
+        return self.client.kv.get(keys.CONFIG + key)
 
     @staticmethod
     def _entry(item: dict) -> ConfigEntry:
@@ -115,15 +113,12 @@ class ClusterConfig:
         return self._entry(item)
 
     def list(self) -> list[ConfigEntry]:
-        from foundation_cli.tools.consul import translate_errors
 
-        with translate_errors("config list"):
-            _index, items = self.client.kv.get(keys.CONFIG, recurse=True)
+        _index, items = self.client.kv.get(keys.CONFIG, recurse=True)
         return [self._entry(i) for i in items or [] if i["Key"] != keys.CONFIG]
 
     def set(self, key: str, value: str, *, cas: int | None = None, cluster_wide: bool = False) -> dict:
         """Write ``key`` with check-and-set; returns ``{key, value, previous_version, version, announced}``."""
-        from foundation_cli.tools.consul import translate_errors
 
         validate_key(key)
         if cas is not None and cas < 0:
@@ -133,8 +128,7 @@ class ClusterConfig:
         if cas is None:
             _index, item = self._read(key)
             cas = int(item["ModifyIndex"]) if item else 0
-        with translate_errors(f"config set {key}"):
-            ok = self.client.kv.put(keys.CONFIG + key, value.encode("utf-8"), cas=cas)
+        ok = self.client.kv.put(keys.CONFIG + key, value.encode("utf-8"), cas=cas)
         if not ok:
             raise ConflictError(
                 f"config {key} changed since version {cas}; not written"
@@ -152,7 +146,6 @@ class ClusterConfig:
         return result
 
     def unset(self, key: str, *, cas: int | None = None, cluster_wide: bool = False) -> dict:
-        from foundation_cli.tools.consul import translate_errors
 
         validate_key(key)
         if cas is None:
@@ -160,8 +153,7 @@ class ClusterConfig:
             if item is None:
                 raise NotFoundError(f"config key {key!r} is not set")
             cas = int(item["ModifyIndex"])
-        with translate_errors(f"config unset {key}"):
-            ok = self.client.kv.delete(keys.CONFIG + key, cas=cas)
+        ok = self.client.kv.delete(keys.CONFIG + key, cas=cas)
         if not ok:
             raise ConflictError(f"config {key} changed since version {cas}; not removed")
         result = {"key": key, "previous_version": cas, "removed": True, "announced": None}
@@ -184,14 +176,12 @@ class ClusterConfig:
 
     def status(self, key: str) -> dict:
         """Which agents have applied ``key``'s current version (from ``foundation/config-status/<node>``)."""
-        from foundation_cli.tools.consul import translate_errors
 
         validate_key(key)
         _index, item = self._read(key)
         version = int(item["ModifyIndex"]) if item else None
-        with translate_errors("config status"):
-            _index, reports = self.client.kv.get(keys.CONFIG_STATUS, recurse=True)
-            _index, agents = self.client.catalog.service(AGENT_SERVICE)
+        _index, reports = self.client.kv.get(keys.CONFIG_STATUS, recurse=True)
+        _index, agents = self.client.catalog.service(AGENT_SERVICE)
         nodes: dict[str, dict] = {}
         for report in reports or []:
             node = report["Key"][len(keys.CONFIG_STATUS) :]

@@ -83,11 +83,9 @@ def apply_and_confirm(run, report, *, only: list[str] | None = None, confirm_tim
 
 def last_report(run) -> dict[str, Any]:
     """The report the node agents' optimizer task stored last (``foundation/optimizer/last``)."""
-    from foundation_cli.tools.consul import translate_errors
 
     client = run.consul()
-    with translate_errors("read the last optimizer report"):
-        _index, entry = client.kv.get(keys.OPTIMIZER_LAST)
+    _index, entry = client.kv.get(keys.OPTIMIZER_LAST)
     if not entry or entry.get("Value") is None:
         raise NotFoundError(
             f"no stored optimizer report at {keys.OPTIMIZER_LAST}",

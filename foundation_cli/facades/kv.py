@@ -89,22 +89,18 @@ class KVStore:
         )
 
     def get(self, key: str) -> Entry:
-        from foundation_cli.tools.consul import translate_errors
 
         validate_key(key)
-        with translate_errors(f"kv get {key}"):
-            _index, data = self.client.kv.get(self.prefix + key)
+        _index, data = self.client.kv.get(self.prefix + key)
         if data is None:
             raise NotFoundError(f"key {key!r} not found", hint="`foundation kv list` shows the keys that exist")
         return self._entry(data)
 
     def put(self, key: str, value: bytes, *, cas: int | None = None, flags: int | None = None) -> bool:
         """Store ``value``; with ``cas`` only if the key's ModifyIndex still equals it (0: only if absent)."""
-        from foundation_cli.tools.consul import translate_errors
 
         validate_key(key)
-        with translate_errors(f"kv put {key}"):
-            ok = self.client.kv.put(self.prefix + key, value, cas=cas, flags=flags)
+        ok = self.client.kv.put(self.prefix + key, value, cas=cas, flags=flags)
         if not ok:
             raise ConflictError(
                 f"check-and-set failed for {key!r}: it changed since index {cas}",
@@ -113,21 +109,17 @@ class KVStore:
         return True
 
     def delete(self, key: str, *, recurse: bool = False, cas: int | None = None) -> bool:
-        from foundation_cli.tools.consul import translate_errors
 
         validate_key(key, allow_empty=recurse)
         if not key and not recurse:
             raise UsageError("key must not be empty")
-        with translate_errors(f"kv delete {key}"):
-            ok = self.client.kv.delete(self.prefix + key, recurse=recurse or None, cas=cas)
+        ok = self.client.kv.delete(self.prefix + key, recurse=recurse or None, cas=cas)
         if not ok:
             raise ConflictError(f"check-and-set delete failed for {key!r}: it changed since index {cas}")
         return True
 
     def list(self, prefix: str = "") -> list[Entry]:
-        from foundation_cli.tools.consul import translate_errors
 
         validate_key(prefix.rstrip("/"), allow_empty=True)
-        with translate_errors(f"kv list {prefix}"):
-            _index, data = self.client.kv.get(self.prefix + prefix, recurse=True)
+        _index, data = self.client.kv.get(self.prefix + prefix, recurse=True)
         return [self._entry(item) for item in (data or [])]
