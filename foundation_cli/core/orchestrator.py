@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from foundation_cli.core import bootstrap, cluster_state, keys, secure_up, up_verify
+from foundation_cli.core.acl import operator_token
 from foundation_cli.core.bootstrap import HostPlan, HostResult, Probe
 from foundation_cli.core.cluster_config import ClusterConfig, HostConfig, merge_consul
 from foundation_cli.errors import FoundationError, UnreachableError
@@ -625,24 +626,6 @@ def start_up(
         state=cluster_state.load() or {},
         results={h.address: HostResult(alias=h.address) for h in hosts},
     )
-
-
-def operator_token(cfg: ClusterConfig, state: dict) -> str:
-    """The ACL management token: ``acl.token_file``, else the one this cluster already has, else a new one."""
-    from foundation_cli.errors import UsageError
-
-    if cfg.acl.token_file:
-        path = Path(os.path.expanduser(cfg.acl.token_file))
-        try:
-            token = path.read_text().strip()
-        except OSError as exc:
-            raise UsageError(f"acl.token_file {path}: {exc.strerror}") from None
-        if not token:
-            raise UsageError(f"acl.token_file {path} is empty")
-    else:
-        token = state.get("token") or str(uuid.uuid4())
-    secrets.register(token)
-    return token
 
 
 def _config_changes(p: Probe, plan: HostPlan) -> bool:
