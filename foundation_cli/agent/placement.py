@@ -408,18 +408,6 @@ class Placement:
             return False
         return stored is not None and stored.digest() == spec.digest()
 
-    def _spec_current(self, spec: ServiceSpec) -> bool:
-        """Whether ``spec`` is still the stored one, by a consistent read. A server that just restarted
-        answers the ``?stale`` watch from its old state for a moment: a service stopped minutes ago
-        would otherwise be acquired and started again, briefly (seen in the fault campaign)."""
-        try:
-            _i, data = self.client.kv.get(keys.SERVICES + spec.name, consistency="consistent")
-            stored = ServiceSpec.from_json(data["Value"]) if data and data.get("Value") is not None else None
-        except Exception as exc:  # noqa: BLE001 - cannot tell (no leader…): not now
-            self.log.debug("spec %s: %s", spec.name, _short(exc))
-            return False
-        return stored is not None and stored.digest() == spec.digest()
-
     def _still_ours(self, name: str) -> bool:
         """Consistent read of the lock key: the watch may lag behind our own acquire."""
         try:

@@ -315,17 +315,6 @@ class Instance:
         self.disk_error = None
         return True
 
-    def try_save(self) -> bool:
-        """:meth:`save`, keeping a full (or read-only) disk as ``disk_error`` (reported in the status)
-        instead of failing: the old ``instance.json`` stays whole (written aside, then renamed)."""
-        try:
-            self.save()
-        except OSError as exc:
-            self.disk_error = f"cannot write {self.meta_path}: {exc.strerror or exc}"
-            return False
-        self.disk_error = None
-        return True
-
     def rotate_log(self, max_bytes: int = LOG_MAX_BYTES, keep: int = LOG_KEEP) -> bool:
         """Copy-and-truncate rotation (the process keeps its O_APPEND descriptor)."""
         try:
