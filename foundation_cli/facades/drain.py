@@ -19,12 +19,6 @@ from foundation_cli.errors import NotFoundError
 from foundation_cli.raw.operation import RawOperation
 
 
-def _translate(what: str):
-    from foundation_cli.tools.consul import translate_errors
-
-    return translate_errors(what)
-
-
 @dataclass
 class DrainResult:
     node: str
@@ -58,8 +52,7 @@ class Drainer:
     # ------------------------------------------------------------------ reads
     def drained(self) -> dict[str, dict]:
         """Node → its drain mark (reason, by, since)."""
-        with _translate("read drain marks"):
-            _i, items = self.client.kv.get(keys.DRAIN, recurse=True)
+        _i, items = self.client.kv.get(keys.DRAIN, recurse=True)
         out = {}
         for item in items or []:
             node = item["Key"][len(keys.DRAIN) :]
@@ -68,21 +61,18 @@ class Drainer:
         return out
 
     def _check_node(self, node: str) -> None:
-        with _translate("list nodes"):
-            _i, nodes = self.client.catalog.nodes()
+        _i, nodes = self.client.catalog.nodes()
         names = sorted(n.get("Node") for n in nodes or [])
         if node not in names:
             raise NotFoundError(f"no node named {node!r} in the catalog", hint="nodes: " + ", ".join(names))
 
     def _instances_on(self, node: str) -> dict[str, dict]:
         """Service → status record the node's agent reports for it."""
-        with _translate("read status"):
-            _i, items = self.client.kv.get(keys.STATUS, recurse=True)
+        _i, items = self.client.kv.get(keys.STATUS, recurse=True)
         return _on_node(items, node)
 
     def _in_maintenance(self, node: str) -> bool:
-        with _translate(f"checks of {node}"):
-            _i, checks = self.client.health.node(node)
+        _i, checks = self.client.health.node(node)
         return any(c.get("CheckID") == core_drain.MAINT_CHECK for c in checks or [])
 
     # ------------------------------------------------------------------ writes
@@ -92,8 +82,7 @@ class Drainer:
         before = self._instances_on(node)
         result = DrainResult(node, True, node not in marks)
         if result.changed:
-            with _translate(f"drain {node}"):
-                self.client.kv.put(core_drain.mark_key(node), core_drain.mark_body(reason, by))
+            self.client.kv.put(core_drain.mark_key(node), core_drain.mark_body(reason, by))
         singletons = sorted(n for n, s in before.items() if s.get("mode") == "singleton")
         result.stopped = sorted(n for n, s in before.items() if s.get("mode") != "singleton")
         result.moved = {name: None for name in singletons}
@@ -103,8 +92,7 @@ class Drainer:
         deadline = time.monotonic() + timeout
         index: int | None = None
         while True:
-            with _translate("read status"):
-                index, items = self.client.kv.get(keys.STATUS, recurse=True, index=index, wait="2s")
+            index, items = self.client.kv.get(keys.STATUS, recurse=True, index=index, wait="2s")
             index = int(index or 0) or None
             on_node = _on_node(items, node)
             for name in singletons:
@@ -122,8 +110,7 @@ class Drainer:
         marks = self.drained()
         result = DrainResult(node, False, node in marks)
         if result.changed:
-            with _translate(f"undrain {node}"):
-                self.client.kv.delete(core_drain.mark_key(node))
+            self.client.kv.delete(core_drain.mark_key(node))
         elif not self.dry_run:
             self._check_node(node)
         if not wait or self.dry_run:
