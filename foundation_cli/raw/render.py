@@ -305,24 +305,26 @@ def _ssh_head(op: RawOperation) -> str:
 
 
 def remote_script(command: str) -> str | None:
-    """The script of a remote ``sh -c SCRIPT`` worth showing as a block (it spans lines or holds quotes).
+    """The script a remote command runs, when a block shows it better than one quoted line.
 
-    Only when the command is exactly ``sh -c`` + one quoted word, so the block runs the same script.
+    ``sh -c SCRIPT`` (exactly ``sh -c`` + one quoted word): SCRIPT, when it spans lines or holds
+    quotes. Any other command holding a quote or a newline (one line would nest quotes): the
+    command itself, which the login shell would run as ``sh -c`` runs it (Foundation sends POSIX
+    sh). Else ``None``: the one-line form is readable as it is.
     """
-    if not command.startswith("sh -c "):
-        return None
-    try:
-        words = shlex.split(command)
-    except ValueError:
-        return None
-    if len(words) != 3 or command != f"sh -c {_q(words[2])}":
-        return None
-    script = words[2]
-    return script if ("\n" in script or "'" in script) else None
+    if command.startswith("sh -c "):
+        try:
+            words = shlex.split(command)
+        except ValueError:
+            words = []
+        if len(words) == 3 and command == f"sh -c {_q(words[2])}":
+            script = words[2]
+            return script if ("\n" in script or "'" in script) else None
+    return command if ("\n" in command or "'" in command) else None
 
 
 def ssh_block(op: RawOperation, refs: SecretRefs | None = None) -> list[str] | None:
-    """A remote ``sh -c`` script as a readable heredoc that runs as shown when pasted.
+    """A remote script (:func:`remote_script`) as a readable heredoc that runs as shown when pasted.
 
     ``ssh HOST 'sh -c "$(cat)" </dev/null' <<'MARKER'`` + the script + ``MARKER``: the remote
     shell reads the script from the heredoc (``$(cat)`` is expanded before the redirection) and

@@ -125,6 +125,18 @@ def test_heredoc_block_runs_the_same_script(words: list[str], tail: str) -> None
     assert (shown.returncode, shown.stdout) == (direct.returncode, direct.stdout)
 
 
+@settings(max_examples=40, deadline=None)
+@given(words=st.lists(_line, min_size=1, max_size=4))
+def test_one_line_command_with_quotes_becomes_a_block_that_runs_the_same(words: list[str]) -> None:
+    command = "set -e; " + "; ".join(f"printf '%s\\n' {shlex.quote(w)}" for w in words) + "; echo 'end'"
+    op = RawOperation(kind="ssh-exec", host="h", user="root", command=command)
+    block = render.ssh_block(op)
+    assert block is not None and block[1] == command and len(block) == 3
+    shown = _run_as_remote(block)
+    direct = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
+    assert (shown.returncode, shown.stdout) == (direct.returncode, direct.stdout)
+
+
 def test_marker_line_inside_the_script_cannot_end_the_heredoc() -> None:
     script = "echo one\nFOUNDATION_EOF\necho 'two'"
     op = RawOperation(kind="ssh-exec", host="h", user="root", command=f"sh -c {shlex.quote(script)}")
