@@ -19,6 +19,13 @@ What it does with what it hears (records judged by
   joined with ``PUT /v1/agent/join/<addr>`` (``consul join <addr>``) — the
   live equivalent of adding it to the servers' ``retry_join``. Gossip
   encryption still guards the door: a spoofed claim cannot join without the key.
+
+Anyone on the LAN can send answers, so what they cost is bounded: at most
+:data:`MAX_DISCOVERED` machines recorded by one agent (more are ignored, logged
+once a minute), at most :data:`WRITES_PER_MINUTE` KV writes a minute, entries
+not heard for :data:`EXPIRE_AFTER` deleted (this agent's, and anyone's older
+than twice that), and the in-memory maps capped. 20,000 spoofed answers make
+at most 64 keys.
 """
 
 from __future__ import annotations
@@ -32,6 +39,11 @@ from foundation_cli.core import keys, mdns_records
 
 MEMBERS_REFRESH = 30.0
 REWRITE_AFTER = 300.0
+MAX_DISCOVERED = 64  # machines one agent records under foundation/discovered/
+WRITES_PER_MINUTE = 30  # KV writes (token bucket, this burst)
+EXPIRE_AFTER = 900.0  # a recorded machine not heard for this long is deleted
+SWEEP_EVERY = 60.0
+MAX_INSTANCES = 1024  # instance names remembered for goodbyes
 
 
 def run(ctx, stop: threading.Event) -> None:
@@ -75,7 +87,14 @@ def run(ctx, stop: threading.Event) -> None:
         watcher.own_instance = advertiser.full_name
         browser.start()
         ctx.logger.info("mdns: announcing %s on %s and browsing", advertiser.instance, binding.label)
+        swept = 0.0
         while not stop.is_set():
+            if time.monotonic() - swept > SWEEP_EVERY:
+                swept = time.monotonic()
+                try:
+                    watcher.sweep()
+                except Exception as exc:  # Consul hiccups must not end the task
+                    ctx.logger.warning("mdns: sweeping old discoveries failed: %s", exc)
             item = browser.next(1.0)
             if item is None:
                 continue
@@ -118,6 +137,11 @@ class Watcher:
         self._written: dict[str, tuple[str, float]] = {}  # addr -> (json, when)
         self._instances: dict[str, str] = {}  # instance -> addr
         self._joined: dict[str, float] = {}
+        self._seen: dict[str, float] = {}  # addr -> when last heard (recorded ones)
+        self._tokens = float(WRITES_PER_MINUTE)
+        self._tokens_at = time.monotonic()
+        self._dropped = 0
+        self._dropped_logged = 0.0
         self.own_instance: str | None = None  # our own announcement (never "discovered")
 
     def members(self) -> set[str]:
@@ -146,7 +170,6 @@ class Watcher:
             self._members_at = 0.0  # it may have joined since the last refresh
             members = self.members()
         status = mdns_records.classify(rec, cluster_id=self.cluster_id, members=members)
-        self._instances[answer.instance] = rec.address
         if status == mdns_records.THIS_CLUSTER:
             self._forget(rec.address)
             return
@@ -155,6 +178,10 @@ class Watcher:
         if not wanted:
             return
         self._remember(rec, status="claims-this-cluster" if claims_ours else status)
+        if rec.address in self._written:  # only recorded machines need their goodbye heard
+            if answer.instance not in self._instances and len(self._instances) >= MAX_INSTANCES:
+                self._instances.pop(next(iter(self._instances)))  # the oldest; expiry still deletes its key
+            self._instances[answer.instance] = rec.address
         if self.auto_join and claims_ours and rec.datacenter == self.datacenter:
             self._join(rec.address)
 
@@ -165,14 +192,64 @@ class Watcher:
         data["status"] = status
         stable = json.dumps(data, sort_keys=True)
         previous = self._written.get(rec.address)
+        if previous is None and len(self._written) >= MAX_DISCOVERED:
+            self._drop(rec.address)
+            return
+        self._seen[rec.address] = time.monotonic()
         if previous and previous[0] == stable and time.monotonic() - previous[1] < REWRITE_AFTER:
+            return
+        if not self._take_token():
+            self._drop(rec.address)  # heard again later, written then
             return
         data.update(seen_by=self.ctx.node, last_seen=int(time.time()))
         self.client.kv.put(keys.DISCOVERED + rec.address, json.dumps(data, sort_keys=True))
         self._written[rec.address] = (stable, time.monotonic())
         self.ctx.logger.info("mdns: discovered %s (%s, %s)", rec.address, rec.name, status)
 
+    def _take_token(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(float(WRITES_PER_MINUTE), self._tokens + (now - self._tokens_at) * WRITES_PER_MINUTE / 60.0)
+        self._tokens_at = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+    def _drop(self, addr: str) -> None:
+        self._dropped += 1
+        if time.monotonic() - self._dropped_logged > 60.0:
+            self._dropped_logged = time.monotonic()
+            self.ctx.logger.warning(
+                "mdns: %d answer(s) not recorded (at most %d machines, %d writes a minute); last from %s",
+                self._dropped,
+                MAX_DISCOVERED,
+                WRITES_PER_MINUTE,
+                addr,
+            )
+            self._dropped = 0
+
+    def sweep(self) -> None:
+        """Delete what was not heard for :data:`EXPIRE_AFTER`: ours by memory, anyone's by ``last_seen``."""
+        now = time.monotonic()
+        for addr, heard in list(self._seen.items()):
+            if now - heard > EXPIRE_AFTER:
+                self._seen.pop(addr, None)
+                self._forget(addr)
+        _idx, items = self.client.kv.get(keys.DISCOVERED, recurse=True)
+        for item in items or []:
+            try:
+                data = json.loads(item.get("Value") or b"{}")
+                last = float(data.get("last_seen") or 0)
+            except (ValueError, TypeError, AttributeError):
+                data, last = {}, 0.0
+            mine = isinstance(data, dict) and data.get("seen_by") == self.ctx.node
+            age = time.time() - last
+            addr = item["Key"][len(keys.DISCOVERED) :]
+            if (mine and addr not in self._written and age > EXPIRE_AFTER) or age > 2 * EXPIRE_AFTER:
+                self.client.kv.delete(item["Key"])
+
     def _forget(self, addr: str) -> None:
+        self._seen.pop(addr, None)
         if self._written.pop(addr, None) is not None:
             self.client.kv.delete(keys.DISCOVERED + addr)
 
@@ -180,6 +257,8 @@ class Watcher:
         last = self._joined.get(addr, 0.0)
         if time.monotonic() - last < 30.0:
             return
+        if len(self._joined) >= MAX_INSTANCES:  # spoofed claimants: keep only the recent attempts
+            self._joined = {a: t for a, t in self._joined.items() if time.monotonic() - t < 30.0}
         self._joined[addr] = time.monotonic()
         try:
             self.client.agent.join(addr)
