@@ -40,6 +40,10 @@ from pathlib import Path
 import foundation_cli
 
 EXCLUDE = {"paramiko", "bcrypt", "cryptography", "cffi", "pycparser", "invoke", "pynacl", "foundation-cli"}
+# The CLI's own stack (and PyYAML, dnspython: foundation.yaml and the dns strategy are the operator's):
+# the agent (``python3 -m foundation_cli.agent``) imports none of it, as target bundles
+# (AGENT_REQUIREMENTS) already assume. Left out, every host uploads and unpacks about half the bytes.
+CLI_ONLY = {"typer", "click", "rich", "pygments", "markdown-it-py", "mdurl", "shellingham", "pyyaml", "dnspython"}
 
 
 MIN_PYTHON = (3, 9)
@@ -111,13 +115,46 @@ def _files() -> list[tuple[str, Path]]:
         if path.is_file() and "__pycache__" not in path.parts and not path.name.endswith(".pyc"):
             out.append((str(Path("foundation_cli") / path.relative_to(pkg_dir)), path))
     for dist in _deps():
+        if _norm(dist.metadata["Name"] or "") in CLI_ONLY:
+            continue
+        names = {str(f) for f in dist.files or []}
         for f in dist.files or []:
             if "__pycache__" in f.parts or str(f).endswith(".pyc") or str(f).startswith(".."):
                 continue
+            if str(f).endswith(".so") and str(f).split(".", 1)[0] + ".py" in names:
+                continue  # a compiled speed-up whose pure-Python twin ships (zeroconf): half the bytes
             local = Path(dist.locate_file(f))
             if local.is_file():
                 out.append((str(f), local))
     return out
+
+
+def _add_pyc(tar: tarfile.TarFile, name: str, path: Path) -> None:
+    """The module's bytecode beside it, as this Python caches it (this fast path is for hosts with this
+    Python's version): every host then skips compiling the agent at its first start (~0.3 s CPU each).
+    Checked-hash pycs (PEP 552): valid whatever the files' mtimes, recompiled if a source changes."""
+    import importlib.util
+    import py_compile
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="foundation-pyc-") as tmp:
+        cfile = os.path.join(tmp, "m.pyc")
+        try:
+            py_compile.compile(
+                str(path),
+                cfile=cfile,
+                dfile=name,
+                doraise=True,
+                invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH,
+            )
+        except py_compile.PyCompileError:  # not importable here (a template, another Python's code)
+            return
+        data = Path(cfile).read_bytes()
+    parent, _, base = name.rpartition("/")
+    cached = importlib.util.cache_from_source(base)  # __pycache__/mod.cpython-311.pyc
+    info = tarfile.TarInfo(f"{parent}/{cached}" if parent else cached)
+    info.size, info.mode = len(data), 0o644
+    tar.addfile(info, io.BytesIO(data))
 
 
 def python_tag() -> str:
@@ -179,6 +216,8 @@ def build() -> Bundle:
                 info.mtime = 0
                 with open(path, "rb") as fh:
                     tar.addfile(info, fh)
+                if name.endswith(".py"):
+                    _add_pyc(tar, name, path)
         tmp = target.with_suffix(".tmp")
         tmp.write_bytes(buf.getvalue())
         os.replace(tmp, target)
