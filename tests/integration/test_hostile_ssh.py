@@ -82,3 +82,40 @@ def test_wrong_sudo_password_is_a_clear_refusal(sudo_host):
     host.exec("rm -rf /var/run/sudo/ts /run/sudo/ts")
     with pytest.raises(PermissionDeniedError, match="sudo password refused"), _connect(lab, host, "x") as conn:
         conn.run("true")
+
+
+def test_an_upload_is_private_from_its_first_byte(tmp_path):
+    """The remote upload command, run by sh with its stdin held open: the half-written file is 0600."""
+    import os
+    import stat
+    import subprocess
+    import time
+
+    from foundation_cli.raw.render import upload_command
+
+    target = tmp_path / "etc" / "secret.token"
+    tmp = Path(str(target) + ".foundation-tmp")
+    tmp.parent.mkdir()
+    tmp.write_text("leftover, world-readable")
+    tmp.chmod(0o644)
+    proc = subprocess.Popen(["sh", "-c", upload_command(str(target), 0o640)], stdin=subprocess.PIPE)
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(b"s3cret-first-bytes")
+        proc.stdin.flush()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if tmp.read_bytes().startswith(b"s3cret"):
+                    break
+            except OSError:
+                pass
+            time.sleep(0.02)
+        assert stat.S_IMODE(os.stat(tmp).st_mode) == 0o600  # while cat still writes
+        proc.stdin.close()
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert target.read_bytes() == b"s3cret-first-bytes"
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o640 and not tmp.exists()
