@@ -19,7 +19,7 @@ import typer
 from foundation_cli.commands.output import Output
 from foundation_cli.errors import ExitStatus, FoundationError
 from foundation_cli.raw.recorder import Recorder, set_process_recorder, use_recorder
-from foundation_cli.settings import Settings, resolve
+from foundation_cli.settings import DEFAULT_CONSUL_ADDR, Settings, resolve
 
 PANEL = "Global options"
 
@@ -37,7 +37,8 @@ def _global_parameters() -> list[inspect.Parameter]:
                 None,
                 "--consul-addr",
                 envvar="CONSUL_HTTP_ADDR",
-                help="Consul HTTP API address (env CONSUL_HTTP_ADDR; else the cluster `up` made; else http://127.0.0.1:8500).",
+                help="Consul HTTP API address (env CONSUL_HTTP_ADDR; else the cluster `up` made; "
+                f"else {DEFAULT_CONSUL_ADDR}).",
                 rich_help_panel=PANEL,
                 show_default=False,
                 show_envvar=False,

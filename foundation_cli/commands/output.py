@@ -22,9 +22,7 @@ from foundation_cli.settings import Settings
 
 def dumps(data: Any) -> str:
     """Stable JSON text for ``--json`` output (masked)."""
-    from foundation_cli.raw.text import json_printable
-
-    return mask(json_printable(json.dumps(data, indent=2, sort_keys=False, default=str, ensure_ascii=False)))
+    return mask(json.dumps(data, indent=2, sort_keys=False, default=str, ensure_ascii=False))
 
 
 class Output:
@@ -69,7 +67,7 @@ class Output:
     # -- results -----------------------------------------------------------------
     def line(self, text: str = "") -> None:
         """A plain line of result text (suppressed by -q only if it is chatter; results always print)."""
-        self.stdout.write(printable(mask(text)) + "\n")
+        self.stdout.write(mask(text) + "\n")
         self.stdout.flush()
 
     def value(self, data: bytes) -> None:
@@ -88,13 +86,13 @@ class Output:
     def info(self, text: str) -> None:
         """Progress/chatter on stderr; silenced by ``-q``."""
         if not self.settings.quiet:
-            self.stderr.write(printable(mask(text)) + "\n")
+            self.stderr.write(mask(text) + "\n")
             self.stderr.flush()
 
     def detail(self, text: str) -> None:
         """Extra detail on stderr with ``-v``."""
         if self.settings.verbosity > 0:
-            self.stderr.write(printable(mask(text)) + "\n")
+            self.stderr.write(mask(text) + "\n")
 
     def json(self, data: Any) -> None:
         self.stdout.write(dumps(data) + "\n")
@@ -110,14 +108,12 @@ class Output:
     ) -> None:
         """A rich table (plain text when NO_COLOR); cells are masked."""
         from rich.table import Table
-        from rich.text import Text
 
         table = Table(title=title, box=None, header_style="bold", pad_edge=False)
         for col in columns:
             table.add_column(col)
         for row in rows:
-            # Cells hold names and values from hosts and KV: plain Text (no rich markup), escapes shown.
-            table.add_row(*(Text(printable(mask("" if cell is None else str(cell)))) for cell in row))
+            table.add_row(*(mask("" if cell is None else str(cell)) for cell in row))
         self.console().print(table)
 
     def result(self, data: Any, *, text: str | None = None, table: tuple | None = None) -> None:
@@ -156,16 +152,16 @@ class Output:
         message = exc.message if isinstance(exc, FoundationError) else str(exc)
         hint = exc.hint if isinstance(exc, FoundationError) else hint
         red, dim, reset = ("\x1b[31m", "\x1b[2m", "\x1b[0m") if self._styled_err() else ("", "", "")
-        self.stderr.write(f"{red}error: {printable(mask(message))}{reset}\n")
+        self.stderr.write(f"{red}error: {mask(message)}{reset}\n")
         for line in exc.details if isinstance(exc, FoundationError) else ():
             self.stderr.write(f"  | {mask(printable(line))}\n")
         if hint:
-            self.stderr.write(f"{dim}hint: {printable(mask(hint))}{reset}\n")
+            self.stderr.write(f"{dim}hint: {mask(hint)}{reset}\n")
         self.stderr.flush()
 
     def warn(self, text: str) -> None:
         yellow, reset = ("\x1b[33m", "\x1b[0m") if self._styled_err() else ("", "")
-        self.stderr.write(f"{yellow}warning: {printable(mask(text))}{reset}\n")
+        self.stderr.write(f"{yellow}warning: {mask(text)}{reset}\n")
 
     def _styled_err(self) -> bool:
         stream = self.stderr

@@ -42,7 +42,6 @@ class InstanceView:
     session: str | None = None
     lock_key: str | None = None
     fencing_token: int | None = None
-    error: str | None = None  # what the agent reports going wrong (cannot execute, disk full …)
 
     def uptime(self, now: float | None = None) -> float | None:
         if self.started is None or self.state != "running":
@@ -66,7 +65,6 @@ class InstanceView:
             "session": self.session,
             "lock_key": self.lock_key,
             "fencing": self.fencing_token,
-            "error": self.error,
         }
 
 
@@ -282,7 +280,6 @@ class ProcessManager:
             session=session,
             lock_key=keys.LOCKS + spec.name if spec.mode == "singleton" else None,
             fencing_token=status.get("fencing"),
-            error=status.get("error"),
         )
 
     def ps(self, name: str | None = None) -> list[InstanceView]:

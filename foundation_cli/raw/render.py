@@ -300,7 +300,8 @@ def consul_cli(op: RawOperation) -> str | None:
 
 def _ssh_head(op: RawOperation) -> str:
     target = f"{op.user + '@' if op.user else ''}{op.host}"
-    return f"ssh{_port_flag(op)} {target}"
+    port = f" -p {op.port}" if op.port and op.port != 22 else ""
+    return f"ssh{port} {target}"
 
 
 def remote_script(command: str) -> str | None:
@@ -426,32 +427,22 @@ def _target(op: RawOperation) -> str:
 
 
 def _port_flag(op: RawOperation) -> str:
-    """``-J bastion`` (ProxyJump) and ``-p PORT`` when they are not the defaults."""
-    jump = f" -J {_q(op.proxy_jump)}" if op.proxy_jump else ""
-    return jump + (f" -p {int(op.port)}" if op.port and op.port != 22 else "")
+    return f" -p {int(op.port)}" if op.port and op.port != 22 else ""
 
 
 def render_lines(op: RawOperation) -> list[str]:
-    """The lines ``--explain`` prints for one operation (primary form first).
-
-    Values come from keys, hosts and events: the ``# consul:`` equivalent is a comment on every
-    line it spans, and control characters but newline and tab are shown as ``\\xNN`` (a terminal
-    never plays an escape sequence that was in a value).
-    """
-    from foundation_cli.raw.text import printable
-
+    """The lines ``--explain`` prints for one operation (primary form first)."""
     if op.kind == "consul-http":
         lines = [curl(op)]
         cli = consul_cli(op)
         if cli:
-            lines.append(comment(f"consul: {mask(cli)}"))
-    elif op.kind in ("ssh-exec", "ssh-upload"):
-        lines = ssh_block(op) or [ssh_line(op)]
-    elif op.kind in ("mdns", "dns"):
-        lines = [mask(op.command or "")]
-    else:
-        lines = [mask(" ".join(_q(a) for a in (op.argv or [])))]
-    return [printable(line) for line in lines]
+            lines.append(f"# consul: {mask(cli)}")
+        return lines
+    if op.kind in ("ssh-exec", "ssh-upload"):
+        return ssh_block(op) or [ssh_line(op)]
+    if op.kind in ("mdns", "dns"):
+        return [mask(op.command or "")]
+    return [mask(" ".join(_q(a) for a in (op.argv or [])))]
 
 
 def explain_block(op: RawOperation, *, styles: tuple[str, str, str] = ("", "", "")) -> str:
