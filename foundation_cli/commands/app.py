@@ -53,6 +53,7 @@ PANELS = {
         "undrain",
         "exec",
         "snapshot",
+        "upgrade",
     ),
     "Run things": ("start-singleton", "start-replicated", "stop", "restart", "ps", "logs"),
     "Use the cluster": ("broadcast", "listen", "discover", "services", "kv", "status", "metrics", "optimize"),

@@ -1,4 +1,4 @@
-"""Day-2 operations: `drain` / `undrain`, `snapshot save|restore|list`, `exec` (docs/day2.md)."""
+"""Day-2 operations: `drain` / `undrain`, `snapshot save|restore|list`, `exec`, `upgrade` (docs/day2.md)."""
 
 from __future__ import annotations
 
@@ -250,9 +250,68 @@ def exec_(
         raise PartialFailure(f"failed on {len(failed)} of {len(results)} nodes: {', '.join(failed)}")
 
 
+# ------------------------------------------------------------------------------------ upgrade
+
+
+def upgrade(
+    consul_binary: Optional[str] = typer.Option(
+        None, "--consul-binary", help="A consul binary to put in place of the running one on every node."
+    ),
+    agent: bool = typer.Option(False, "--agent", help="Also install this machine's node agent and restart it."),
+    force: bool = typer.Option(False, "--force", help="Go on although failure tolerance is 0 (an outage)."),
+    timeout: float = timeout_option(180.0, "How long each node may take to come back"),
+) -> None:
+    """Rolling restart or upgrade: followers, then the leader, then clients.
+
+    Each node is drained first (its singletons move), restarted (with
+    --consul-binary: that binary replaces the running one), and must be back
+    (alive; for servers, autopilot healthy with its failure tolerance restored)
+    before the next. Refuses when failure tolerance is 0 unless --force;
+    --dry-run shows the order.
+
+    Example: foundation upgrade --consul-binary ./consul --dry-run
+    """
+    from pathlib import Path
+
+    from foundation_cli.errors import PartialFailure, UsageError
+    from foundation_cli.facades.upgrade import Upgrader
+
+    run = current()
+    binary = None
+    if consul_binary:
+        try:
+            binary = Path(consul_binary).expanduser().read_bytes()
+        except OSError as exc:
+            raise UsageError(f"{consul_binary}: cannot read: {exc.strerror or exc}") from None
+        if binary[:4] != b"\x7fELF":
+            raise UsageError(f"{consul_binary}: not an executable (ELF) file")
+    upgrader = Upgrader(run.consul(), dry_run=run.settings.dry_run, say=run.out.info)
+    steps, tolerance = upgrader.plan(force=force)
+    steps = upgrader.run(steps, tolerance=tolerance, binary=binary, agent=agent, timeout=timeout)
+    if run.settings.json:
+        run.out.json({"failure_tolerance": tolerance, "steps": [s.to_dict() for s in steps]})
+    else:
+        rows = [
+            (
+                n + 1,
+                s.node,
+                s.role,
+                s.result,
+                f"{s.seconds:.1f}s" if s.seconds else "-",
+                s.detail or ", ".join(s.actions),
+            )
+            for n, s in enumerate(steps)
+        ]
+        run.out.table(("#", "NODE", "ROLE", "RESULT", "TIME", "ACTIONS / DETAIL"), rows)
+    failed = [s.node for s in steps if s.result == "failed"]
+    if failed:
+        raise PartialFailure(f"upgrade stopped at {failed[0]}: {next(s.detail for s in steps if s.result == 'failed')}")
+
+
 def register(root: typer.Typer) -> None:
     """Add this module's commands to the root app (called once by commands.app)."""
     command(root, "drain", rich_help_panel=PANEL)(drain)
     command(root, "undrain", rich_help_panel=PANEL)(undrain)
     root.add_typer(snapshot_app, name="snapshot", rich_help_panel=PANEL)
     command(root, "exec", rich_help_panel=PANEL)(exec_)
+    command(root, "upgrade", rich_help_panel=PANEL)(upgrade)

@@ -5,13 +5,16 @@ another node (the old copy stops before the new one starts, no lock-delay),
 stops a replicated instance, puts the node in Consul maintenance, and undrain
 brings it back; exec runs a command over SSH on every node in parallel (with a
 host's own SSH settings from the state file); a scheduled snapshot taken by
-the leader's agent is fetched over SSH with `snapshot save --from-scheduled`.
+the leader's agent is fetched over SSH with `snapshot save --from-scheduled`;
+last, upgrade rolls a changed consul binary (same version, another sha256) and
+a config change over the servers, followers first and the leader last.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -22,7 +25,6 @@ from tests.integration.test_placement_support import (
     overlaps,
     ps,
     shared_dir,
-    stop_process,
     wait_for,
     witness_runs,
     write_witness,
@@ -35,49 +37,40 @@ pytestmark = pytest.mark.lab
 
 @pytest.fixture(scope="module")
 def lab3(consul_bin, tmp_path_factory):
-    """3 Consul servers with a node agent each; the state file points at them with the lab's SSH key."""
+    """3 Consul servers with a node agent each, both run by the supervised loop `foundation up` uses
+    (so `upgrade` restarts them the product's way); the state file points at them with the lab's SSH key."""
     import os
 
     if os.geteuid() != 0:
         pytest.skip("the test lab needs root (network namespaces)")
     from foundation_cli import cluster_state
+    from foundation_cli.core.bootstrap import _supervised_start
 
-    logs = tmp_path_factory.mktemp("day2-agents")
     lab = Lab(3)
     cluster = ConsulCluster(lab)
-    agents = []
     try:
-        cluster.start()
         for host in cluster.hosts:
-            log = open(logs / f"agent-{host.name}.log", "ab")  # noqa: SIM115 - handed to the child
-            try:
-                agents.append(
-                    host.popen(
-                        ["python3", "-m", "foundation_cli", "agent", "run"],
-                        env={"CONSUL_HTTP_ADDR": f"http://{host.ip}:8500", "FOUNDATION_NODE": host.name},
-                        stdout=log,
-                        stderr=log,
-                    )
-                )
-            finally:
-                log.close()
+            host.write(cluster.CONFIG_PATH, json.dumps(cluster.agent_config(host, server=True), indent=2))
+            host.exec(_supervised_start("consul", [consul_bin, "agent", f"-config-file={cluster.CONFIG_PATH}"], {}))
+        cluster.wait_leader(timeout=60)
+        for host in cluster.hosts:
+            env = {"CONSUL_HTTP_ADDR": f"http://{host.ip}:8500", "FOUNDATION_NODE": host.name}
+            env["PYTHONPATH"] = os.environ.get("PYTHONPATH", "")
+            host.exec(_supervised_start("agent", ["python3", "-m", "foundation_cli", "agent", "run"], env))
         wait_for(lambda: len(agent_passing(cluster.http_addr)) == 3, 40, "3 agents")
         cluster_state.save(
             {
                 "mode": "ssh",
                 "hosts": [h.ip for h in cluster.hosts],
                 "nodes": {h.ip: h.name for h in cluster.hosts},
+                "consul_http_addrs": cluster.http_addrs,
                 "ssh": {"user": "root", "identity_file": lab.ssh_key, "known_hosts": lab.known_hosts},
             }
         )
-        cluster.logs = logs
         yield cluster
     finally:
         cluster_state.clear()
-        for proc in agents:
-            stop_process(proc)
-        cluster.close()
-        lab.close()
+        lab.close()  # kills every process in the hosts (the loops, consul, the agents)
 
 
 @pytest.fixture
@@ -202,3 +195,53 @@ def test_scheduled_snapshot_fetched_over_ssh(lab3, tmp_path):
         assert target.stat().st_size == entry["size"]
     finally:
         cli(["config", "set", "snapshot.interval", "0s", "--cluster-wide"], env)
+
+
+def _consul_exe_sha(host) -> str:
+    pid = host.exec('pgrep -g "$(cat /run/foundation/consul.pid)" -x consul | head -n1').stdout.strip()
+    return host.exec(f"sha256sum /proc/{pid}/exe").stdout.split()[0]
+
+
+@pytest.mark.timeout(300)
+def test_upgrade_rolls_followers_then_leader(lab3, tmp_path, consul_bin, witness_dir):
+    import hashlib
+
+    env = _env(lab3.http_addr)
+    # "A new version": the same consul with bytes appended (runs the same, another sha256).
+    new = tmp_path / "consul-new"
+    new.write_bytes(Path(consul_bin).read_bytes() + b"\0foundation-upgrade-test")
+    digest = hashlib.sha256(new.read_bytes()).hexdigest()
+    # And a config change on every server, applied by the restart.
+    for host in lab3.hosts:
+        conf = lab3.agent_config(host, server=True) | {"node_meta": {"upgraded": "yes"}}
+        host.write(lab3.CONFIG_PATH, json.dumps(conf, indent=2))
+    script, log = write_witness(witness_dir)
+    cli(["start-singleton", "wit", "--", "python3", str(script), str(log)], env)
+
+    leader_ip = lab3.leader().split(":")[0]
+    leader = next(h.name for h in lab3.hosts if h.ip == leader_ip)
+    proc = cli(["upgrade", "--consul-binary", str(new), "--dry-run", "--json"], env)
+    dry = json.loads(proc.stderr)  # with --dry-run, stdout is the list of operations it would perform
+    script = [op.get("command") or op.get("url") for op in json.loads(proc.stdout)["operations"]]
+    assert len([c for c in script if c and "kill -TERM" in c]) == 3
+    order = [s["node"] for s in dry["steps"]]
+    assert order[-1] == leader and sorted(order) == sorted(h.name for h in lab3.hosts)
+    assert [s["role"] for s in dry["steps"]] == ["follower", "follower", "leader"]
+    assert all(_consul_exe_sha(h) != digest for h in lab3.hosts)  # the dry run changed nothing
+
+    out = cli(["upgrade", "--consul-binary", str(new), "--json"], env, timeout=280)
+    steps = json.loads(out.stdout)["steps"]
+    assert [s["node"] for s in steps] == order and all(s["result"] == "done" for s in steps), steps
+    assert [s["started"] for s in steps] == sorted(s["started"] for s in steps)
+    for host in lab3.hosts:
+        assert _consul_exe_sha(host) == digest
+        node = http_json(f"{lab3.http_addr}/v1/catalog/node/{host.name}")["Node"]
+        assert node["Meta"].get("upgraded") == "yes"
+    health = http_json(f"{lab3.http_addr}/v1/operator/autopilot/health")
+    assert health["Healthy"] and health["FailureTolerance"] == 1
+    assert http_json(f"{lab3.http_addr}/v1/kv/foundation/drain/?recurse=1") is None  # every node undrained
+    # The singleton was handed over before each restart: never two at once, and it still runs.
+    runs = witness_runs(log)
+    assert overlaps(runs) == [] and len(runs) >= 2
+    wait_for(lambda: [r for r in ps(env, "wit") if r["state"] == "running"], 20, "the singleton running")
+    cli(["stop", "wit"], env)

@@ -90,3 +90,33 @@ def test_any_drain_mark_parses(value):
 
 def test_drain_mark_body():
     assert json.loads(drain.mark_body("disk", "me@h", now=5.0)) == {"by": "me@h", "reason": "disk", "since": 5.0}
+
+
+def test_upgrade_order_followers_then_leader_then_clients():
+    from foundation_cli.core import upgrade
+
+    raft = {"Servers": [{"Node": "s2", "Leader": True}, {"Node": "s3"}, {"Node": "s1"}]}
+    nodes = [{"Node": n, "Address": f"10.0.0.{i}"} for i, n in enumerate(["c2", "s1", "s2", "s3", "c1"])]
+    steps = upgrade.plan_order(raft, nodes)
+    assert [(s.node, s.role) for s in steps] == [
+        ("s1", "follower"),
+        ("s3", "follower"),
+        ("s2", "leader"),
+        ("c1", "client"),
+        ("c2", "client"),
+    ]
+    assert steps[0].address == "10.0.0.1"
+
+
+def test_upgrade_refuses_without_tolerance_unless_forced():
+    from foundation_cli.core import upgrade
+    from foundation_cli.errors import ConflictError
+
+    with pytest.raises(ConflictError, match="failure tolerance is 0"):
+        upgrade.check_tolerance({"Healthy": True, "FailureTolerance": 0}, force=False)
+    with pytest.raises(ConflictError, match="not healthy"):
+        upgrade.check_tolerance({"Healthy": False, "FailureTolerance": 1}, force=False)
+    assert upgrade.check_tolerance({"Healthy": False, "FailureTolerance": 0}, force=True) == 0
+    assert upgrade.check_tolerance({"Healthy": True, "FailureTolerance": 1}, force=False) == 1
+    assert not upgrade.recovered({"Healthy": True, "FailureTolerance": 0}, tolerance_before=1)
+    assert upgrade.recovered({"Healthy": True, "FailureTolerance": 1}, tolerance_before=1)
