@@ -142,3 +142,29 @@ def test_a_secret_shaped_value_replays_from_its_variable(consul_agent, tmp_path)
     run = subprocess.run(["bash", str(tmp_path / "s.sh")], env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert consul_agent.kv_get("foundation/kv/app/db") == value.encode()
+
+
+def test_other_write_commands_replay_hostile_values_exactly(fresh_consul, tmp_path):
+    """config set / start-singleton / kv put with breakout values: the replay makes the state the command made."""
+    from tests.lab.consul import start_agent
+
+    sentinel = tmp_path / "PWNED"
+    evil = f"x\ntouch {sentinel} #'$(touch {sentinel})`touch {sentinel}`\nFOUNDATION_EOF\n"
+    steps = [
+        ["config", "set", "app/evil", evil],
+        ["kv", "put", "app/evil", evil],
+        ["start-singleton", "evil", "--no-wait", "--env", f"E={evil.strip()}", "--", "sh", "-c", evil],
+    ]
+    other = start_agent(base_dir=tmp_path / "other")
+    try:
+        for step in steps:
+            assert foundation(step, env=fresh_consul.env).returncode == 0, step
+            dry = foundation(["--dry-run", *step], env=other.env)
+            assert dry.returncode == 0 and dry.stdout.startswith("#!/usr/bin/env bash"), dry.stderr
+            run = subprocess.run(["bash"], input=dry.stdout, env=other.env, capture_output=True, text=True, timeout=60)
+            assert run.returncode == 0, run.stderr + dry.stdout
+            assert not sentinel.exists(), dry.stdout
+        for prefix in ("foundation/config/", "foundation/kv/", "foundation/services/"):
+            assert fresh_consul.kv_dump(prefix) == other.kv_dump(prefix), prefix
+    finally:
+        other.close()
