@@ -124,7 +124,10 @@ class Instance:
         """
         self.dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
+        for name in ("CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE"):  # the agent's own ACL token is not the service's
+            env.pop(name, None)
         env.update(extra_env)
+        as_user = run_as(self.spec.user, env)  # --user: drop privileges for the child (raises OSError)
         env.update(self.spec.env)
         log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         try:
@@ -144,6 +147,7 @@ class Instance:
                     start_new_session=True,
                     close_fds=True,
                     pass_fds=popen.pass_fds if popen else (),
+                    **as_user,
                 )
                 self.pid = self.proc.pid
                 self.pgid = self.proc.pid
@@ -413,3 +417,22 @@ def _read_line(fd: int, timeout: float) -> str:
             break
         data += chunk
     return data.decode(errors="replace").strip()
+
+
+def run_as(user: str | None, env: dict[str, str]) -> dict:
+    """``subprocess.Popen`` arguments that run the child as ``user`` (its uid, gid and groups only).
+
+    ``None``: as the agent itself (root on a node made by ``up``). Sets HOME/USER/LOGNAME in ``env``.
+    An unknown user is an ``OSError`` (the instance fails to start, like a missing program).
+    """
+    if user is None:
+        return {}
+    import errno
+    import pwd
+
+    try:
+        pw = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except (KeyError, ValueError):
+        raise OSError(errno.EINVAL, f"no such user on this node: {user}") from None
+    env.update(HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name)
+    return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": os.getgrouplist(pw.pw_name, pw.pw_gid)}

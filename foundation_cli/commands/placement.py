@@ -56,6 +56,7 @@ def _start(
     node_meta: Optional[list[str]],
     no_wait: bool,
     timeout: float,
+    user: Optional[str] = None,
 ) -> None:
     from foundation_cli.core.service_spec import ServiceSpec, parse_env, parse_node_meta
 
@@ -71,6 +72,7 @@ def _start(
         check_tcp=check_tcp,
         restart=restart,
         node_meta=parse_node_meta(node_meta),
+        user=user,
     ).validate()
     run = current()
     result = _manager().start(spec, wait=not no_wait, timeout=timeout)
@@ -97,6 +99,7 @@ _TCP = typer.Option(None, "--check-tcp", help="Health check HOST:PORT (else: pro
 _RESTART = typer.Option("always", "--restart", help="always | on-failure | never (with backoff).")
 _META = typer.Option(None, "--node-meta", help="Only on nodes with this Consul node meta K=V (repeatable).")
 _NO_WAIT = typer.Option(False, "--no-wait", help="Return once the spec is stored.")
+_USER = typer.Option(None, "--user", help="Run CMD as this user on the node (default: as the agent, root).")
 _TIMEOUT = timeout_option(60.0, "How long to wait until it runs")
 
 
@@ -114,6 +117,7 @@ def start_singleton(
     node_meta: Optional[list[str]] = _META,
     no_wait: bool = _NO_WAIT,
     timeout: float = _TIMEOUT,
+    user: Optional[str] = _USER,
 ) -> None:
     """Run exactly one instance of CMD in the cluster; it moves when its node fails.
 
@@ -122,7 +126,9 @@ def start_singleton(
 
     Example: foundation start-singleton cron --env TZ=UTC -- python3 /opt/cron.py
     """
-    _start("singleton", name, cmd, env, cwd, port, tag, check_http, check_tcp, restart, node_meta, no_wait, timeout)
+    _start(
+        "singleton", name, cmd, env, cwd, port, tag, check_http, check_tcp, restart, node_meta, no_wait, timeout, user
+    )
 
 
 @command(app, "start-replicated", rich_help_panel=PANEL)
@@ -139,12 +145,15 @@ def start_replicated(
     node_meta: Optional[list[str]] = _META,
     no_wait: bool = _NO_WAIT,
     timeout: float = _TIMEOUT,
+    user: Optional[str] = _USER,
 ) -> None:
     """Run one instance of CMD on every eligible node, following membership.
 
     Example: foundation start-replicated node-exporter --port 9100 -- /usr/bin/node_exporter
     """
-    _start("replicated", name, cmd, env, cwd, port, tag, check_http, check_tcp, restart, node_meta, no_wait, timeout)
+    _start(
+        "replicated", name, cmd, env, cwd, port, tag, check_http, check_tcp, restart, node_meta, no_wait, timeout, user
+    )
 
 
 @command(app, "stop", rich_help_panel=PANEL)

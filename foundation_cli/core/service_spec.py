@@ -73,6 +73,9 @@ def _validate_tcp(target: str) -> str:
     return target
 
 
+_USER = re.compile(r"^(?:[a-z_][a-z0-9_-]{0,31}|[0-9]{1,10})$")
+
+
 @dataclass
 class ServiceSpec:
     """One placed service. ``command`` is an argv list, run directly (no shell)."""
@@ -89,6 +92,7 @@ class ServiceSpec:
     restart: str = "always"
     node_meta: dict[str, str] = field(default_factory=dict)
     generation: int = 1
+    user: str | None = None  # run as this user on the node (the agent drops privileges); None: as the agent (root)
 
     def validate(self) -> ServiceSpec:
         """Raise a one-line :class:`UsageError` for the first problem found."""
@@ -123,6 +127,8 @@ class ServiceSpec:
                 raise UsageError(f"invalid --env name {key!r}")
         if self.generation < 1:
             raise UsageError("generation must be ≥ 1")
+        if self.user is not None and not _USER.fullmatch(self.user):
+            raise UsageError(f"invalid --user {self.user!r}: expected a user name or a numeric uid")
         return self
 
     # -- (de)serialisation ---------------------------------------------------------
@@ -140,6 +146,7 @@ class ServiceSpec:
             "restart": self.restart,
             "node_meta": dict(sorted(self.node_meta.items())),
             "generation": self.generation,
+            **({"user": self.user} if self.user is not None else {}),  # absent when unset: old specs keep their bytes
         }
 
     def to_json(self) -> bytes:
@@ -162,6 +169,7 @@ class ServiceSpec:
                 restart=str(data.get("restart") or "always"),
                 node_meta={str(k): str(v) for k, v in (data.get("node_meta") or {}).items()},
                 generation=int(data.get("generation") or 1),
+                user=None if data.get("user") is None else str(data["user"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise UsageError(f"malformed service spec: {exc}") from None
