@@ -9,6 +9,8 @@ import typer
 from foundation_cli.commands.common import command, current, timeout_option
 
 PANEL = "Discovery"
+DEFAULT_TIMEOUT = 2.0  # discover-hosts listens at most this long without --timeout
+SETTLE = 0.5  # ... and returns once no new machine answered for this long (RFC 6762: answers come in ~120 ms)
 
 _IF_HELP = (
     "Interface name or local address to use (repeatable; 'all' = every interface). Env FOUNDATION_MDNS_INTERFACE."
@@ -86,7 +88,9 @@ def _advertise(
 
 
 def _discover_hosts(
-    timeout: float = timeout_option(2.0, "How long to listen for answers, 0.1s to 60s", "-t"),
+    timeout: Optional[float] = timeout_option(
+        None, "Listen this long, 0.1s to 60s (default: until the answers settle, at most 2s)", "-t"
+    ),
     interface: Optional[list[str]] = typer.Option(None, "--interface", "-i", help=_IF_HELP, show_default=False),
     ipv4: bool = typer.Option(False, "--ipv4", help="Use IPv4 (the default; with --ipv6: both)."),
     ipv6: bool = typer.Option(False, "--ipv6", help="Use IPv6 (alone: IPv6 only)."),
@@ -113,9 +117,14 @@ def _discover_hosts(
     if waiting:
         return _waiting(run)
     binding = mdns_tool.resolve_binding(interface or mdns_tool.interfaces_from_env(), ipv4=ipv4, ipv6=ipv6)
+    # No --timeout: return as soon as the answers are complete (nothing new for SETTLE s), at most 2 s.
+    settle = SETTLE if timeout is None and expect is None else None
+    timeout = DEFAULT_TIMEOUT if timeout is None else timeout
     if not 0.1 <= timeout <= 60:
         raise UsageError(f"--timeout must be between 0.1s and 60s, got {timeout:g}s")
-    hosts = strategies.mdns_hosts(binding, timeout=timeout, ssh=ssh, settings=run.settings, expect=expect)
+    hosts = strategies.mdns_hosts(
+        binding, timeout=timeout, ssh=ssh, settings=run.settings, expect=expect, settle=settle
+    )
     if run.settings.json:
         run.out.json([strategies.to_dict(h) for h in hosts])
         return

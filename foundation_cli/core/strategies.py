@@ -193,12 +193,15 @@ def mdns_hosts(
     settings=None,
     expect: int | None = None,
     cluster_id: str | None = None,
+    settle: float | None = None,
 ) -> list[HostRecord]:
-    """Browse ``_foundation._tcp`` (and with ``ssh`` the plain SSH/workstation types) and classify the answers."""
+    """Browse ``_foundation._tcp`` (and with ``ssh`` the plain SSH/workstation types) and classify the answers.
+
+    ``expect`` / ``settle``: stop early (see :func:`foundation_cli.tools.mdns.browse`)."""
     from foundation_cli.tools import mdns as mdns_tool
 
     types = [mdns_records.SERVICE_TYPE] + (list(mdns_records.SSH_SERVICE_TYPES) if ssh else [])
-    answers = mdns_tool.browse(binding, types=types, timeout=timeout, expect=expect)
+    answers = mdns_tool.browse(binding, types=types, timeout=timeout, expect=expect, settle=settle)
     records = [mdns_records.record_from_answer(a) for a in answers]
     if cluster_id is None:
         cluster_id, _dc = our_cluster(settings)

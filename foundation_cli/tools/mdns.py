@@ -341,10 +341,17 @@ def browse(
     types: Iterable[str] = (SERVICE_TYPE,),
     timeout: float = 2.0,
     expect: int | None = None,
+    settle: float | None = None,
     on_answer: Callable[[Answer], None] | None = None,
 ) -> list[Answer]:
-    """Browse for ``timeout`` seconds (or until ``expect`` Foundation instances resolved); one answer per instance."""
+    """Browse for ``timeout`` seconds; one answer per instance.
+
+    Stops early when ``expect`` Foundation instances resolved, or, with ``settle``, once something
+    answered and no new instance did for ``settle`` seconds (responders answer a query within
+    about 120 ms, RFC 6762 §6: the answer is then complete, barring a lost packet).
+    """
     started = time.monotonic()
+    last_new = started
     browser = Browser(binding, types)
     found: dict[str, Answer] = {}
     op_error = None
@@ -352,7 +359,10 @@ def browse(
         browser.start(record=False)
         deadline = started + timeout
         while True:
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            remaining = deadline - now
+            if settle is not None and found:
+                remaining = min(remaining, last_new + settle - now)
             if remaining <= 0:
                 break
             item = browser.next(remaining)
@@ -365,6 +375,8 @@ def browse(
                 found.pop(answer.instance, None)
                 continue
             if answer.instance not in found or answer.addresses:
+                if answer.instance not in found:
+                    last_new = time.monotonic()
                 found[answer.instance] = answer
                 if on_answer is not None:
                     on_answer(answer)
