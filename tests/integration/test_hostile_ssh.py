@@ -82,3 +82,80 @@ def test_wrong_sudo_password_is_a_clear_refusal(sudo_host):
     host.exec("rm -rf /var/run/sudo/ts /run/sudo/ts")
     with pytest.raises(PermissionDeniedError, match="sudo password refused"), _connect(lab, host, "x") as conn:
         conn.run("true")
+
+
+def test_an_upload_is_private_from_its_first_byte(tmp_path):
+    """The remote upload command, run by sh with its stdin held open: the half-written file is 0600."""
+    import os
+    import stat
+    import subprocess
+    import time
+
+    from foundation_cli.raw.render import upload_command
+
+    target = tmp_path / "etc" / "secret.token"
+    tmp = Path(str(target) + ".foundation-tmp")
+    tmp.parent.mkdir()
+    tmp.write_text("leftover, world-readable")
+    tmp.chmod(0o644)
+    proc = subprocess.Popen(["sh", "-c", upload_command(str(target), 0o640)], stdin=subprocess.PIPE)
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(b"s3cret-first-bytes")
+        proc.stdin.flush()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if tmp.read_bytes().startswith(b"s3cret"):
+                    break
+            except OSError:
+                pass
+            time.sleep(0.02)
+        assert stat.S_IMODE(os.stat(tmp).st_mode) == 0o600  # while cat still writes
+        proc.stdin.close()
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert target.read_bytes() == b"s3cret-first-bytes"
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o640 and not tmp.exists()
+
+
+def test_a_hosts_hostile_existing_config_is_not_trusted(tmp_path):
+    """Over real SSH: a host whose Consul config holds a node_name with a newline and its own gossip key."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import _need_root
+    from tests.lab.netns import Lab
+
+    _need_root()
+    key = "aG9zdGlsZS1rZXktaG9zdGlsZS1rZXktaG9zdGlsZSE="
+    with Lab(1) as lab:
+        host = lab.hosts[0]
+        evil = {"node_name": "n1\nExecStartPre=/bin/touch /tmp/pwned", "encrypt": key, "server": True}
+        host.write("/etc/foundation/consul.d/foundation.json", json.dumps(evil), 0o640)
+        yaml = (
+            f"hosts: [{host.ip}]\nssh:\n  user: root\n  identity_file: {lab.ssh_key}\n"
+            f"  known_hosts: {lab.known_hosts}\n  connect_timeout: 5\n"
+        )
+        (tmp_path / "foundation.yaml").write_text(yaml)
+        env = dict(os.environ, FOUNDATION_STATE_DIR=str(tmp_path / "state"), NO_COLOR="1")
+
+        def up(*args: str) -> subprocess.CompletedProcess:
+            argv = [sys.executable, "-m", "foundation_cli", "up", "--dry-run", *args]
+            return subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=200)
+
+        refused = up()
+        assert refused.returncode != 0
+        assert "refusing to make it the whole cluster's key" in refused.stderr, refused.stderr
+        assert key not in refused.stdout + refused.stderr
+        # Adopted explicitly: the plan goes on, with a generated node name and a warning, never the injected one.
+        (tmp_path / "foundation.yaml").write_text(yaml + f"consul:\n  encrypt: {key}\n")
+        plan = up()
+        assert plan.returncode == 0, plan.stderr
+        assert "not a DNS label" in plan.stderr
+        assert "ExecStartPre" not in plan.stdout and key not in plan.stdout + plan.stderr
+        assert "${FOUNDATION_SECRET_" in plan.stdout  # the key is a variable the script asks for
