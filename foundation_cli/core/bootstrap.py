@@ -488,7 +488,8 @@ def stop_consul(
             (leave_cmd if p.consul_running else "")
             + "systemctl disable --now -q foundation-agent foundation-consul 2>/dev/null; "
             f"rm -f {UNIT_DIR}/foundation-agent.service {UNIT_DIR}/foundation-consul.service; "
-            "systemctl daemon-reload; true"
+            # reset-failed: systemd otherwise keeps a "not-found failed" unit in memory after the removal
+            "systemctl daemon-reload; systemctl reset-failed foundation-agent foundation-consul 2>/dev/null; true"
         )
     else:
         conn.run(_supervised_stop("consul", before_kill=leave_cmd))

@@ -16,8 +16,8 @@ class RawOperation:
     ``kind`` selects which request fields are meaningful:
 
     - ``consul-http``: ``method``, ``url`` (full, with query), ``body``, ``token_used``
-    - ``ssh-exec``: ``host``, ``user``, ``port``, ``command``, ``stdin_desc``
-    - ``ssh-upload``: ``host``, ``user``, ``port``, ``path``, ``content``, ``mode``
+    - ``ssh-exec``: ``host``, ``user``, ``port``, ``proxy_jump``, ``command``, ``stdin_desc``
+    - ``ssh-upload``: ``host``, ``user``, ``port``, ``proxy_jump``, ``path``, ``content``, ``mode``
     - ``mdns``: ``method`` (QUERY, ANNOUNCE, GOODBYE), ``command`` (the avahi/dns-sd equivalent), ``interface``
     - ``dns``: ``command`` (the equivalent ``dig`` line), ``host``/``port`` (the nameserver)
     - ``local-process``: ``argv``
@@ -32,6 +32,7 @@ class RawOperation:
     host: str | None = None
     user: str | None = None
     port: int | None = None
+    proxy_jump: str | None = None  # ssh through this bastion (``ssh -J``)
     command: str | None = None
     stdin_desc: str | None = None
     path: str | None = None

@@ -300,8 +300,7 @@ def consul_cli(op: RawOperation) -> str | None:
 
 def _ssh_head(op: RawOperation) -> str:
     target = f"{op.user + '@' if op.user else ''}{op.host}"
-    port = f" -p {op.port}" if op.port and op.port != 22 else ""
-    return f"ssh{port} {target}"
+    return f"ssh{_port_flag(op)} {target}"
 
 
 def remote_script(command: str) -> str | None:
@@ -427,7 +426,9 @@ def _target(op: RawOperation) -> str:
 
 
 def _port_flag(op: RawOperation) -> str:
-    return f" -p {int(op.port)}" if op.port and op.port != 22 else ""
+    """``-J bastion`` (ProxyJump) and ``-p PORT`` when they are not the defaults."""
+    jump = f" -J {_q(op.proxy_jump)}" if op.proxy_jump else ""
+    return jump + (f" -p {int(op.port)}" if op.port and op.port != 22 else "")
 
 
 def render_lines(op: RawOperation) -> list[str]:

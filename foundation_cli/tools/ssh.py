@@ -416,7 +416,7 @@ class Connection:
 
     def _op(self, kind: str, **fields) -> RawOperation:
         t = self.target
-        return RawOperation(kind=kind, host=t.hostname, user=t.user, port=t.port, **fields)  # type: ignore[arg-type]
+        return RawOperation(kind=kind, host=t.hostname, user=t.user, port=t.port, proxy_jump=t.proxy_jump, **fields)  # type: ignore[arg-type]
 
     def run(
         self,
