@@ -22,7 +22,59 @@ from foundation_cli.settings import Settings
 
 def dumps(data: Any) -> str:
     """Stable JSON text for ``--json`` output (masked)."""
-    return mask(json.dumps(data, indent=2, sort_keys=False, default=str, ensure_ascii=False))
+    from foundation_cli.raw.text import json_printable
+
+    return mask(json_printable(json.dumps(data, indent=2, sort_keys=False, default=str, ensure_ascii=False)))
+
+
+# Environment that makes rich style output even when it is not a terminal.
+_RICH_FORCING = ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "JUPYTER_COLUMNS", "JUPYTER_LINES")
+
+
+def _styled(stream: Any) -> bool:
+    """Whether rich would style or size output for ``stream`` differently from plain text."""
+    import os
+
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty()) or any(os.environ.get(name) for name in _RICH_FORCING)
+
+
+def _console_width() -> int:
+    """The width rich gives a Console that is not a terminal: a terminal on 0/1/2, else COLUMNS, else 80."""
+    import os
+
+    width = None
+    for fd in (0, 1, 2):
+        try:
+            width = os.get_terminal_size(fd).columns
+            break
+        except (AttributeError, ValueError, OSError):
+            pass
+    columns = os.environ.get("COLUMNS")
+    if columns is not None and columns.isdigit():
+        width = int(columns)
+    return width or 80
+
+
+def plain_table(columns: list[str], rows: list[list[str]], *, title: str | None = None) -> str | None:
+    """A table as rich prints ``Table(box=None, pad_edge=False)`` to a non-terminal, or ``None`` when
+    only rich can say (a cell that is not plain ASCII, or a table wider than the console: rich wraps)."""
+    texts = [*columns, *(cell for row in rows for cell in row), title or ""]
+    if not all(text.isascii() and text.isprintable() for text in texts):
+        return None
+    widths = [max([len(col)] + [len(row[i]) for row in rows if i < len(row)]) for i, col in enumerate(columns)]
+    total = sum(widths) + 2 * (len(widths) - 1)
+    if not columns or total > _console_width() or any(len(row) != len(columns) for row in rows):
+        return None
+    if title and len(title) > total:  # rich wraps a title wider than its table
+        return None
+    lines = []
+    if title:
+        excess = max(0, total - len(title))
+        lines.append(" " * (excess // 2) + title + " " * (excess - excess // 2))
+    for row in [columns, *rows]:
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    return "".join(line + "\n" for line in lines)
 
 
 class Output:
@@ -67,7 +119,7 @@ class Output:
     # -- results -----------------------------------------------------------------
     def line(self, text: str = "") -> None:
         """A plain line of result text (suppressed by -q only if it is chatter; results always print)."""
-        self.stdout.write(mask(text) + "\n")
+        self.stdout.write(printable(mask(text)) + "\n")
         self.stdout.flush()
 
     def value(self, data: bytes) -> None:
@@ -86,13 +138,13 @@ class Output:
     def info(self, text: str) -> None:
         """Progress/chatter on stderr; silenced by ``-q``."""
         if not self.settings.quiet:
-            self.stderr.write(mask(text) + "\n")
+            self.stderr.write(printable(mask(text)) + "\n")
             self.stderr.flush()
 
     def detail(self, text: str) -> None:
         """Extra detail on stderr with ``-v``."""
         if self.settings.verbosity > 0:
-            self.stderr.write(mask(text) + "\n")
+            self.stderr.write(printable(mask(text)) + "\n")
 
     def json(self, data: Any) -> None:
         self.stdout.write(dumps(data) + "\n")
@@ -107,13 +159,21 @@ class Output:
         styles: dict[int, str] | None = None,
     ) -> None:
         """A rich table (plain text when NO_COLOR); cells are masked."""
+        # Cells hold names and values from hosts and KV: plain text (no rich markup), escapes shown.
+        cells = [[printable(mask("" if cell is None else str(cell))) for cell in row] for row in rows]
+        plain = plain_table(list(columns), cells, title=title) if not _styled(self.stdout) else None
+        if plain is not None:  # a pipe or a file: the same text rich would print, without importing rich
+            self.stdout.write(plain)
+            self.stdout.flush()
+            return
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(title=title, box=None, header_style="bold", pad_edge=False)
         for col in columns:
             table.add_column(col)
-        for row in rows:
-            table.add_row(*(mask("" if cell is None else str(cell)) for cell in row))
+        for row in cells:
+            table.add_row(*(Text(cell) for cell in row))
         self.console().print(table)
 
     def result(self, data: Any, *, text: str | None = None, table: tuple | None = None) -> None:
@@ -152,16 +212,16 @@ class Output:
         message = exc.message if isinstance(exc, FoundationError) else str(exc)
         hint = exc.hint if isinstance(exc, FoundationError) else hint
         red, dim, reset = ("\x1b[31m", "\x1b[2m", "\x1b[0m") if self._styled_err() else ("", "", "")
-        self.stderr.write(f"{red}error: {mask(message)}{reset}\n")
+        self.stderr.write(f"{red}error: {printable(mask(message))}{reset}\n")
         for line in exc.details if isinstance(exc, FoundationError) else ():
             self.stderr.write(f"  | {mask(printable(line))}\n")
         if hint:
-            self.stderr.write(f"{dim}hint: {mask(hint)}{reset}\n")
+            self.stderr.write(f"{dim}hint: {printable(mask(hint))}{reset}\n")
         self.stderr.flush()
 
     def warn(self, text: str) -> None:
         yellow, reset = ("\x1b[33m", "\x1b[0m") if self._styled_err() else ("", "")
-        self.stderr.write(f"{yellow}warning: {mask(text)}{reset}\n")
+        self.stderr.write(f"{yellow}warning: {printable(mask(text))}{reset}\n")
 
     def _styled_err(self) -> bool:
         stream = self.stderr

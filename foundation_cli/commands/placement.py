@@ -266,11 +266,13 @@ def logs(
     run = current()
     manager = _manager()
     where, path = manager.log_location(name, node)
-    reader = logs_facade.reader_for(manager, where, path)
+    from foundation_cli.raw.text import printable
+
+    reader = logs_facade.reader_for(manager, where, path, name=name)
     run.out.info(f"# {name} on {where}: {path} ({reader.how})")
     try:
         for chunk in reader.tail(lines=lines, follow=follow):
-            run.out.stdout.write(chunk)
+            run.out.stdout.write(printable(chunk))  # escape sequences in the output are shown, not played
             run.out.stdout.flush()
     except KeyboardInterrupt:
         time.sleep(0)

@@ -40,6 +40,14 @@ LOG_DIR = "/var/log/foundation"
 UNIT_DIR = "/etc/systemd/system"
 AGENT_TOKEN_FILE = "/etc/foundation/agent.token"
 MIN_CONSUL = (1, 8, 0)
+# A Consul node name Foundation writes into configs, unit files and environments: a DNS label.
+NODE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
+
+
+def valid_node_name(name: str) -> bool:
+    """Whether ``name`` is a DNS label (what ``foundation.yaml`` accepts for node_name)."""
+    return bool(NODE_NAME_RE.match(name))
+
 
 Progress = Callable[[str], None]
 
@@ -102,8 +110,10 @@ cat CONFIG 2>/dev/null
 
 def probe(conn: Connection, *, install_root: str, python: str) -> Probe:
     """Ask the host what it has (read-only: also runs in a dry run)."""
+    q = shlex.quote
     script = (
-        PROBE_SCRIPT.replace("INSTALL", install_root)
+        PROBE_SCRIPT.replace("INSTALL/bin/consul", q(f"{install_root}/bin/consul"))
+        .replace("INSTALL/agent/.bundle-sha256", q(f"{install_root}/agent/.bundle-sha256"))
         .replace("RUN/", RUN_DIR + "/")
         .replace("CONFIG", CONFIG_FILE)
         .replace("PY ", shlex.quote(python) + " ")
@@ -227,6 +237,27 @@ def unified_diff(old: str | None, new: str, path: str) -> str:
     )
 
 
+def redacted_diff(old: str | None, new: str, path: str) -> str:
+    """The config diff with every secret value (tokens, gossip key …) as ``****`` -- the host's old ones too.
+
+    When only secret values changed, the diff says so instead of showing two equal masked lines.
+    """
+    from foundation_cli.raw.secrets import mask, redact
+
+    def shown(text: str | None) -> str | None:
+        if text is None:
+            return None
+        try:
+            return render_config(redact(json.loads(text)))
+        except ValueError:
+            return mask(text)
+
+    diff = unified_diff(shown(old), shown(new) or "", path)
+    if not diff and old != new:
+        diff = f"--- {path} (host)\n+++ {path} (new)\n# only secret values changed (not shown)\n"
+    return diff
+
+
 # ---------------------------------------------------------------------------------------------
 # Steps
 
@@ -271,7 +302,7 @@ def write_consul_config(conn: Connection, p: Probe, plan: HostPlan) -> StepResul
     text = render_config(plan.consul_config)
     if p.config == text:
         return StepResult("consul config", "unchanged", CONFIG_FILE)
-    diff = unified_diff(p.config, text, CONFIG_FILE)
+    diff = redacted_diff(p.config, text, CONFIG_FILE)
     conn.run(f"mkdir -p {DATA_DIR} {RUN_DIR} {LOG_DIR} && chmod 700 {DATA_DIR}")
     conn.upload(CONFIG_FILE, text.encode(), mode=0o640)
     return StepResult("consul config", "written" if p.config else "created", CONFIG_FILE, diff=diff)
@@ -302,11 +333,39 @@ def _supervised_stop(name: str, *, before_kill: str = "") -> str:
     )
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_UNIT_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _unit_value(what: str, value: str) -> str:
+    """``value`` checked for a unit file line: a newline there would add directives of its own."""
+    if _UNIT_CONTROL.search(value):
+        raise FoundationError(
+            f"{what} {ascii(value)[:80]} holds a control character (a newline would add unit directives)",
+            hint="check foundation.yaml (agent.env, install_root, python) and the host's existing config",
+        )
+    return value.replace("%", "%%")  # systemd specifiers
+
+
+def _unit_env_line(key: str, value: str) -> str:
+    """``Environment="KEY=VALUE"``: quoted, ``\\`` and ``"`` escaped, ``%`` doubled, no control characters."""
+    if not _ENV_NAME.match(key):
+        raise FoundationError(f"invalid environment variable name {ascii(key)[:80]} for a unit file")
+    value = _unit_value(f"environment value of {key}", value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'Environment="{key}={value}"\n'
+
+
+def _exec_word(arg: str) -> str:
+    # systemd expands $VAR in ExecStart even inside quotes: $$ is a literal dollar sign.
+    return shlex.quote(_unit_value("command argument", arg)).replace("$", "$$")
+
+
 def _unit(description: str, argv: list[str], env: dict[str, str]) -> str:
-    env_lines = "".join(f"Environment={k}={v}\n" for k, v in env.items())
+    env_lines = "".join(_unit_env_line(k, v) for k, v in env.items())
     return (
-        f"[Unit]\nDescription={description}\nAfter=network-online.target\nWants=network-online.target\n\n"
-        f"[Service]\nExecStart={' '.join(shlex.quote(a) for a in argv)}\n{env_lines}"
+        f"[Unit]\nDescription={_unit_value('description', description)}\nAfter=network-online.target\n"
+        "Wants=network-online.target\n\n"
+        f"[Service]\nExecStart={' '.join(_exec_word(a) for a in argv)}\n{env_lines}"
         "Restart=on-failure\nRestartSec=1\nKillSignal=SIGTERM\n\n[Install]\nWantedBy=multi-user.target\n"
     )
 
@@ -355,9 +414,10 @@ def install_agent(conn: Connection, p: Probe, plan: HostPlan, bundle, say: Progr
     tarball = f"{root}/agent/bundle.tar.gz"
     conn.upload(tarball, bundle.path.read_bytes(), mode=0o644)
     conn.run(
-        f"set -e; cd {root}/agent; echo '{bundle.sha256}  bundle.tar.gz' | sha256sum -c --quiet; "
-        f"rm -rf lib.new; mkdir lib.new; tar -xzf bundle.tar.gz -C lib.new; rm -rf lib; mv lib.new lib; "
-        f"echo {bundle.sha256} > .bundle-sha256",
+        f"set -e; cd {shlex.quote(root + '/agent')}; echo {shlex.quote(bundle.sha256 + '  bundle.tar.gz')} "
+        "| sha256sum -c --quiet; "
+        "rm -rf lib.new; mkdir lib.new; tar -xzf bundle.tar.gz -C lib.new; rm -rf lib; mv lib.new lib; "
+        f"echo {shlex.quote(bundle.sha256)} > .bundle-sha256",
         timeout=300,
     )
     return StepResult("agent install", "installed" if not p.agent_sha else "updated", detail)

@@ -445,6 +445,8 @@ def _hosts(ctx: _Ctx, node, wizard_used: list[str]) -> list[HostConfig]:
                 values[key] = name
             elif key == "labels":
                 values[key] = _labels(ctx, value_node)
+            elif key == "install_root":
+                values[key] = _install_root(ctx, value_node, "install_root")
             else:
                 values[key] = _str(ctx, value_node, key)
         if "address" not in values:
@@ -454,6 +456,16 @@ def _hosts(ctx: _Ctx, node, wizard_used: list[str]) -> list[HostConfig]:
 
 
 _META_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_INSTALL_ROOT_RE = re.compile(r"^(?:/[A-Za-z0-9._+-]+)+$")
+_ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _install_root(ctx: _Ctx, node, what: str) -> str:
+    """An absolute directory on the hosts (it is removed by ``down --purge``): no '/', '..', spaces or controls."""
+    path = _str(ctx, node, what) or ""
+    if not _INSTALL_ROOT_RE.match(path) or any(seg in (".", "..") for seg in path.split("/")):
+        ctx.fail(node, f"{what} must be an absolute path of letters, digits and . _ + - (not '/'), got {path!r}")
+    return path.rstrip("/")
 
 
 def _labels(ctx: _Ctx, node) -> dict[str, str]:
@@ -564,7 +576,13 @@ def _agent(ctx: _Ctx, node) -> AgentSettings:
             for k_node, v_node in env_pairs:
                 if not isinstance(v_node, yaml.ScalarNode):
                     ctx.fail(v_node, f"agent.env.{k_node.value} must be a string, got {_kind(v_node)}")
+                if not _ENV_KEY_RE.match(str(k_node.value)):
+                    ctx.fail(k_node, f"agent.env: {str(k_node.value)!r} is not an environment variable name")
+                if any(ord(c) < 0x20 or ord(c) == 0x7F for c in str(v_node.value)):
+                    ctx.fail(v_node, f"agent.env.{k_node.value} must not hold control characters (newlines)")
                 out.env[str(k_node.value)] = str(v_node.value)
+        elif key == "install_root":
+            out.install_root = _install_root(ctx, value_node, "agent.install_root")
         else:
             setattr(out, key, _str(ctx, value_node, f"agent.{key}"))
     return out

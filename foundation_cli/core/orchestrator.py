@@ -112,15 +112,24 @@ def _in_context(pool: ThreadPoolExecutor, fn, *args):
     return pool.submit(ctx.run, fn, *args)
 
 
-def _unique_names(hosts: list[HostConfig], probes: dict[str, Probe]) -> dict[str, str]:
-    """Explicit node_name, else the name a host's config already has, else its hostname — unique."""
+def _unique_names(
+    hosts: list[HostConfig], probes: dict[str, Probe], warn: Callable[[str, str], None] | None = None
+) -> dict[str, str]:
+    """Explicit node_name, else the name a host's config already has (if a DNS label), else its hostname — unique."""
     names: dict[str, str] = {}
     for h in hosts:
         p = probes.get(h.address)
+        existing = p.existing_config.get("node_name") if p else None
         if h.node_name:
             names[h.address] = h.node_name
-        elif p and p.existing_config.get("node_name"):
-            names[h.address] = p.existing_config["node_name"]
+        elif isinstance(existing, str) and bootstrap.valid_node_name(existing):
+            names[h.address] = existing
+        elif existing:  # the host's own file says it: it goes into a unit file and env, so only a DNS label
+            (warn or (lambda _a, _t: None))(
+                h.address,
+                f"{h.address}: ignoring the node_name in its existing Consul config ({ascii(str(existing))[:60]}):"
+                " not a DNS label (letters, digits, '-'); using a generated name",
+            )
     taken = set(names.values())
     wanted: dict[str, str] = {}
     for h in hosts:
@@ -330,12 +339,29 @@ def _connect_probe_host(run: UpRun, h: HostConfig) -> None:
     )
 
 
+def _warn(run: UpRun, addr: str, text: str) -> None:
+    if addr in run.results:
+        run.results[addr].warnings.append(text)
+    run.say(addr, "warning: " + text)
+
+
 def plan(run: UpRun) -> None:
     """Cluster-wide decisions (gossip key, token, cluster id, names, servers), then one plan per host."""
     cfg, probes, state = run.cfg, run.probes, run.state
-    gossip = _load_gossip_key() or next(
-        (p.existing_config.get("encrypt") for p in probes.values() if p.existing_config.get("encrypt")), None
-    )
+    gossip = _load_gossip_key() or (cfg.consul.get("encrypt") if isinstance(cfg.consul.get("encrypt"), str) else None)
+    if not gossip:
+        # A key found on a host is not adopted silently: whoever wrote that file would know the
+        # whole cluster's gossip key. The operator adopts it explicitly, or the hosts are reset.
+        found = sorted(a for a, p in probes.items() if p.existing_config.get("encrypt"))
+        if found:
+            raise FoundationError(
+                f"{', '.join(found[:3])}{' …' if len(found) > 3 else ''}: already "
+                f"{'has' if len(found) == 1 else 'have'} a Consul gossip key that this machine did not make "
+                f"(none in {gossip_key_path()}); refusing to make it the whole cluster's key",
+                hint="to adopt it, copy it from the host's Consul config into foundation.yaml "
+                "(consul: {encrypt: KEY}) or into that file (0600); to start afresh, run "
+                "`foundation down --purge` on those hosts first",
+            )
     run.gossip = gossip or base64.b64encode(pysecrets.token_bytes(32)).decode()
     run.token = operator_token(cfg, state) if cfg.acl.enabled else None
     secrets.register(run.gossip)
@@ -353,7 +379,7 @@ def plan(run: UpRun) -> None:
         or str(uuid.uuid4())
     )
     all_hosts = cfg.hosts
-    names = _unique_names(all_hosts, probes)
+    names = _unique_names(all_hosts, probes, warn=lambda addr, text: _warn(run, addr, text))
     run.servers = (
         {h.address for h in all_hosts if h.role == "server"} if run.join else _choose_servers(cfg, all_hosts, probes)
     )

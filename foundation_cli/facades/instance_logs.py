@@ -75,8 +75,40 @@ class SSHReader:
             conn.close()
 
 
-def reader_for(manager, node: str, path: str):
+def check_log_path(path: str, node: str, name: str | None) -> str:
+    """The log path an instance's status record names, if it is where an agent keeps one.
+
+    The record is data in KV (anyone who can write it chooses the path): only
+    ``<data root>/nodes/<node>/services/<name>/output.log`` -- absolute, no ``..``, no
+    control characters -- is tailed, never an arbitrary file.
+    """
+    from foundation_cli.errors import UsageError
+
+    parts = path.split("/")
+    ok = (
+        path.startswith("/")
+        and not any(ord(c) < 0x20 or ord(c) == 0x7F for c in path)
+        and not any(p in (".", "..") for p in parts)
+        and "//" not in path
+        and len(parts) >= 6
+        and parts[-5:-3] == ["nodes", node]
+        and parts[-3] == "services"
+        and (name is None or parts[-2] == name)
+        and parts[-1] == "output.log"
+    )
+    if not ok:
+        raise UsageError(
+            f"refusing to read {ascii(path)[:120]}: not an agent's instance log (…/nodes/{node}/services/"
+            f"{name or '<name>'}/output.log)",
+            hint="the instance's status record in KV names another file; re-register the service or check who "
+            "writes under foundation/",
+        )
+    return path
+
+
+def reader_for(manager, node: str, path: str, *, name: str | None = None):
     """Local when the instance's node is the node of the Consul agent we talk to and the file is here."""
+    check_log_path(path, node, name)
     try:
         local = manager.local_node()
     except FoundationError:

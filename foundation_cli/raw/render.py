@@ -432,18 +432,26 @@ def _port_flag(op: RawOperation) -> str:
 
 
 def render_lines(op: RawOperation) -> list[str]:
-    """The lines ``--explain`` prints for one operation (primary form first)."""
+    """The lines ``--explain`` prints for one operation (primary form first).
+
+    Values come from keys, hosts and events: the ``# consul:`` equivalent is a comment on every
+    line it spans, and control characters but newline and tab are shown as ``\\xNN`` (a terminal
+    never plays an escape sequence that was in a value).
+    """
+    from foundation_cli.raw.text import printable
+
     if op.kind == "consul-http":
         lines = [curl(op)]
         cli = consul_cli(op)
         if cli:
-            lines.append(f"# consul: {mask(cli)}")
-        return lines
-    if op.kind in ("ssh-exec", "ssh-upload"):
-        return ssh_block(op) or [ssh_line(op)]
-    if op.kind in ("mdns", "dns"):
-        return [mask(op.command or "")]
-    return [mask(" ".join(_q(a) for a in (op.argv or [])))]
+            lines.append(comment(f"consul: {mask(cli)}"))
+    elif op.kind in ("ssh-exec", "ssh-upload"):
+        lines = ssh_block(op) or [ssh_line(op)]
+    elif op.kind in ("mdns", "dns"):
+        lines = [mask(op.command or "")]
+    else:
+        lines = [mask(" ".join(_q(a) for a in (op.argv or [])))]
+    return [printable(line) for line in lines]
 
 
 def explain_block(op: RawOperation, *, styles: tuple[str, str, str] = ("", "", "")) -> str:

@@ -188,3 +188,13 @@ def test_registered_secret_in_an_upload_is_a_variable_and_the_host_gets_the_byte
 
 def test_comment_prefixes_every_line():
     assert render.comment("a\nb\n\x1b[2Jc") == "# a\n# b\n# \\x1b[2Jc"
+
+
+def test_explain_keeps_the_consul_equivalent_a_comment_and_plays_no_escape():
+    op = _put("app/k", b"x\ntouch /tmp/PWNED #\x1b]0;t\x07")
+    block = render.explain_block(op)
+    assert "\x1b" not in block and "\x07" not in block
+    lines = block.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("# consul:"))
+    end = next(i for i, line in enumerate(lines) if line.strip().startswith("↳"))
+    assert all(line.strip().startswith("#") for line in lines[start:end])
