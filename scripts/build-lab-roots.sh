@@ -107,6 +107,15 @@ build_one() {
 
 case " $* " in *-arm64\ *|*--binfmt*) ensure_binfmt_aarch64 ;; esac
 if [ "$binfmt_only" = 1 ]; then exit 0; fi
+# Concurrently: the arm64 build (qemu, CPU-bound) overlaps the downloads of the others (~4 min on a
+# fresh machine instead of ~6.5).
+pids=()
 for spec in "$@"; do
-  build_one "$spec"
+  build_one "$spec" &
+  pids+=("$!")
 done
+status=0
+for pid in "${pids[@]}"; do
+  wait "$pid" || status=1
+done
+exit "$status"
