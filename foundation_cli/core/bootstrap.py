@@ -99,9 +99,16 @@ echo "uid=$(id -u)"
 c=$(command -v consul || { [ -x INSTALL/bin/consul ] && echo INSTALL/bin/consul; })
 echo "consul_path=$c"
 echo "consul_version=$([ -n "$c" ] && "$c" version 2>/dev/null | head -1)"
-running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null && echo yes; }
-echo "consul_running=$(running RUN/consul.pid || { systemctl is-active -q foundation-consul 2>/dev/null && echo yes; })"
-echo "agent_running=$(running RUN/agent.pid || { systemctl is-active -q foundation-agent 2>/dev/null && echo yes; })"
+# Running = our supervising loop is alive (its pid, not a reused one) AND the process it runs is there:
+# a dead consul or agent is repaired by a plain `up`, not reported "unchanged".
+running() {
+  p=$(cat "$1" 2>/dev/null) && [ -n "$p" ] && kill -0 "$p" 2>/dev/null || return 1
+  tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q "foundation: $2 exited" || return 1
+  if command -v pgrep >/dev/null 2>&1; then pgrep -g "$p" -f "$3" >/dev/null 2>&1 || return 1; fi
+  echo yes
+}
+echo "consul_running=$(running RUN/consul.pid consul 'consul agent' || { systemctl is-active -q foundation-consul 2>/dev/null && echo yes; })"
+echo "agent_running=$(running RUN/agent.pid agent 'foundation_cli.agent' || { systemctl is-active -q foundation-agent 2>/dev/null && echo yes; })"
 echo "agent_sha=$(cat INSTALL/agent/.bundle-sha256 2>/dev/null)"
 echo "--config--"
 cat CONFIG 2>/dev/null
@@ -324,12 +331,17 @@ def _supervised_start(name: str, argv: list[str], env: dict[str, str]) -> str:
 
 
 def _supervised_stop(name: str, *, before_kill: str = "") -> str:
-    """Stop the loop first (so it does not restart the child), then the child's process group."""
+    """Stop the loop first (so it does not restart the child), then the child's process group.
+
+    Only when the pid file still names our loop: after a crash the kernel may have given that pid
+    to anything (sshd, say), which must never be killed.
+    """
     pid = f"{RUN_DIR}/{name}.pid"
+    ours = f"tr '\\0' ' ' <\"/proc/$p/cmdline\" 2>/dev/null | grep -q 'foundation: {name} exited'"
     return (
-        f'if [ -f {pid} ]; then p=$(cat {pid}); kill -TERM "$p" 2>/dev/null; {before_kill}'
+        f'if [ -f {pid} ]; then p=$(cat {pid}); if [ -n "$p" ] && {ours}; then kill -TERM "$p" 2>/dev/null; {before_kill}'
         f'kill -TERM -- "-$p" 2>/dev/null; for i in $(seq 100); do kill -0 -- "-$p" 2>/dev/null || break; sleep 0.1; done; '
-        f'kill -KILL -- "-$p" 2>/dev/null; rm -f {pid}; fi; true'
+        f'kill -KILL -- "-$p" 2>/dev/null; fi; rm -f {pid}; fi; true'
     )
 
 
@@ -395,8 +407,8 @@ def ensure_service(
             f"systemctl enable -q {unit_name} && systemctl {verb} {unit_name}"
         )
     else:
-        if running:
-            conn.run(_supervised_stop(name))
+        # Also when not running: a loop whose process died (or a half-started one) goes first, never two.
+        conn.run(_supervised_stop(name))
         conn.run(_supervised_start(name, argv, env))
     return StepResult(name, "restarted" if running else "started")
 

@@ -145,6 +145,27 @@ def test_second_run_is_unchanged(ctx):
     assert [h["state"] for h in json.loads(proc.stdout)["hosts"]] == ["unchanged"] * 3
 
 
+def test_plain_up_repairs_a_host_whose_consul_and_agent_died(ctx):
+    host = ctx.lab.hosts[1]
+    host.crash()  # consul, the agent and their supervising loops die; sshd stays
+    # The pid files now name another live process (the kernel reuses pids): that is not "running".
+    for name in ("consul", "agent"):
+        host.write(f"/run/foundation/{name}.pid", f"{host.sshd_pid}\n")
+    proc = ctx.run("up", "--json")
+    assert proc.returncode == 0, proc.stderr
+    hosts = json.loads(proc.stdout)["hosts"]
+    assert [h["state"] for h in hosts] == ["unchanged", "changed", "unchanged"], hosts
+    steps = {s["step"]: s["state"] for s in hosts[1]["steps"]}
+    assert steps["consul"] == "started" and steps["agent"] == "started", steps
+    # Exactly one consul and one agent on it again (the stale loops were not doubled).
+    cmdlines = [Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ") for p in host.pids()]
+    assert len([c for c in cmdlines if c.startswith(b"/") and b"consul agent" in c]) == 1, cmdlines
+    assert len([c for c in cmdlines if b"-m foundation_cli.agent" in c and not c.startswith(b"sh ")]) == 1, cmdlines
+    assert host.sshd_pid in host.pids()  # the stale pid files named sshd: it must not have been killed
+    again = ctx.run("up", "--json")
+    assert [h["state"] for h in json.loads(again.stdout)["hosts"]] == ["unchanged"] * 3, again.stdout
+
+
 def test_changed_config_dry_run_shows_the_diff_and_restarts_only_consul(ctx):
     ctx.write(ctx.lab.hosts[:3], extra="consul:\n  log_level: DEBUG\n")
     installed = ("etc", "opt", "usr/local")  # a running cluster writes its own data under /var: not ours
