@@ -141,8 +141,12 @@ class Faults(Bench):
 
     # -- faults ----------------------------------------------------------------------------------
     def crash_or_partition(self, kind: str) -> dict:
+        cur, _known = self.wait_current(self.witness)
+        was_leader = self.leader_host() == cur.node  # takeover then waits for a Raft election too
         r = self.trial(kind, self.witness, raw=False, timeout=60)  # prints its own line
         r["fault"] = kind
+        r["holder_was_leader"] = was_leader and r.get("from") == cur.node
+        print(json.dumps({"trial": len(self.results) + 1, "holder_was_leader": r["holder_was_leader"]}), flush=True)
         r["ok"] = r["took"] is not None and r["overlap"] == 0
         r["recovery"] = r["took"]
         self.results.append(r)
@@ -284,7 +288,7 @@ class Faults(Bench):
             cmds[argv[0] if argv[0] != "config" else "config set"] = {
                 "rc": proc.returncode,
                 "s": round(time.monotonic() - t, 2),
-                "says": text.splitlines()[-1][:160] if text else "",
+                "says": next((ln for ln in text.splitlines() if ln.startswith("error:")), text[-160:])[:200],
                 "traceback": "Traceback" in text,
             }
         result["cli"] = cmds
@@ -329,8 +333,11 @@ class Faults(Bench):
         return self.record(result)
 
 
-def summarize(results: list[dict], fault: str) -> dict:
+def summarize(results: list[dict], fault: str, holder_was_leader: bool | None = None) -> dict:
     rows = [r for r in results if r.get("fault") == fault]
+    if holder_was_leader is not None:
+        rows = [r for r in rows if bool(r.get("holder_was_leader")) == holder_was_leader]
+        fault = f"{fault} ({'holder was leader' if holder_was_leader else 'holder not leader'})"
     rec = [r["recovery"] for r in rows if r.get("recovery") is not None]
     return {
         "fault": fault,
@@ -394,14 +401,15 @@ def main() -> None:
     finally:
         bench.close()
     summary = [summarize(bench.results, f) for f in ("crash", "partition", "frozen", "leader", "noquorum")]
+    summary += [summarize(bench.results, "crash", flag) for flag in (False, True)]
     print()
     print(f"Fault campaign, 3 Consul 1.8.7 servers (raft_multiplier 1), {time.time() - started:.0f} s")
-    print(f"{'fault':12}{'trials':>8}{'ok':>6}{'recovery median':>18}{'p95':>8}{'max':>8}{'overlaps':>10}")
+    print(f"{'fault':36}{'trials':>8}{'ok':>6}{'recovery median':>18}{'p95':>8}{'max':>8}{'overlaps':>10}")
     for s in summary:
         if not s["trials"]:
             continue
         print(
-            f"{s['fault']:12}{s['trials']:>8}{s['ok']:>6}{str(s['recovery_median']) + ' s':>18}"
+            f"{s['fault']:36}{s['trials']:>8}{s['ok']:>6}{str(s['recovery_median']) + ' s':>18}"
             f"{str(s['recovery_p95']) + ' s':>8}{str(s['recovery_max']) + ' s':>8}{s['overlapping_trials']:>10}"
         )
     print(f"overlapping singleton runs over the whole campaign: {len(total_overlaps)}")
