@@ -123,9 +123,15 @@ class Output:
         self.stdout.flush()
 
     def value(self, data: bytes) -> None:
-        """A stored value, byte for byte (user data: not masked, no newline added unless on a terminal)."""
+        """A stored value, byte for byte (user data: not masked, no newline added unless on a terminal).
+
+        On a terminal its control characters are shown as ``\\xNN``: a value is data anyone with KV
+        write access chose, and an escape sequence in it must not drive the terminal.
+        """
         stream = self.stdout
-        if hasattr(stream, "buffer"):
+        if stream.isatty():
+            stream.write(printable(data.decode("utf-8", "replace")))
+        elif hasattr(stream, "buffer"):
             stream.flush()
             stream.buffer.write(data)
             stream.buffer.flush()

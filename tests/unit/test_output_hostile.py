@@ -66,3 +66,17 @@ def test_an_agents_instance_log_is_readable(path):
 def test_logs_refuses_any_other_path_kv_names(path):
     with pytest.raises(UsageError, match="not an agent's instance log"):
         check_log_path(path, "n1", "web")
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_value_is_exact_in_a_pipe_and_escaped_on_a_terminal():
+    tty = _Tty()
+    Output(Settings(), stdout=tty, stderr=io.StringIO()).value(b"v\x1b[2J\n")
+    assert tty.getvalue() == "v\\x1b[2J\n"
+    pipe = io.StringIO()
+    Output(Settings(), stdout=pipe, stderr=io.StringIO()).value(b"v\x1b[2J\n")
+    assert pipe.getvalue() == "v\x1b[2J\n"
