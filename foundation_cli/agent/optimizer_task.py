@@ -55,21 +55,35 @@ def is_leader_agent(client) -> bool:
     return client.status.leader() == address
 
 
-def run_once(ctx, *, window: float = WINDOW, force: bool = False) -> dict | None:
-    """One round: if this node is the leader's (or ``force``), evaluate and store the report; return it."""
+def run_once(ctx, *, window: float = WINDOW, force: bool = False, monitor=None) -> dict | None:
+    """One round: if this node is the leader's (or ``force``), evaluate and store the report; return it.
+
+    ``monitor`` is kept by :func:`run` across rounds, so check history (flapping) spans rounds; the
+    findings that are new, changed or gone since the stored report are announced on ``_optimizer``.
+    """
     import json
 
-    from foundation_cli.core import optimizer
+    from foundation_cli.core import optimizer, optimizer_announce
     from foundation_cli.core.health_monitor import monitor_for
 
     client = ctx.consul()
     if not force and not is_leader_agent(client):
         return None
-    monitor = monitor_for(ctx.settings, recorder=ctx.recorder)
+    monitor = monitor or monitor_for(ctx.settings, recorder=ctx.recorder)
     report = optimizer.evaluate(monitor.snapshot(window=window))
     data = optimizer.stored_report(report, node=ctx.node)
+    previous = None
+    try:
+        _i, entry = client.kv.get(keys.OPTIMIZER_LAST)
+        previous = json.loads(entry["Value"]) if entry and entry.get("Value") else None
+    except (ValueError, TypeError):
+        previous = None
+    changes = optimizer_announce.diff(previous, json.loads(data))
     if not client.kv.put(keys.OPTIMIZER_LAST, data):
         raise RuntimeError("storing the optimizer report failed")
+    if optimizer_announce.has_news(changes):
+        optimizer_announce.announce(client, ctx.node, optimizer_announce.message(changes, report.counts()))
+        ctx.logger.info("optimizer: announced on %s: %s", keys.OPTIMIZER_CHANNEL, optimizer_announce.summary(changes))
     ctx.logger.info(
         "optimizer: %s stored at %s",
         ", ".join(f"{n} {k}" for k, n in report.counts().items()),
@@ -83,14 +97,18 @@ def run(ctx, stop: threading.Event) -> None:
     delay = float(os.environ.get("FOUNDATION_OPTIMIZER_DELAY", FIRST_DELAY))
     if stop.wait(max(0.0, delay)):
         return
+    from foundation_cli.core.health_monitor import monitor_for
+
     failures = 0
+    monitor = monitor_for(ctx.settings, recorder=ctx.recorder)  # one for all rounds: its check history carries
     while not stop.is_set():
         started = time.monotonic()
         wait = DEFAULT_INTERVAL
         try:
             client = ctx.consul()
             wait = interval(client)
-            run_once(ctx, window=float(os.environ.get("FOUNDATION_OPTIMIZER_WINDOW", WINDOW)))
+            monitor.history_s = max(600.0, min(2 * wait, 86400.0))
+            run_once(ctx, window=float(os.environ.get("FOUNDATION_OPTIMIZER_WINDOW", WINDOW)), monitor=monitor)
             failures = 0
         except Exception as exc:  # noqa: BLE001 - ride through elections and restarts; try again later
             if failures == 0:

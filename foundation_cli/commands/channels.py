@@ -23,7 +23,9 @@ SEMANTICS = (
 @command(app, "broadcast", rich_help_panel=PANEL)
 def broadcast(
     channel: str = typer.Argument(..., help="Channel name (event foundation:CHANNEL).", autocompletion=channel_names),
-    message: str = typer.Argument(..., help="The message text; '-' reads it (bytes) from stdin."),
+    message: str = typer.Argument(
+        ..., help="The message text; '-' reads it (bytes) from stdin, @FILE from a file (@@ for a leading @)."
+    ),
     data_json: bool = typer.Option(
         False,
         "--data-json",
@@ -55,6 +57,21 @@ def broadcast(
     # An argument that is not UTF-8 arrives with surrogate escapes: send the bytes the shell gave us.
     data = sys.stdin.buffer.read() if message == "-" else message.encode("utf-8", "surrogateescape")
     ctype = content_type
+    if message.startswith("@@"):  # a message that starts with @ (curl's convention is the other way round)
+        data = data[1:]
+    elif message.startswith("@") and len(message) > 1:  # @FILE, as curl --data @FILE
+        path = message[1:]
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot read: {exc.strerror or exc}", hint="@FILE sends that file") from None
+        if ctype is None and not data_json and path.endswith(".json"):
+            try:
+                json.loads(data)
+                ctype = "application/json"
+            except ValueError:
+                pass
     if data_json:
         if ctype not in (None, "application/json"):
             raise UsageError("--data-json sets the content type to application/json; drop --content-type")

@@ -77,7 +77,34 @@ def _day2(run, errors: dict) -> dict:
         out["waiting"] = read_discovered(client)
     except FoundationError as exc:
         errors["waiting"] = exc.message
+    out["optimizer"] = _optimizer_summary(client, errors)
     return out
+
+
+def _optimizer_summary(client, errors: dict) -> dict | None:
+    """The agents' last optimizer report in a line: counts, who stored it, when (``optimize --last``)."""
+    import json
+
+    from foundation_cli.core import keys
+    from foundation_cli.errors import FoundationError
+
+    try:
+        _i, entry = client.kv.get(keys.OPTIMIZER_LAST)
+    except FoundationError as exc:
+        errors["optimizer"] = exc.message
+        return None
+    try:
+        report = json.loads(entry["Value"]) if entry and entry.get("Value") else None
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(report, dict):
+        return None
+    return {
+        "counts": report.get("counts") or {},
+        "stored_by": report.get("stored_by"),
+        "generated_at": report.get("generated_at"),
+        "findings": len(report.get("recommendations") or []),
+    }
 
 
 def _day2_lines(data: dict) -> list[str]:
@@ -85,6 +112,15 @@ def _day2_lines(data: dict) -> list[str]:
     if data.get("drained"):
         nodes = ", ".join(d["node"] + (f" ({d['reason']})" if d.get("reason") else "") for d in data["drained"])
         lines.append(f"drained {nodes}   (`foundation undrain NODE`)")
+    opt = data.get("optimizer")
+    if opt:
+        import time
+
+        counts = ", ".join(f"{n} {sev}" for sev, n in sorted(opt["counts"].items()) if n) or "no findings"
+        age = f", {max(0, int(time.time() - opt['generated_at']))}s ago" if opt.get("generated_at") else ""
+        lines.append(
+            f"optimizer {counts} (stored by {opt.get('stored_by') or '?'}{age})   (`foundation optimize --last`)"
+        )
     if data.get("waiting"):
         addrs = ", ".join(w["address"] for w in data["waiting"][:6]) + (" …" if len(data["waiting"]) > 6 else "")
         lines.append(f"waiting to join {len(data['waiting'])}: {addrs}   (`foundation discover-hosts --waiting`)")

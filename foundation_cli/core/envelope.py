@@ -37,7 +37,7 @@ EVENT_OVERHEAD = 112
 # Foundation's own cap on inline envelopes, under the computed room (Consul advises events stay small).
 INLINE_LIMIT = 256
 
-CHANNEL_RE = re.compile(r"^(?:_control|[A-Za-z0-9][A-Za-z0-9._-]{0,63})$")
+CHANNEL_RE = re.compile(r"^(?:_control|_optimizer|[A-Za-z0-9][A-Za-z0-9._-]{0,63})$")
 ID_RE = re.compile(r"^\d{13}-[0-9a-f]{6}$")
 # The sender is whatever the event says (anyone who can fire an event can claim any name): only its
 # shape is checked, a Consul node name, and it is shown as data.
@@ -50,7 +50,7 @@ REF_AREAS = ("blobs", "history")
 
 
 def validate_channel(channel: str) -> str:
-    """A channel name: 1–64 of ``A-Z a-z 0-9 . _ -``, starting alphanumeric (``_control`` is reserved)."""
+    """A channel name: 1–64 of ``A-Z a-z 0-9 . _ -``, starting alphanumeric (``_control``, ``_optimizer`` reserved)."""
     if not CHANNEL_RE.match(channel or ""):
         from foundation_cli.errors import UsageError
 

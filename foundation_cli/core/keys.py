@@ -50,3 +50,5 @@ def agent_check_id(node: str) -> str:
 # Consul user-event names Foundation fires: "foundation:<channel>".
 EVENT_PREFIX = "foundation:"
 CONTROL_CHANNEL = "_control"
+# The leader's agent announces new, changed and resolved optimizer findings here (`listen _optimizer`).
+OPTIMIZER_CHANNEL = "_optimizer"

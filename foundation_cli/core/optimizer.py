@@ -157,8 +157,8 @@ class Applied:
 
 
 def applicable(report: Report, only: list[str] | None = None) -> list[Recommendation]:
-    """Recommendations ``--apply`` may perform: live API changes, optionally only the given ids/rules."""
-    out = [r for r in report.recommendations if r.auto and r.applies == "live"]
+    """Recommendations ``--apply`` may perform: API changes (live, or read at each agent's next session)."""
+    out = [r for r in report.recommendations if r.auto and r.applies in ("live", "next-session")]
     if only:
         out = [r for r in out if r.id in only or r.rule in only]
     return out

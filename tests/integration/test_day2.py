@@ -158,3 +158,52 @@ def test_snapshot_round_trip_and_scheduled(fresh_consul, tmp_path):
         assert 1 <= len(files) <= 3, files
     finally:
         stop_process(agent)
+
+
+@pytest.mark.timeout(150)
+def test_optimizer_announces_findings_and_status_summarises(fresh_consul, tmp_path):
+    """The leader's agent announces new findings on _optimizer (live and in history); status has a line."""
+    import subprocess
+    import sys
+
+    addr, env = fresh_consul.http_addr, fresh_consul.env
+    listener = subprocess.Popen(
+        [sys.executable, "-m", "foundation_cli", "listen", "_optimizer", "--count", "1", "--timeout", "90s", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    agent = start_local_agent(
+        addr, tmp_path / "data", tmp_path / "agent.log", FOUNDATION_OPTIMIZER_DELAY="1", FOUNDATION_OPTIMIZER_WINDOW="1"
+    )
+    try:
+        out, err = listener.communicate(timeout=100)
+        assert listener.returncode == 0, err
+        news = json.loads(out.splitlines()[0])["data"]  # JSON messages come parsed
+        assert news["kind"] == "optimizer" and news["new"] and news["report"] == "foundation/optimizer/last"
+        assert all(f["id"] and f["severity"] for f in news["new"])
+        again = cli(["listen", "_optimizer", "--since", "1h", "--count", "1", "--timeout", "10s"], env)
+        assert "optimizer" in again.stdout
+        st = json.loads(cli(["status", "--json", "--window", "0"], env).stdout)
+        assert st["optimizer"]["findings"] == len(news["new"]) and st["optimizer"]["stored_by"]
+        assert "optimizer " in cli(["status", "--window", "0"], env).stdout
+    finally:
+        listener.kill()
+        stop_process(agent)
+
+
+def test_broadcast_at_file(consul_agent, tmp_path):
+    env = consul_agent.env
+    payload = tmp_path / "release.json"
+    payload.write_text('{"version": 42}')
+    cli(["broadcast", "files", f"@{payload}", "--durable"], env)
+    cli(["broadcast", "files", "@@literal", "--durable"], env)
+    got = [
+        json.loads(line)
+        for line in cli(["listen", "files", "--since", "1h", "--count", "2", "--json"], env).stdout.splitlines()
+    ]
+    assert got[0]["content_type"] == "application/json" and got[0]["data"] == {"version": 42}
+    assert got[1]["data"] == "@literal"
+    missing = cli(["broadcast", "files", f"@{tmp_path}/nope"], env, check=False)
+    assert missing.returncode == 2 and "cannot read" in missing.stderr

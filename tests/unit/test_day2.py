@@ -120,3 +120,27 @@ def test_upgrade_refuses_without_tolerance_unless_forced():
     assert upgrade.check_tolerance({"Healthy": True, "FailureTolerance": 1}, force=False) == 1
     assert not upgrade.recovered({"Healthy": True, "FailureTolerance": 0}, tolerance_before=1)
     assert upgrade.recovered({"Healthy": True, "FailureTolerance": 1}, tolerance_before=1)
+
+
+def test_optimizer_news_between_rounds():
+    from foundation_cli.core import envelope, optimizer_announce
+
+    def rep(*recs):
+        return {"recommendations": [{"id": i, "severity": s, "title": t, "applies": "live"} for i, s, t in recs]}
+
+    first = optimizer_announce.diff(None, rep(("a", "warning", "A")))
+    assert [f["id"] for f in first["new"]] == ["a"] and optimizer_announce.has_news(first)
+    same = optimizer_announce.diff(rep(("a", "warning", "A")), rep(("a", "warning", "A")))
+    assert not optimizer_announce.has_news(same) and optimizer_announce.summary(same) == "no change"
+    moved = optimizer_announce.diff(rep(("a", "warning", "A"), ("b", "info", "B")), rep(("a", "critical", "A")))
+    assert [f["id"] for f in moved["changed"]] == ["a"] and moved["resolved"] == ["b"]
+    assert optimizer_announce.summary(moved) == "1 changed (critical a), 1 resolved"
+    body = json.loads(optimizer_announce.message(moved, {"critical": 1}))
+    assert body["kind"] == "optimizer" and body["counts"] == {"critical": 1}
+    assert envelope.validate_channel("_optimizer") == "_optimizer"
+
+
+def test_lock_delay_findings_apply_at_the_next_session():
+    from foundation_cli.core.rules import base
+
+    assert "next-session" in base.APPLIES

@@ -176,6 +176,7 @@ def test_singleton_unsafe_timing_is_critical_and_live():
     snap.singleton.fence_timeout_s, snap.singleton.fence_timeout_raw = 3.0, "3s"
     rec = next(r for r in optimizer.evaluate(snap).recommendations if r.rule == "singleton.timing")
     assert rec.severity == "critical" and rec.auto
+    assert rec.applies == "next-session"  # agents read lock-delay when they next create their session
     assert rec.changes[0].path == "/v1/kv/foundation/config/singleton.lock_delay"
     assert rec.changes[0].params == [("cas", "0")]
     assert float(rec.changes[0].body.decode().rstrip("s")) > 3.0 + 0.6 + 0.5

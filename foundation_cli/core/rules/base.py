@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SEVERITIES = ("info", "warning", "critical")
-APPLIES = ("live", "restart", "rolling-restart")
+# next-session: a cluster-wide setting the agents read when they next create their session (singleton
+# lock-delay): --apply writes it now, each agent uses it after its next restart or session loss.
+APPLIES = ("live", "next-session", "restart", "rolling-restart")
 
 
 @dataclass
@@ -66,7 +68,7 @@ class Recommendation:
     reasoning: str
     evidence: list[Evidence]
     changes: list[Change]
-    applies: str  # live | restart | rolling-restart
+    applies: str  # live | next-session | restart | rolling-restart
     auto: bool = False  # optimize --apply may perform it (live API calls the tool can make itself)
     docs: list[str] = field(default_factory=list)
 
@@ -74,7 +76,7 @@ class Recommendation:
         assert self.severity in SEVERITIES, self.severity
         assert self.applies in APPLIES, self.applies
         if self.auto:
-            assert self.applies == "live" and all(c.is_api for c in self.changes)
+            assert self.applies in ("live", "next-session") and all(c.is_api for c in self.changes)
 
 
 Rule = Callable[[Any], list[Recommendation]]

@@ -98,10 +98,8 @@ def unsafe_timing(snap) -> list[Recommendation]:
                 f"invalidated. Raise lock-delay to {target:g}s (or lower the fence timeout). ({problem})"
             ),
             evidence=_evidence(snap),
-            changes=[
-                _set_lock_delay(snap, target, "raise the lock-delay of new singleton sessions (cluster-wide, live)")
-            ],
-            applies="live",
+            changes=[_set_lock_delay(snap, target, "raise the lock-delay of new singleton sessions (cluster-wide)")],
+            applies="next-session",
             auto=True,
             docs=[SESSIONS, SESSION_API],
         )
@@ -145,10 +143,8 @@ def failover_speed(snap) -> list[Recommendation]:
                 Evidence("singleton services", ", ".join(singletons), "kv_services"),
                 Evidence("estimated failure detection", f"{detect:.1f}s", "agent_self"),
             ],
-            changes=[
-                _set_lock_delay(snap, target, "shorten the lock-delay of new singleton sessions (cluster-wide, live)")
-            ],
-            applies="live",
+            changes=[_set_lock_delay(snap, target, "shorten the lock-delay of new singleton sessions (cluster-wide)")],
+            applies="next-session",
             auto=True,
             docs=[SESSIONS, SESSION_API, GOSSIP],
         )
@@ -181,8 +177,8 @@ def calm_large_cluster(snap) -> list[Recommendation]:
                 Evidence("alive members", alive, "members"),
                 Evidence("catalog churn per minute", snap.churn.per_min, "catalog_services"),
             ],
-            changes=[_set_lock_delay(snap, target, "lengthen the lock-delay of new singleton sessions (live)")],
-            applies="live",
+            changes=[_set_lock_delay(snap, target, "lengthen the lock-delay of new singleton sessions (cluster-wide)")],
+            applies="next-session",
             auto=True,
             docs=[SESSIONS, SESSION_API],
         )
