@@ -64,7 +64,7 @@ def plain_table(columns: list[str], rows: list[list[str]], *, title: str | None 
         return None
     widths = [max([len(col)] + [len(row[i]) for row in rows if i < len(row)]) for i, col in enumerate(columns)]
     total = sum(widths) + 2 * (len(widths) - 1)
-    if not columns or total > _console_width() or any(len(row) != len(columns) for row in rows):
+    if not columns or 0 in widths or total > _console_width() or any(len(row) != len(columns) for row in rows):
         return None
     if title and len(title) > total:  # rich wraps a title wider than its table
         return None
