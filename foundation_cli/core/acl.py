@@ -75,7 +75,7 @@ def agent_rules(node: str) -> str:
         'session_prefix "" { policy = "read" }',
         f'node "{node}" {{ policy = "write" }}',
         'node_prefix "" { policy = "read" }',
-        f'agent "{node}" {{ policy = "read" }}',
+        f'agent "{node}" {{ policy = "write" }}',  # its own agent only: maintenance mode, leave on `down`
         'service_prefix "" { policy = "write" }',
         f'event_prefix "{keys.EVENT_PREFIX}" {{ policy = "write" }}',
         'event_prefix "" { policy = "read" }',
