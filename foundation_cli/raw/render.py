@@ -564,11 +564,19 @@ class SecretRefs:
         return body, False
 
     def header(self) -> list[str]:
-        """The lines asking for every variable (fixed text: nothing from the values or keys)."""
-        return [
-            f': "${{{name}:?set {name}: secret {i} of this script, masked in its comments}}"'
-            for i, name in enumerate(self.names.values(), 1)
-        ]
+        """The lines asking for every variable (fixed text: nothing from the values or keys).
+
+        Set in the environment, or typed without echo when the script runs on a terminal
+        (``read -rs``); otherwise the script stops before it sends anything.
+        """
+        lines = []
+        for i, name in enumerate(self.names.values(), 1):
+            lines.append(
+                f'[ -n "${{{name}+x}}" ] || ! [ -t 0 ] || '
+                f"{{ read -rsp '{name} (secret {i} of this script): ' {name}; echo >&2; }}"
+            )
+            lines.append(f': "${{{name}:?set {name}: secret {i} of this script, masked in its comments}}"')
+        return lines
 
 
 def _script_curl(op: RawOperation, refs: SecretRefs) -> str:

@@ -198,3 +198,41 @@ def test_explain_keeps_the_consul_equivalent_a_comment_and_plays_no_escape():
     start = next(i for i, line in enumerate(lines) if line.strip().startswith("# consul:"))
     end = next(i for i, line in enumerate(lines) if line.strip().startswith("↳"))
     assert all(line.strip().startswith("#") for line in lines[start:end])
+
+
+def test_a_secret_is_typed_without_echo_when_the_script_runs_on_a_terminal(tmp_path):
+    import pty
+
+    value = b"password=typed-S3cret"
+    refs = render.SecretRefs()
+    text = render.script([_put("app/db", value)], title="t", refs=refs)
+    (tmp_path / "s.sh").write_text(text)
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    master, slave = pty.openpty()
+    env = {"PATH": os.environ["PATH"], "REC": str(rec), "CONSUL_HTTP_TOKEN": "t"}
+    proc = subprocess.Popen(
+        ["bash", "-c", STUBS + f"\nbash {tmp_path / 's.sh'}"], stdin=slave, stdout=slave, stderr=slave, env=env
+    )
+    os.close(slave)
+    seen = b""
+    try:
+        while b"of this script): " not in seen:  # type only once the prompt is there (echo is off then)
+            chunk = os.read(master, 1024)
+            assert chunk, seen
+            seen += chunk
+        os.write(master, b"typed-S3cret\n")
+        while True:
+            try:
+                chunk = os.read(master, 1024)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(master)
+    assert proc.wait(timeout=20) == 0, seen
+    assert b"FOUNDATION_SECRET_1 (secret 1 of this script):" in seen and b"typed-S3cret" not in seen  # no echo
+    argv = (rec / "1.argv").read_bytes().split(b"\0")[:-1]
+    assert argv[argv.index(b"--data-binary") + 1] == value
