@@ -36,6 +36,7 @@ HISTORY_MAX = 100  # messages kept per durable channel
 KV_VALUE_LIMIT = 512 * 1024  # Consul's default kv_max_value_size
 GC_BATCH = 32  # most deletes one broadcast performs
 EVENT_BUFFER = 256  # events each Consul agent keeps (all names together)
+RESOLVE_WAIT = 5.0  # seconds a listener waits for a spilled payload whose event came first
 CONTENT_TYPES = ("text/plain", "application/json", "application/octet-stream")
 
 
@@ -152,23 +153,59 @@ class Channels:
             result.stored.append(key)
             if not result.inline:
                 wire = message.as_reference("history").to_wire()
-        elif not result.inline:
-            key = env_mod.channel_key(channel, "blobs", message.id)
-            self.client.kv.put(key, full)
-            result.stored.append(key)
+        spill_key = None
+        if not durable and not result.inline:
+            spill_key = env_mod.channel_key(channel, "blobs", message.id)
+            result.stored.append(spill_key)
             wire = message.as_reference("blobs").to_wire()
         if len(wire) > budget:
             raise UsageError(
                 f"the event for channel {channel!r} cannot fit even a reference ({len(wire)} > {budget} bytes)",
                 hint="use a shorter channel name or shorter --node/--service/--tag filters",
             )
-        reply = self.client.event.fire(result.event, wire, node=node, service=service, tag=tag)
+        if spill_key is None:
+            reply = self.client.event.fire(result.event, wire, node=node, service=service, tag=tag)
+        else:
+            reply = self._fire_while_storing(result.event, wire, spill_key, full, node=node, service=service, tag=tag)
         result.event_id = (reply or {}).get("ID")
         if durable:
             result.deleted += self._trim_history(channel)
         if not result.inline and not durable:
             result.deleted += self._gc_blobs(channel, now)
         return result
+
+    def _fire_while_storing(self, event: str, wire: bytes, key: str, full: bytes, **filters) -> dict:
+        """Fire the reference event while the spilled payload is being stored, not after.
+
+        A KV write is a Raft commit (a round trip to the leader and a quorum's disk), the event a
+        gossip: done one after the other, a spilled message reached listeners their sum later; at
+        once, the later of the two. A listener that gets the event first waits for the key
+        (:meth:`resolve`). A dry run writes them in the safe order, so its script replays the same.
+        """
+        from foundation_cli.raw.recorder import current_recorder
+
+        if current_recorder().dry_run:
+            self.client.kv.put(key, full)
+            return self.client.event.fire(event, wire, **filters)
+        import contextvars
+
+        failed: list[BaseException] = []
+
+        def store() -> None:
+            try:
+                self.client.kv.put(key, full)
+            except BaseException as exc:  # noqa: BLE001 - raised below, in the caller's thread
+                failed.append(exc)
+
+        storing = threading.Thread(target=contextvars.copy_context().run, args=(store,), daemon=True)
+        storing.start()
+        try:
+            reply = self.client.event.fire(event, wire, **filters)
+        finally:
+            storing.join()
+        if failed:
+            raise failed[0]
+        return reply
 
     def _stored_ids(self, channel: str, area: str) -> list[str]:
 
@@ -210,7 +247,12 @@ class Channels:
         # the nearest one (?stale) and go to the leader only if that one is behind.
         _index, item = self.client.kv.get(key, consistency="stale")
         if item is None:
-            _index, item = self.client.kv.get(key)
+            index, item = self.client.kv.get(key)
+            # The broadcaster stores a spilled payload while its event travels (_fire_while_storing):
+            # an event can arrive first, so wait a moment for the key (blocking query, wakes on writes).
+            deadline = time.monotonic() + RESOLVE_WAIT
+            while item is None and index and (left := deadline - time.monotonic()) > 0:
+                index, item = self.client.kv.get(key, index=index, wait=f"{max(10, int(left * 1000))}ms")
         if item is None or item.get("Value") is None:
             message.via = "missing"
             message.extra["error"] = f"payload expired or deleted from KV ({key})"

@@ -238,3 +238,29 @@ def test_agent_sweep_deletes_expired_payloads_on_idle_channels(consul_agent) -> 
     deleted = channels_gc.sweep(ctx)  # the single test agent is the Raft leader
     assert old.stored[0] in deleted and consul_agent.kv_get(old.stored[0]) is None
     assert consul_agent.kv_get(fresh.stored[0]) is not None
+
+
+def test_a_reference_that_arrives_before_its_payload_waits_for_it(consul_agent) -> None:
+    """The broadcaster stores a spilled payload while its event travels: a listener may see the event first."""
+    import threading
+
+    client = client_for(consul_agent)
+    sender = Channels(client)
+    message = envelope.Envelope(
+        id=envelope.new_id(time.time()),
+        time=time.time(),
+        sender="n1",
+        content_type="text/plain",
+        data=b"x" * 4000,
+        channel="early",
+    )
+    key = envelope.channel_key("early", "blobs", message.id)
+    reference = envelope.Envelope.from_wire(message.as_reference("blobs").to_wire())
+    reference.channel = "early"
+    late = threading.Timer(0.4, lambda: client.kv.put(key, message.to_wire()))
+    late.start()
+    try:
+        got = sender.resolve(reference)
+    finally:
+        late.join()
+    assert got.data == b"x" * 4000 and got.via == "kv:blobs"
