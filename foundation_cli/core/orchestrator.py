@@ -424,8 +424,10 @@ def plan(run: UpRun) -> None:
 
 def apply(run: UpRun) -> None:
     """Bring each host to its plan: servers first, in parallel; running servers whose config changes
-    restart one at a time (quorum kept). Then the gossip key is kept and the HTTP address chosen."""
+    restart one at a time (quorum kept). The gossip key is kept locally first, then the HTTP address chosen."""
     plans, probes = run.plans, run.probes
+    if not run.dry_run:  # kept before any host gets it: an `up` killed half-way finds it when run again
+        _save_gossip_key(run.gossip)
     ordered = sorted((h for h in run.hosts if h.address in plans), key=lambda h: 0 if plans[h.address].server else 1)
     rolling = [h for h in ordered if plans[h.address].server and _config_changes(probes[h.address], plans[h.address])]
     if len(rolling) < 2 or run.dry_run:
@@ -438,8 +440,6 @@ def apply(run: UpRun) -> None:
             p = plans[h.address]
             _wait_leader_at(secure_up.api_url(run, p.address), run.token, timeout=60, cacert=run.cacert)
 
-    if not run.dry_run:
-        _save_gossip_key(run.gossip)
     cfg, state = run.cfg, run.state
     result = run.result
     result.hosts = [run.results[h.address] for h in run.hosts]
