@@ -373,6 +373,10 @@ class Placement:
         if now < self.acquire_at.get(name, 0.0):
             timers.append(self.acquire_at[name])
             return
+        if not self._spec_current(spec):  # our watch reads ?stale: never start from a spec already deleted
+            self.acquire_at[name] = time.monotonic() + 1.0
+            timers.append(self.acquire_at[name])
+            return
         sent = time.monotonic()
         try:
             ok = self.client.kv.acquire(keys.LOCKS + name, lock_value(self.ctx.node), sid)
@@ -391,6 +395,18 @@ class Placement:
         else:
             self.acquire_at[name] = time.monotonic() + self.timing.acquire_retry
             timers.append(self.acquire_at[name])
+
+    def _spec_current(self, spec: ServiceSpec) -> bool:
+        """Whether ``spec`` is still the stored one, by a consistent read. A server that just restarted
+        answers the ``?stale`` watch from its old state for a moment: a service stopped minutes ago
+        would otherwise be acquired and started again, briefly (seen in the fault campaign)."""
+        try:
+            _i, data = self.client.kv.get(keys.SERVICES + spec.name, consistency="consistent")
+            stored = ServiceSpec.from_json(data["Value"]) if data and data.get("Value") is not None else None
+        except Exception as exc:  # noqa: BLE001 - cannot tell (no leader…): not now
+            self.log.debug("spec %s: %s", spec.name, _short(exc))
+            return False
+        return stored is not None and stored.digest() == spec.digest()
 
     def _still_ours(self, name: str) -> bool:
         """Consistent read of the lock key: the watch may lag behind our own acquire."""
@@ -494,6 +510,10 @@ class Placement:
                 self._report(inst)
                 return
         self.log.info("%s: started pid %d (%s)", spec.name, inst.pid, spec.mode)
+        if inst.disk_error:
+            self.log.warning(
+                "%s: %s (it runs; retried every %.0fs)", spec.name, inst.disk_error, self.timing.housekeeping
+            )
         self._register(spec)
         self._report(inst)
 
@@ -584,6 +604,9 @@ class Placement:
                 inst.rotate_log()
             except OSError:
                 pass
+            if inst.disk_error and inst.state == "running" and inst.try_save():
+                self.log.info("%s: %s writable again", name, inst.meta_path)
+                self._report(inst)
 
     # ---------------------------------------------------------------- adopt / shutdown
     def _adopt(self) -> None:

@@ -94,6 +94,7 @@ class Instance:
         self.last_output: list[str] = []  # the log's last lines at the last exit (untrusted text)
         self.stopping = False
         self.adopted = False
+        self.disk_error: str | None = None  # instance.json could not be written (disk full): retried
         self._lock = threading.Lock()
         self._exited = threading.Event()
         self._lease_lock = threading.Lock()
@@ -162,7 +163,7 @@ class Instance:
                 self.adopted = False
         finally:
             os.close(log_fd)
-        self.save()
+        self.try_save()  # the process runs whatever the disk says: never a second copy for a full disk
         threading.Thread(
             target=self._wait_child, args=(self.proc, on_exit), daemon=True, name=f"wait-{self.name}"
         ).start()
@@ -307,6 +308,17 @@ class Instance:
         tmp.write_text(json.dumps(meta))
         os.replace(tmp, self.meta_path)
 
+    def try_save(self) -> bool:
+        """:meth:`save`, keeping a full (or read-only) disk as ``disk_error`` (reported in the status)
+        instead of failing: the old ``instance.json`` stays whole (written aside, then renamed)."""
+        try:
+            self.save()
+        except OSError as exc:
+            self.disk_error = f"cannot write {self.meta_path}: {exc.strerror or exc}"
+            return False
+        self.disk_error = None
+        return True
+
     def rotate_log(self, max_bytes: int = LOG_MAX_BYTES, keep: int = LOG_KEEP) -> bool:
         """Copy-and-truncate rotation (the process keeps its O_APPEND descriptor)."""
         try:
@@ -346,7 +358,7 @@ class Instance:
             "restarts": self.restarts,
             "exit_code": self.exit_code,
             "generation": self.spec.generation,
-            "error": self.error,
+            "error": self.error or self.disk_error,
             "failures": self.failures,
             "last_output": self.last_output,
             "log": str(self.log_path),

@@ -517,9 +517,10 @@ def record(run: UpRun) -> None:
             "nodes": {**(state.get("nodes") or {}), **{a: p.node_name for a, p in run.plans.items()}},
             "gossip_key_file": str(gossip_key_path()),
             "token": run.token,
-            "node_tokens": {node: t.to_dict() for node, t in run.node_tokens.items()}
-            if run.token
-            else state.get("node_tokens"),
+            "node_tokens": {  # per-node secrets (secure_up); nodes this run did not touch keep theirs
+                **(state.get("node_tokens") or {}),
+                **{node: t.to_dict() for node, t in run.node_tokens.items()},
+            },
             "cacert": run.cacert,
             "ssh": {
                 "user": cfg.ssh.user,

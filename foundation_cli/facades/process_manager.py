@@ -21,6 +21,7 @@ from foundation_cli.core.timing import Timing
 from foundation_cli.errors import ConflictError, FoundationError, NotFoundError, UsageError
 from foundation_cli.raw.address import ConsulAddress
 from foundation_cli.raw.operation import RawOperation
+from foundation_cli.raw.recorder import Recorder
 
 AGENT_SERVICE = keys.AGENT_SERVICE
 
@@ -42,6 +43,7 @@ class InstanceView:
     session: str | None = None
     lock_key: str | None = None
     fencing_token: int | None = None
+    error: str | None = None  # what the agent reports going wrong (cannot execute, disk full …)
 
     def uptime(self, now: float | None = None) -> float | None:
         if self.started is None or self.state != "running":
@@ -65,6 +67,7 @@ class InstanceView:
             "session": self.session,
             "lock_key": self.lock_key,
             "fencing": self.fencing_token,
+            "error": self.error,
         }
 
 
@@ -280,6 +283,7 @@ class ProcessManager:
             session=session,
             lock_key=keys.LOCKS + spec.name if spec.mode == "singleton" else None,
             fencing_token=status.get("fencing"),
+            error=status.get("error"),
         )
 
     def ps(self, name: str | None = None) -> list[InstanceView]:
@@ -402,8 +406,7 @@ def agent_side_operations(
     (:mod:`foundation_cli.core.agent_requests`), on a client that records and
     sends nothing — so what is shown cannot drift from what the agents send.
     """
-    from foundation_cli.raw.recorder import Recorder
-    from foundation_cli.tools import consul as consul_tool
+    from foundation_cli.tools import consul as consul_tool  # py-consul + requests: only when explaining
 
     timing = Timing()
     node = "NODE"

@@ -1,10 +1,11 @@
 """Where adapters record raw operations, and where ``--explain`` listens.
 
 One :class:`Recorder` is active per command run (a context variable, so tests
-and threads each see the right one). Adapters call :meth:`Recorder.record`
-around every operation they really perform; in dry-run mode they ask
-:attr:`Recorder.dry_run` and stop before the wire, recording the operation as
-it would have been sent.
+and threads each see the right one). Adapters call :meth:`Recorder.begin` as an
+operation leaves the program and :meth:`Recorder.add` with its outcome (so
+``--explain`` can show operations in the order they were sent); in dry-run mode
+they ask :attr:`Recorder.dry_run` and stop before the wire, recording the
+operation as it would have been sent.
 """
 
 from __future__ import annotations

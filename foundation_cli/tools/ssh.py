@@ -437,8 +437,8 @@ class Connection:
             op.finish(summary="not sent (dry run)")
             recorder.add(op)
             return ExecResult(0, "", "")
-        wrapped, handshake = self._sudo_wrap(command) if sudo else (command, None)
-        try:
+        try:  # a sudo refusal is this operation's error too (and --explain must not wait for it)
+            wrapped, handshake = self._sudo_wrap(command) if sudo else (command, None)
             result = self._raw_exec(wrapped, stdin, timeout, sudo=handshake)
         except FoundationError as exc:
             op.finish(error=exc.message)
@@ -466,8 +466,8 @@ class Connection:
         from foundation_cli.raw.render import upload_command
 
         command = upload_command(path, mode)  # the same command the renderer shows
-        wrapped, handshake = self._sudo_wrap(command)
         try:
+            wrapped, handshake = self._sudo_wrap(command)
             result = self._raw_exec(wrapped, content, timeout, sudo=handshake)
         except FoundationError as exc:
             op.finish(error=exc.message)

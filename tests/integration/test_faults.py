@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -149,3 +150,64 @@ def test_start_singleton_race_forced_interleaving_is_a_conflict(consul_agent):
     spec = http_json(f"{consul_agent.http_addr}/v1/kv/foundation/services/forced?raw=1")
     assert spec["command"] == ["sleep", str(2000 + stored[0])] and spec["generation"] == 1
     cli(["stop", "forced"], consul_agent.env)
+
+
+def fill(directory: Path) -> None:
+    """Fill the file system holding ``directory`` to the last page and inode."""
+    directory.mkdir()
+    for size in (65536, 4096, 1):
+        i = 0
+        while True:
+            try:
+                (directory / f"{size}-{i}").write_bytes(b"\0" * size * 16)
+            except OSError:
+                break
+            i += 1
+
+
+@pytest.mark.timeout(150)
+def test_full_disk_is_reported_never_doubles_and_recovers(fresh_consul, tmp_path, witness):
+    """The agent's data dir on a 1 MB tmpfs, filled up: a restart still runs exactly one copy, the status
+    says the disk is full, instance.json stays whole, and once space returns the agent writes it again."""
+    import json
+    import shutil
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    script, log = witness
+    addr, env = fresh_consul.http_addr, fresh_consul.env
+    data = tmp_path / "data"
+    data.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(data)], check=True)
+    agent = None
+    try:
+        agent = start_local_agent(addr, data, tmp_path / "agent.log")
+        wait_for(lambda: agent_passing(addr), 20, "the agent to register")
+        cli(["start-singleton", "wit", "--", sys.executable, str(script), str(log)], env)
+        first = wait_for(lambda: pids_running(str(log)), 10, "the witness")[0]
+        meta = next(data.glob("nodes/*/services/wit/instance.json"))
+        fill(data / "filler")
+
+        os.kill(first, signal.SIGKILL)  # it crashes; the agent restarts it on the full disk
+        second = wait_for(lambda: [p for p in pids_running(str(log)) if p != first], 20, "the restarted copy")
+        time.sleep(1.0)
+        assert pids_running(str(log)) == second and len(second) == 1  # one copy, disk full or not
+
+        def reported():
+            rows = [r for r in json.loads(cli(["ps", "wit", "--json"], env).stdout) if r.get("pid") == second[0]]
+            return rows if rows and "No space left" in (rows[0].get("error") or "") else None
+
+        wait_for(reported, 15, "ps to report the full disk")
+        assert json.loads(meta.read_text())["pid"] == first  # the old record, whole (written aside, renamed)
+
+        shutil.rmtree(data / "filler")  # space returns: the next housekeeping pass writes the record
+        wait_for(lambda: json.loads(meta.read_text())["pid"] == second[0], 40, "instance.json rewritten")
+        wait_for(
+            lambda: not any(r.get("error") for r in json.loads(cli(["ps", "wit", "--json"], env).stdout)),
+            15,
+            "the error cleared",
+        )
+        cli(["stop", "wit"], env)
+    finally:
+        stop_process(agent)
+        subprocess.run(["umount", "-l", str(data)], check=False)

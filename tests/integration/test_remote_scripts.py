@@ -77,3 +77,50 @@ def test_dry_run_script_write_block_runs_as_shown(lab_host, tmp_path) -> None:
     assert pasted.returncode == 0, pasted.stderr
     assert pasted.stdout.strip() == "done"
     assert host.exec(f"cat {remote}/out").stdout == "it's 2\n"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["hostname"],
+        ["ls", "-la", "/etc/hostname"],
+        ["sh", "-c", "'echo \"$0|$1\"; exit 3'", "-x", "--help"],
+        ["echo", "-c", "x", "--explain", "-v"],  # Foundation's own option names, passed on untouched
+    ],
+)
+def test_foundation_ssh_equals_ssh(lab_host, tmp_path, args) -> None:
+    """`foundation ssh NODE ARGS…` against a real sshd: the same output and exit status as ssh itself."""
+    import json
+    import os
+    import sys
+
+    lab, host = lab_host
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "state.json").write_text(
+        json.dumps(
+            {
+                "mode": "ssh",
+                "nodes": {host.ip: "n1"},
+                "hosts": [host.ip],
+                "ssh": {"user": "root", "identity_file": lab.ssh_key, "known_hosts": lab.known_hosts},
+            }
+        )
+    )
+    env = {**os.environ, "FOUNDATION_STATE_DIR": str(state)}
+    via = subprocess.run(
+        [sys.executable, "-m", "foundation_cli", "ssh", "n1", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    direct = subprocess.run(
+        ["ssh", "-i", lab.ssh_key, "-o", f"UserKnownHostsFile={lab.known_hosts}", f"root@{host.ip}", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert (via.returncode, via.stdout) == (direct.returncode, direct.stdout), (via.stderr, direct.stderr)
