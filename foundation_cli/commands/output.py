@@ -12,7 +12,6 @@ from collections.abc import Iterable, Sequence
 from typing import IO, Any
 
 from foundation_cli.errors import FoundationError
-from foundation_cli.raw import render
 from foundation_cli.raw.operation import RawOperation
 from foundation_cli.raw.recorder import Recorder
 from foundation_cli.raw.secrets import mask
@@ -237,6 +236,8 @@ class Output:
     def explain_operation(self, op: RawOperation) -> None:
         """``--explain``: one raw operation as one block on stderr (the recorder calls this in send order)."""
         styles = ("\x1b[36m", "\x1b[2m", "\x1b[0m") if self._styled_err() else ("", "", "")
+        from foundation_cli.raw import render  # only --explain and --dry-run render operations
+
         self.stderr.write(render.explain_block(op, styles=styles))  # one write: blocks never interleave
         self.stderr.flush()
 
@@ -247,5 +248,7 @@ class Output:
                 dumps({"dry_run": True, "operations": [op.to_dict() for op in recorder.operations]}) + "\n"
             )
             return
+        from foundation_cli.raw import render
+
         self.script_stream.write(render.script(recorder.operations, title=title, addr=self.settings.consul_addr))
         self.script_stream.flush()
