@@ -49,7 +49,8 @@ _FLAG = re.compile(
     (?:"(?P<dq>[^"\n]*)"|'(?P<sq>[^'\n]*)'|(?P<val>[^\s'"]+))
     """
 )
-_URL_PASSWORD = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^/\s:@]*:(?P<val>[^@\s]+)@(?=[\w\[])")
+# Bounded repeats: an unbounded scheme or user part made masking quadratic ("a.a.a…" took minutes).
+_URL_PASSWORD = re.compile(r"(?i)\b[a-z][a-z0-9+.-]{0,31}://[^/\s:@]{0,256}:(?P<val>[^@\s]{1,512})@(?=[\w\[])")
 _PEM = re.compile(
     r"-----BEGIN (?P<kind>[A-Z0-9 ]*)PRIVATE KEY-----(?P<val>.*?)(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",
     re.S,
