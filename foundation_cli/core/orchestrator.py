@@ -127,7 +127,7 @@ def _unique_names(
         elif existing:  # the host's own file says it: it goes into a unit file and env, so only a DNS label
             (warn or (lambda _a, _t: None))(
                 h.address,
-                f"{h.address}: ignoring the node_name in its existing Consul config ({ascii(str(existing))[:60]}):"
+                f"ignoring the node_name in its existing Consul config ({ascii(str(existing))[:60]}):"
                 " not a DNS label (letters, digits, '-'); using a generated name",
             )
     taken = set(names.values())

@@ -135,8 +135,15 @@ def test_a_hosts_hostile_existing_config_is_not_trusted(tmp_path):
     key = "aG9zdGlsZS1rZXktaG9zdGlsZS1rZXktaG9zdGlsZSE="
     with Lab(1) as lab:
         host = lab.hosts[0]
-        evil = {"node_name": "n1\nExecStartPre=/bin/touch /tmp/pwned", "encrypt": key, "server": True}
-        host.write("/etc/foundation/consul.d/foundation.json", json.dumps(evil), 0o640)
+        old_tokens = ("OLD-consul-agent-token-h4", "OLD-foundation-agent-token-h4")
+        evil = {
+            "node_name": "n1\nExecStartPre=/bin/touch /tmp/pwned",
+            "encrypt": key,
+            "server": True,
+            "acl": {"enabled": True, "tokens": {"agent": old_tokens[0]}},
+        }
+        host.write("/etc/foundation/consul.d/foundation.json", json.dumps(evil, indent=2), 0o640)
+        host.write("/etc/foundation/agent.token", old_tokens[1] + "\n", 0o600)
         yaml = (
             f"hosts: [{host.ip}]\nssh:\n  user: root\n  identity_file: {lab.ssh_key}\n"
             f"  known_hosts: {lab.known_hosts}\n  connect_timeout: 5\n"
@@ -154,8 +161,10 @@ def test_a_hosts_hostile_existing_config_is_not_trusted(tmp_path):
         assert key not in refused.stdout + refused.stderr
         # Adopted explicitly: the plan goes on, with a generated node name and a warning, never the injected one.
         (tmp_path / "foundation.yaml").write_text(yaml + f"consul:\n  encrypt: {key}\n")
-        plan = up()
+        plan = up("--explain", "-vv")
         assert plan.returncode == 0, plan.stderr
         assert "not a DNS label" in plan.stderr
+        # The host's old tokens (its Consul config, its agent token file) appear nowhere: probe, diff, script.
+        assert not any(t in plan.stdout + plan.stderr for t in old_tokens)
         assert "ExecStartPre" not in plan.stdout and key not in plan.stdout + plan.stderr
         assert "${FOUNDATION_SECRET_" in plan.stdout  # the key is a variable the script asks for
