@@ -74,7 +74,10 @@ def test_sudo_password_is_sent_when_sudo_asks(sudo_host):
     with _connect(lab, host, PASSWORD) as conn:
         host.exec("rm -rf /var/run/sudo/ts /run/sudo/ts")
         res = conn.run("id -u", check=True)
+        host.exec("rm -rf /var/run/sudo/ts /run/sudo/ts")  # asked again: the password, then the file's bytes
+        conn.upload("/etc/foundation-h4/asked.txt", b"exact\ncontent", mode=0o600)
     assert res.stdout.strip() == "0"
+    assert host.path("/etc/foundation-h4/asked.txt").read_bytes() == b"exact\ncontent"
 
 
 def test_wrong_sudo_password_is_a_clear_refusal(sudo_host):
