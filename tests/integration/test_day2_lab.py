@@ -197,6 +197,13 @@ def test_scheduled_snapshot_fetched_over_ssh(lab3, tmp_path):
         cli(["config", "set", "snapshot.interval", "0s", "--cluster-wide"], env)
 
 
+def _agent_pid(host) -> str | None:
+    from foundation_cli.core.upgrade import AGENT_PID  # the agent in the loop's process group, not the loop
+
+    out = host.exec(AGENT_PID, check=False)
+    return out.stdout.strip() or None
+
+
 def _consul_exe_sha(host) -> str:
     pid = host.exec('pgrep -g "$(cat /run/foundation/consul.pid)" -x consul | head -n1').stdout.strip()
     return host.exec(f"sha256sum /proc/{pid}/exe").stdout.split()[0]
@@ -229,9 +236,15 @@ def test_upgrade_rolls_followers_then_leader(lab3, tmp_path, consul_bin, witness
     assert [s["role"] for s in dry["steps"]] == ["follower", "follower", "leader"]
     assert all(_consul_exe_sha(h) != digest for h in lab3.hosts)  # the dry run changed nothing
 
-    out = cli(["upgrade", "--consul-binary", str(new), "--json"], env, timeout=280)
+    agents_before = {h.name: _agent_pid(h) for h in lab3.hosts}
+    out = cli(["upgrade", "--consul-binary", str(new), "--agent", "--json"], env, timeout=280)
     steps = json.loads(out.stdout)["steps"]
     assert [s["node"] for s in steps] == order and all(s["result"] == "done" for s in steps), steps
+    assert all("agent " in s["detail"] for s in steps)
+    for host in lab3.hosts:  # --agent: the bundle installed and the agent restarted by its loop
+        assert _agent_pid(host) not in (None, agents_before[host.name])
+        assert host.path("/opt/foundation/agent/lib/foundation_cli/__init__.py").exists()
+    wait_for(lambda: len(agent_passing(lab3.http_addr)) == 3, 30, "3 agents passing after the roll")
     assert [s["started"] for s in steps] == sorted(s["started"] for s in steps)
     for host in lab3.hosts:
         assert _consul_exe_sha(host) == digest
