@@ -102,16 +102,20 @@ def resolve(
             except OSError as exc:
                 raise UsageError(f"cannot read CONSUL_HTTP_TOKEN_FILE {token_file}: {exc.strerror}") from None
     state_addr, state_token, state_addrs = _from_cluster_state()
+    chosen = addr
     addr = addr or state_addr
-    token = token or state_token
     address = parse_address(addr or DEFAULT_CONSUL_ADDR, ssl=ssl)
+    # The state's management token and CA go only to that cluster's own servers, never to an
+    # address given for something else (--consul-addr / CONSUL_HTTP_ADDR elsewhere: pass --token).
+    ours = not chosen or _same_cluster(address, [state_addr or "", *state_addrs])
+    token = token or (state_token if ours else None)
     secrets.register(token)
     verify = _truthy(env.get("CONSUL_HTTP_SSL_VERIFY"))
     color = not no_color and "NO_COLOR" not in env
     return Settings(
         consul_addr=address.url,
         token=token,
-        cacert=env.get("CONSUL_CACERT") or _state_cacert(),
+        cacert=env.get("CONSUL_CACERT") or (_state_cacert() if ours else None),
         client_cert=env.get("CONSUL_CLIENT_CERT") or None,
         client_key=env.get("CONSUL_CLIENT_KEY") or None,
         ssl_verify=True if verify is None else verify,
@@ -158,3 +162,14 @@ def _state_cacert() -> str | None:
     state = cluster_state.load() or {}
     cacert = state.get("cacert")
     return cacert if isinstance(cacert, str) and os.path.isfile(cacert) else None
+
+
+def _same_cluster(address: ConsulAddress, known: list[str]) -> bool:
+    """Whether ``address`` is one of the addresses the state file knows for its cluster."""
+    for text in known:
+        try:
+            if text and ConsulAddress.parse(text) == address:
+                return True
+        except AddressError:
+            continue
+    return False

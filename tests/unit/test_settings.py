@@ -96,8 +96,12 @@ def test_cluster_state_fills_in_what_flags_and_env_do_not(tmp_path, monkeypatch)
     cluster_state.save({"consul_http_addr": "http://198.18.0.2:8500", "token": "state-token-1234"})
     s = resolve(env={})
     assert s.consul_addr == "http://198.18.0.2:8500" and s.token == "state-token-1234"
+    # The state's token (and CA) go to that cluster's own servers only, never to another address.
     s = resolve(env={"CONSUL_HTTP_ADDR": "127.0.0.1:9"})
-    assert s.consul_addr == "http://127.0.0.1:9" and s.token == "state-token-1234"
+    assert s.consul_addr == "http://127.0.0.1:9" and s.token is None
+    s = resolve(env={"CONSUL_HTTP_ADDR": "198.18.0.2:8500"})
+    assert s.token == "state-token-1234"
+    assert resolve(env={"CONSUL_HTTP_ADDR": "127.0.0.1:9", "CONSUL_HTTP_TOKEN": "mine-5678"}).token == "mine-5678"
 
 
 def test_no_color_and_verbosity():
