@@ -42,7 +42,7 @@ def set_(
 ) -> None:
     """Set KEY to VALUE with check-and-set: a concurrent change is a conflict (exit 6), never overwritten.
 
-    Agents apply the settings they own live: agent.log_level, singleton.lock_delay, singleton.fence_timeout, restart.backoff, restart.backoff_max, optimizer.interval (see docs/config.md). `foundation config get KEY --status` shows which nodes applied it.
+    Agents apply the settings they own live: agent.log_level, singleton.lock_delay, singleton.fence_timeout, restart.backoff, restart.backoff_max, optimizer.interval, snapshot.interval, snapshot.keep (see docs/config.md). `foundation config get KEY --status` shows which nodes applied it.
 
     Example: foundation config set agent.log_level debug --cluster-wide --explain
     """
