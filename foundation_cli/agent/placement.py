@@ -593,6 +593,7 @@ class Placement:
             self.log.debug("status delete %s: %s", name, _short(exc))
 
     def _housekeeping(self) -> None:
+        self._refresh_node_meta()
         for name, inst in list(self.instances.items()):
             if inst.state == "running" and name in self.registered:
                 try:
@@ -607,6 +608,18 @@ class Placement:
             if inst.disk_error and inst.state == "running" and inst.try_save():
                 self.log.info("%s: %s writable again", name, inst.meta_path)
                 self._report(inst)
+
+    def _refresh_node_meta(self) -> None:
+        """Node meta (foundation.yaml labels) changes when `up` restarts Consul with new labels: follow it."""
+        try:
+            meta = dict((self.client.agent.self() or {}).get("Meta") or {})
+        except Exception as exc:  # noqa: BLE001 - keep the last known meta
+            self.log.debug("node meta: %s", _short(exc))
+            return
+        if meta != self.ctx.node_meta:
+            self.log.info("node meta now %s", meta)
+            self.ctx.node_meta = meta
+            self.wake.set()
 
     # ---------------------------------------------------------------- adopt / shutdown
     def _adopt(self) -> None:
