@@ -139,7 +139,9 @@ def test_replicated_follows_membership_and_stop_removes_all(consul_cluster, tmp_
     spare = consul_cluster.start_client()
     start_agent_on(spare, tmp_path)
     wait_for(lambda: len([r for r in ps(env, "rep") if r["state"] == "running"]) == 4, 40, "the 4th node to get one")
-    assert sorted({r.node for r in witness_runs(log)}) == sorted([h.name for h in consul_cluster.hosts] + [spare.name])
+    everywhere = sorted([h.name for h in consul_cluster.hosts] + [spare.name])
+    # ps reports an instance when it is spawned; the witness writes its first line a moment later.
+    wait_for(lambda: sorted({r.node for r in witness_runs(log)}) == everywhere, 10, "the 4th node's witness")
 
     # `logs` of an instance on another node goes over SSH with the settings `up` saved.
     from foundation_cli.core import cluster_state
