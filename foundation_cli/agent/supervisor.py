@@ -92,6 +92,7 @@ class Instance:
         self.error: str | None = None
         self.failures = 0  # consecutive exits with a non-zero status soon after start
         self.last_output: list[str] = []  # the log's last lines at the last exit (untrusted text)
+        self.log_start = 0  # the output log's size when the current run started: its output begins there
         self.stopping = False
         self.adopted = False
         self.disk_error: str | None = None  # instance.json could not be written (disk full): retried
@@ -131,6 +132,7 @@ class Instance:
         as_user = run_as(self.spec.user, env)  # --user: drop privileges for the child (raises OSError)
         env.update(self.spec.env)
         log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        self.log_start = os.fstat(log_fd).st_size
         try:
             with self._lock:
                 self.stopping = False
@@ -336,11 +338,12 @@ class Instance:
         return True
 
     def tail_output(self, lines: int = 5, max_bytes: int = 4096) -> list[str]:
-        """The last ``lines`` lines of the output log (each cut to 200 characters), for a failure report."""
+        """The last run's last ``lines`` output lines (each cut to 200 characters), for a failure report."""
         try:
             with open(self.log_path, "rb") as fh:
                 fh.seek(0, os.SEEK_END)
-                fh.seek(max(0, fh.tell() - max_bytes))
+                end = fh.tell()
+                fh.seek(max(self.log_start if self.log_start <= end else 0, end - max_bytes))
                 data = fh.read()
         except OSError:
             return []

@@ -116,7 +116,7 @@ def up_remote(
         for w in result.warnings:
             run.out.warn(w)
         if not run.settings.dry_run and result.http_addr:
-            verdict = "unchanged" if all(h.state == "unchanged" for h in result.hosts) else "changed"
+            verdict = "unchanged" if all(h.state in ("unchanged", "failed") for h in result.hosts) else "changed"
             run.out.line(f"cluster {result.cluster_id} ({result.datacenter}) at {result.http_addr}: {verdict}")
     failed = result.failed
     if failed:

@@ -276,7 +276,11 @@ class Connection:
             raise UnreachableError(f"{where}: SSH failed: {text.splitlines()[0] if text else 'error'}") from None
         except (OSError, EOFError) as exc:
             client.close()
-            raise UnreachableError(f"{where}: cannot connect: {_socket_reason(exc)}") from None
+            raise UnreachableError(
+                f"{where}: cannot connect: {_socket_reason(exc)}",
+                hint=f"is {t.hostname} on, on this network, with sshd on port {t.port}? "
+                "(ssh.port / ssh.connect_timeout in foundation.yaml)",
+            ) from None
         self._client = client
         return self
 

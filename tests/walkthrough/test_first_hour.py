@@ -71,7 +71,10 @@ def _normalize(walk: Walk, text: str) -> str:
     """Screens for docs: the lab's addresses and temp paths as a reader's would look."""
     text = text.replace(str(walk.home), "~/demo")
     for i, h in enumerate(walk.lab.hosts):
-        text = text.replace(h.ip, f"192.0.2.{11 + i}")
+        shown = f"192.0.2.{11 + i}"
+        # Keep table columns aligned: a cell followed by padding keeps its width.
+        text = re.sub(re.escape(h.ip) + r"(?=  )", shown.ljust(len(h.ip)), text)
+        text = text.replace(h.ip, shown)
     text = re.sub(r"\bpid \d+", "pid 4242", text)
     return text
 
