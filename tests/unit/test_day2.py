@@ -144,3 +144,33 @@ def test_lock_delay_findings_apply_at_the_next_session():
     from foundation_cli.core.rules import base
 
     assert "next-session" in base.APPLIES
+
+
+def test_up_plans_labels_as_node_meta_and_keeps_per_host_ssh(tmp_path, monkeypatch):
+    """plan(): a host's labels reach its Consul config; record(): its own SSH settings reach the state."""
+    monkeypatch.setenv("FOUNDATION_STATE_DIR", str(tmp_path))
+    from foundation_cli import cluster_state
+    from foundation_cli.core.bootstrap import HostResult, Probe
+    from foundation_cli.core.orchestrator import UpRun, plan, record, ssh_options
+
+    cfg = cluster_config.parse(
+        "hosts:\n  - address: a\n    user: pi\n    port: 2222\n    labels: {usb: zigbee}\n"
+        "  - b\n  - address: c\n    identity_file: ~/.ssh/c_key\nssh:\n  user: root\n"
+    )
+    run = UpRun(
+        cfg=cfg,
+        hosts=cfg.hosts,
+        opts=ssh_options(cfg),
+        say=lambda _h, _m: None,
+        results={h.address: HostResult(alias=h.address) for h in cfg.hosts},
+    )
+    run.probes = {h.address: Probe(hostname=h.address, addr=f"10.0.0.{i}") for i, h in enumerate(cfg.hosts, 1)}
+    plan(run)
+    assert run.plans["a"].consul_config["node_meta"]["usb"] == "zigbee"
+    assert "usb" not in run.plans["b"].consul_config["node_meta"]
+    run.http_addrs = ["http://10.0.0.1:8500"]
+    record(run)
+    saved = cluster_state.load()
+    assert saved["host_ssh"] == {"a": {"user": "pi", "port": 2222}, "c": {"identity_file": "~/.ssh/c_key"}}
+    assert saved["ssh"]["user"] == "root"
+    assert remote.host_ssh("a", saved).argv()[-3:] == ["-p", "2222", "pi@a"]
