@@ -23,7 +23,7 @@ starved or cut off: it could not confirm its session in time) or when the
 lease pipe closes (the agent died). Before that it writes MARKER, so the agent
 can tell a fenced exit from a crash. This does not depend on the agent being
 alive or scheduled: a SIGSTOPped agent still loses its singleton on time,
-within the inequality of ``agent/timing.py``::
+within the inequality of ``core/timing.py``::
 
     fence_timeout + fence_kill_grace + fence_margin < lock_delay
 

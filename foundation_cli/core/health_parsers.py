@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 from collections import Counter
 from typing import Any
 
@@ -39,8 +40,6 @@ def parse_duration_ms(text: Any) -> float | None:
         return None
     if isinstance(text, (int, float)):
         return float(text) / 1e6  # Go durations in JSON numbers are nanoseconds
-    import re
-
     units = {"h": 3600e3, "m": 60e3, "s": 1e3, "ms": 1.0, "us": 1e-3, "µs": 1e-3, "μs": 1e-3, "ns": 1e-6}
     total = 0.0
     found = False

@@ -16,9 +16,10 @@ refused Foundation falls back to ``/v1/catalog/services`` plus one
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from foundation_cli.errors import NotFoundError, UsageError
+from foundation_cli.errors import NotFoundError, PermissionDeniedError, UsageError
 
 SERVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,255}$")
 STATUS_ORDER = {"passing": 0, "warning": 1, "critical": 2}
@@ -135,12 +136,9 @@ class ServiceMesh:
 
     def services(self) -> list[dict]:
         """Every service with instance, node and check counts (one request when Consul allows it)."""
-        from foundation_cli.errors import NotFoundError as _NotFound
-        from foundation_cli.errors import PermissionDeniedError
-
         try:
             rows = self.client.catalog.ui_services()
-        except (_NotFound, PermissionDeniedError):
+        except (NotFoundError, PermissionDeniedError):
             return self._services_fallback()
         out = []
         for row in rows or []:
@@ -160,8 +158,6 @@ class ServiceMesh:
         return sorted(out, key=lambda r: r["name"] or "")
 
     def _services_fallback(self) -> list[dict]:
-        from concurrent.futures import ThreadPoolExecutor
-
         _index, names = self.client.catalog.services()
 
         def one(name: str) -> dict:

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from foundation_cli.agent import config_apply
-from foundation_cli.agent.live_settings import LIVE
+from foundation_cli.core.live_settings import LIVE
 from foundation_cli.settings import resolve
 from foundation_cli.tools import consul as consul_tool
 

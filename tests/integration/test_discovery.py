@@ -37,9 +37,9 @@ def schema() -> dict:
 @pytest.fixture(scope="module")
 def services(consul_agent):
     """A service registered like a Foundation agent does, and one registered by something else."""
-    from foundation_cli.agent.placement import service_registration
-    from foundation_cli.agent.timing import Timing
+    from foundation_cli.core.agent_requests import service_registration
     from foundation_cli.core.service_spec import ServiceSpec
+    from foundation_cli.core.timing import Timing
 
     spec = ServiceSpec(name="placed", mode="singleton", command=["sleep", "1000"], port=7000, tags=["blue"])
     put(consul_agent, "/v1/agent/service/register", service_registration(spec, "n", Timing()))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from foundation_cli.agent import live_settings
 from foundation_cli.agent.config_apply import apply_items
-from foundation_cli.agent.live_settings import LiveSettings
+from foundation_cli.core import live_settings
+from foundation_cli.core.live_settings import LiveSettings
 from foundation_cli.errors import UsageError
 from foundation_cli.facades import config as config_facade
 
@@ -61,9 +61,9 @@ def test_apply_items_sets_rejects_and_unsets() -> None:
 
 
 def test_live_singleton_timings_come_as_one_safe_pair_and_restart_backoff_is_live():
-    from foundation_cli.agent.live_settings import LIVE
     from foundation_cli.agent.placement import restart_delay
-    from foundation_cli.agent.timing import Timing
+    from foundation_cli.core.live_settings import LIVE
+    from foundation_cli.core.timing import Timing
 
     base = Timing()
     try:

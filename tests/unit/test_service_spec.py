@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from foundation_cli.agent.timing import Timing
 from foundation_cli.core.service_spec import (
     ServiceSpec,
     check_update,
@@ -12,6 +11,7 @@ from foundation_cli.core.service_spec import (
     parse_node_meta,
     validate_name,
 )
+from foundation_cli.core.timing import Timing
 from foundation_cli.errors import ConflictError, UsageError
 
 
