@@ -527,6 +527,9 @@ def record(run: UpRun) -> None:
                 "identity_file": cfg.ssh.identity_file,
                 "known_hosts": cfg.ssh.known_hosts,
                 "port": cfg.ssh.port,
+                "proxy_jump": cfg.ssh.proxy_jump,
+                "sudo_password_env": cfg.ssh.sudo_password_env,  # names only: the password is never stored
+                "sudo_password_file": cfg.ssh.sudo_password_file,
             },
             "config_path": cfg.source,
             # Per-host SSH settings from foundation.yaml (ssh, logs, exec use them; facades/remote.py).
@@ -534,10 +537,17 @@ def record(run: UpRun) -> None:
                 **(state.get("host_ssh") or {}),
                 **{
                     h.address: {
-                        k: v for k, v in (("user", h.user), ("port", h.port), ("identity_file", h.identity_file)) if v
+                        k: v
+                        for k, v in (
+                            ("user", h.user),
+                            ("port", h.port),
+                            ("identity_file", h.identity_file),
+                            ("proxy_jump", h.proxy_jump),
+                        )
+                        if v
                     }
                     for h in cfg.hosts
-                    if h.user or h.port or h.identity_file
+                    if h.user or h.port or h.identity_file or h.proxy_jump
                 },
             },
         }

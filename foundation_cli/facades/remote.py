@@ -1,7 +1,7 @@
 """Reaching a node over SSH with the settings `foundation up` saved (global `ssh:` + per-host overrides).
 
 The state file keeps the global ``ssh:`` block and, under ``host_ssh``, each
-host's own ``user`` / ``port`` / ``identity_file`` from foundation.yaml, by
+host's own ``user`` / ``port`` / ``identity_file`` / ``proxy_jump`` from foundation.yaml, by
 address; ``nodes`` maps addresses to Consul node names. ``ssh``, ``logs``,
 ``exec`` and ``snapshot save --from-scheduled`` all connect through here.
 """
@@ -22,6 +22,9 @@ class HostSSH:
     port: int | None = None
     identity_file: str | None = None
     known_hosts: str | None = None
+    proxy_jump: str | None = None  # through this bastion (ssh -J)
+    sudo_password_env: str | None = None  # where the sudo password comes from (names, never the password)
+    sudo_password_file: str | None = None
 
     def argv(self) -> list[str]:
         """The system ``ssh`` command line for this host (``foundation ssh``)."""
@@ -32,6 +35,8 @@ class HostSSH:
             argv += ["-o", f"UserKnownHostsFile={self.known_hosts}"]
         if self.port:
             argv += ["-p", str(self.port)]
+        if self.proxy_jump:
+            argv += ["-J", self.proxy_jump]
         argv.append(f"{self.user}@{self.address}" if self.user else self.address)
         return argv
 
@@ -54,6 +59,9 @@ def host_ssh(address: str, state: dict | None = None) -> HostSSH:
         port=own.get("port") or glob.get("port"),
         identity_file=_expand(own.get("identity_file") or glob.get("identity_file")),
         known_hosts=_expand(glob.get("known_hosts")),
+        proxy_jump=own.get("proxy_jump") or glob.get("proxy_jump"),
+        sudo_password_env=glob.get("sudo_password_env"),
+        sudo_password_file=_expand(glob.get("sudo_password_file")),
     )
 
 
@@ -74,7 +82,15 @@ def connect(address: str, state: dict | None = None):
     from foundation_cli.tools import ssh
 
     h = host_ssh(address, state)
-    opts = ssh.SSHOptions(user=h.user, port=h.port, identity_file=h.identity_file, known_hosts=h.known_hosts)
+    opts = ssh.SSHOptions(
+        user=h.user,
+        port=h.port,
+        identity_file=h.identity_file,
+        known_hosts=h.known_hosts,
+        host_proxy_jump={address: h.proxy_jump} if h.proxy_jump else {},
+        sudo_password_env=h.sudo_password_env,
+        sudo_password_file=h.sudo_password_file,
+    )
     return ssh.connect(address, opts)
 
 

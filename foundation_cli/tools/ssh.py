@@ -291,8 +291,9 @@ class Connection:
         first = jump_spec.split(",")[0]
         user, _, hostport = first.rpartition("@")
         host, _, port = hostport.partition(":")
-        # The bastion itself is reached directly (or as ~/.ssh/config says): not through the default jump.
-        jump_opts = dataclasses.replace(self.opts, proxy_jump=None, host_proxy_jump={})
+        # The bastion itself is reached directly (or as ~/.ssh/config says): not through the default
+        # jump, and on its own port (the spec's, its ~/.ssh/config's, else 22), not the hosts' ssh.port.
+        jump_opts = dataclasses.replace(self.opts, proxy_jump=None, host_proxy_jump={}, port=None)
         jump = Connection(
             resolve_target(host, jump_opts, user=user or None, port=int(port) if port else None), jump_opts
         )

@@ -12,7 +12,8 @@ One module-scoped lab, the tests in order (each builds on the one before):
 
 up brings all five to "every agent registered" with real systemd units and an arm64 consul on the
 arm64 host → a singleton pinned to the two Debian machines moves when its holder crashes, and the
-crashed machine comes back on reboot → a host whose agent cannot run makes `up` exit 7 naming the
+crashed machine comes back on reboot → a replicated service runs on all five and `logs` reaches
+each (through the bastion, with sudo's password) → a host whose agent cannot run makes `up` exit 7 naming the
 cause → `down --purge` leaves the machines without a trace of Foundation.
 """
 
@@ -37,6 +38,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.timeout(420)]
 SUDO_ENV = "FOUNDATION_LAB_SUDO_PW"
 PASSPHRASE = "lab-key-passphrase"
 FOREIGN_TARGETS = (("3.9", "x86_64"), ("3.9", "aarch64"), ("3.13", "x86_64"))  # Debian 11, 11 arm64, 13
+TICK = 'echo "tick from $(hostname)"; exec sleep 100000'
 FOUNDATION_PATHS = (
     "/etc/foundation",
     "/opt/foundation",
@@ -66,7 +68,7 @@ class Mixed:
     def bastion(self):
         return self.lab.hosts[0]
 
-    def write_config(self, *, extra_hosts: str = "") -> None:
+    def write_config(self, *, deb13_extra: str = "") -> None:
         n1, n2 = self.lab.hosts
         f = self.foreign
         (self.root / "foundation.yaml").write_text(
@@ -74,9 +76,8 @@ class Mixed:
             f"  - {n1.ip}\n"
             f"  - {n2.ip}\n"
             f"  - {{address: {f['deb11'].ip}, user: labpw}}\n"
-            f"  - {{address: {f['deb13'].ip}, user: labnopw}}\n"
+            f"  - {{address: {f['deb13'].ip}, user: labnopw{deb13_extra}}}\n"
             f"  - {{address: {f['arm'].ip}, port: 2222, proxy_jump: root@{n1.ip}}}\n"
-            f"{extra_hosts}"
             "ssh:\n"
             "  user: root\n"
             f"  identity_file: {self.lab.ssh_key}\n"
@@ -259,7 +260,7 @@ def _holder(mixed) -> str | None:
 
 
 def test_singleton_moves_between_debian_11_and_13_when_its_holder_crashes(mixed):
-    proc = mixed.run("start-singleton", "lab-tick", "--node-meta", "lab_os=debian", "--", "sleep", "100000")
+    proc = mixed.run("start-singleton", "lab-tick", "--node-meta", "lab_os=debian", "--", "sh", "-c", TICK)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     first = _wait("a holder", lambda: _holder(mixed), 60)
     assert first in ("deb11", "deb13")
@@ -284,7 +285,24 @@ def test_singleton_moves_between_debian_11_and_13_when_its_holder_crashes(mixed)
     units = mixed.foreign[first].exec("systemctl is-active foundation-consul foundation-agent", check=False).stdout
     assert units.split() == ["active", "active"]
     assert _holder(mixed) == other  # it stays where it moved
+    logs = mixed.run("logs", "lab-tick", "--node", other, timeout=60)  # over SSH, as the host's login user
+    assert logs.returncode == 0 and f"tick from {other}" in logs.stdout, logs.stdout + logs.stderr
     assert mixed.run("stop", "lab-tick").returncode == 0
+
+
+def test_replicated_runs_on_every_host_and_logs_reach_each_one(mixed):
+    proc = mixed.run("start-replicated", "lab-rep", "--", "sh", "-c", TICK)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    def running() -> set[str]:
+        return {r["node"] for r in mixed.json("ps", "lab-rep") if r.get("state") == "running"}
+
+    _wait("lab-rep on all five nodes", lambda: running() >= {"node1", "node2", "deb11", "deb13", "arm"}, 90, every=2)
+    # logs over SSH: the arm64 host through the bastion, Debian 11 as the sudo-password user.
+    for node in ("arm", "deb11"):
+        logs = mixed.run("logs", "lab-rep", "--node", node, timeout=60)
+        assert logs.returncode == 0 and f"tick from {node}" in logs.stdout, (node, logs.stdout + logs.stderr)
+    assert mixed.run("stop", "lab-rep").returncode == 0
 
 
 def test_a_host_whose_agent_cannot_run_fails_up_naming_the_cause(mixed):
@@ -306,6 +324,25 @@ def test_a_host_whose_agent_cannot_run_fails_up_naming_the_cause(mixed):
     breaker.unlink()
     fixed = mixed.run("up")
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+
+
+def test_a_host_without_python_3_9_is_refused_before_anything_changes(mixed):
+    deb13 = mixed.foreign["deb13"]
+    watched = [deb13.path(p) for p in ("/etc/systemd/system/foundation-agent.service", bootstrap_config())]
+    before = [p.stat().st_mtime_ns for p in watched]
+    mixed.write_config(deb13_extra=", python: python3.7")  # not on the host
+    proc = mixed.run("up", "--host", deb13.ip)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "no python3.7 on the host" in out and "3.9+" in out and "nothing was changed" in out, out
+    assert [p.stat().st_mtime_ns for p in watched] == before
+    mixed.write_config()
+
+
+def bootstrap_config() -> str:
+    from foundation_cli.core import bootstrap
+
+    return bootstrap.CONFIG_FILE
 
 
 def test_down_purge_leaves_the_machines_clean(mixed):

@@ -291,3 +291,16 @@ def test_raw_ssh_lines_show_the_bastion_and_port():
     assert render_lines(op) == ["ssh -J admin@bastion -p 2222 root@10.0.0.7 true"]
     plain = RawOperation(kind="ssh-exec", host="10.0.0.7", user="root", port=22, command="true")
     assert render_lines(plain) == ["ssh root@10.0.0.7 true"]
+
+
+def test_saved_ssh_settings_keep_the_bastion_and_the_sudo_password_source():
+    from foundation_cli.facades import remote
+
+    state = {
+        "ssh": {"user": "root", "sudo_password_env": "PW", "known_hosts": "/k"},
+        "host_ssh": {"10.0.1.7": {"port": 2222, "proxy_jump": "root@10.0.0.5"}},
+    }
+    h = remote.host_ssh("10.0.1.7", state)
+    assert h.argv() == ["ssh", "-o", "UserKnownHostsFile=/k", "-p", "2222", "-J", "root@10.0.0.5", "root@10.0.1.7"]
+    assert h.sudo_password_env == "PW"
+    assert remote.host_ssh("10.0.0.9", state).proxy_jump is None
