@@ -61,7 +61,13 @@ def _command_lines(path: Path) -> list[str]:
     lines in bash/sh blocks (plain and console blocks also hold output, so only prompted lines count)."""
     lines: list[str] = []
     lang: str | None = None
+    in_screen = False  # a walkthrough screen was typed for real (mistakes included): not checked here
     for raw in path.read_text(encoding="utf-8").splitlines():
+        if raw.startswith("<!-- screen: ") or raw.startswith("<!-- /screen -->"):
+            in_screen = raw.startswith("<!-- screen: ")
+            continue
+        if in_screen:
+            continue
         if raw.startswith("```"):
             lang = None if lang is not None else raw[3:].strip()
             continue
