@@ -55,6 +55,11 @@ def run(ctx, stop: threading.Event) -> None:
     if not specs:
         ctx.logger.info("mdns: %s not set; not advertising or browsing", mdns_tool.ENV_INTERFACE)
         return
+    import importlib.util
+
+    if importlib.util.find_spec("zeroconf") is None:  # a bundle for a Python no zeroconf wheel fitted
+        ctx.logger.warning("mdns: zeroconf is not installed with this agent; not advertising or browsing")
+        return
     try:
         binding = mdns_tool.resolve_binding(specs, ipv6=os.environ.get("FOUNDATION_MDNS_IPV6") == "1")
     except Exception as exc:

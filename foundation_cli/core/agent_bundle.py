@@ -52,6 +52,9 @@ MIN_PYTHON = (3, 9)
 # 11): it is fetched at this machine's version without its Requires-Python (its one dependency,
 # requests, is in the resolved set).
 AGENT_REQUIREMENTS = ("requests", "zeroconf")
+# Only for mDNS: when no zeroconf fits the host's Python (an air-gapped wheelhouse without one), the
+# bundle goes without it and the agent there neither advertises nor browses (it says so in its log).
+OPTIONAL_REQUIREMENTS = ("zeroconf",)
 IGNORE_REQUIRES_PYTHON = ("py-consul",)
 _PLATFORMS = {
     "x86_64": ("manylinux_2_17_x86_64", "manylinux2014_x86_64"),
@@ -69,6 +72,7 @@ class Bundle:
     arch: str  # "x86_64"
     size: int
     compiled: list[str] = field(default_factory=list)  # compiled modules kept (no pure twin): for the target only
+    missing: list[str] = field(default_factory=list)  # optional requirements no wheel fitted (zeroconf: no mDNS)
 
 
 def _norm(name: str) -> str:
@@ -295,9 +299,15 @@ def fetch_wheels(python: str, arch: str, *, wheelhouse: str | None = None) -> li
     with open(dest / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (marker.is_file() and marker.read_text() == spec):
+            from foundation_cli.errors import FoundationError
+
             for old in dest.glob("*.whl"):
                 old.unlink()
-            _pip_download(dest, python, arch, list(AGENT_REQUIREMENTS), wheelhouse=wheelhouse, extra=[])
+            try:
+                _pip_download(dest, python, arch, list(AGENT_REQUIREMENTS), wheelhouse=wheelhouse, extra=[])
+            except FoundationError:
+                required = [r for r in AGENT_REQUIREMENTS if r not in OPTIONAL_REQUIREMENTS]
+                _pip_download(dest, python, arch, required, wheelhouse=wheelhouse, extra=[])  # raises the real lack
             _pip_download(
                 dest, python, arch, pins, wheelhouse=wheelhouse, extra=["--no-deps", "--ignore-requires-python"]
             )
@@ -391,7 +401,9 @@ def _for_target(python: str, arch: str, *, wheelhouse: str | None) -> Bundle:
                 with contextlib.suppress(OSError):
                     old.unlink()
     data = target.read_bytes()
-    return Bundle(target, hashlib.sha256(data).hexdigest(), python, arch, len(data), compiled)
+    have = {_norm(w.name.split("-", 1)[0]) for w in wheels}
+    missing = [r for r in OPTIONAL_REQUIREMENTS if _norm(r) not in have]
+    return Bundle(target, hashlib.sha256(data).hexdigest(), python, arch, len(data), compiled, missing)
 
 
 class Selector:

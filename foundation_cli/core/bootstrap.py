@@ -421,6 +421,8 @@ def install_agent(conn: Connection, p: Probe, plan: HostPlan, bundle, say: Progr
         detail = f"host python {p.python or '?'} / {p.arch}, bundle built for {bundle.python} / {bundle.arch}"
     else:
         detail = f"bundle {bundle.sha256[:12]} ({bundle.size // 1024} KiB)"
+    if getattr(bundle, "missing", None):
+        detail += f"; without {', '.join(bundle.missing)} (none for Python {bundle.python}): no mDNS on this host"
     say(f"uploading the node agent ({bundle.size // 1024} KiB)")
     root = plan.install_root
     tarball = f"{root}/agent/bundle.tar.gz"

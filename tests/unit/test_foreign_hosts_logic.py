@@ -304,3 +304,22 @@ def test_saved_ssh_settings_keep_the_bastion_and_the_sudo_password_source():
     assert h.argv() == ["ssh", "-o", "UserKnownHostsFile=/k", "-p", "2222", "-J", "root@10.0.0.5", "root@10.0.1.7"]
     assert h.sudo_password_env == "PW"
     assert remote.host_ssh("10.0.0.9", state).proxy_jump is None
+
+
+def test_a_target_without_a_fitting_zeroconf_gets_a_bundle_without_mdns(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    calls = []
+
+    def fake_download(dest, python, arch, reqs, *, wheelhouse, extra):
+        calls.append(list(reqs))
+        if "zeroconf" in reqs:
+            raise FoundationError("no agent dependencies for Python 3.9 on aarch64 from wheelhouse w: zeroconf")
+        for req in reqs:
+            name = req.split("==")[0].replace("-", "_")
+            with zipfile.ZipFile(dest / f"{name}-1.0-py3-none-any.whl", "w") as zf:
+                zf.writestr(f"{name}/__init__.py", "")
+
+    monkeypatch.setattr(agent_bundle, "_pip_download", fake_download)
+    bundle = agent_bundle.for_target("3.9", "aarch64", wheelhouse=str(tmp_path / "w"))
+    assert calls[0] == ["requests", "zeroconf"] and calls[1] == ["requests"]
+    assert bundle.missing == ["zeroconf"] and bundle.path.is_file()
