@@ -102,12 +102,11 @@ def resolve(
             except OSError as exc:
                 raise UsageError(f"cannot read CONSUL_HTTP_TOKEN_FILE {token_file}: {exc.strerror}") from None
     state_addr, state_token, state_addrs = _from_cluster_state()
-    chosen = addr
     addr = addr or state_addr
     address = parse_address(addr or DEFAULT_CONSUL_ADDR, ssl=ssl)
     # The state's management token and CA go only to that cluster's own servers, never to an
     # address given for something else (--consul-addr / CONSUL_HTTP_ADDR elsewhere: pass --token).
-    ours = not chosen or _same_cluster(address, [state_addr or "", *state_addrs])
+    ours = _same_cluster(address, [state_addr or "", *state_addrs])
     token = token or (state_token if ours else None)
     secrets.register(token)
     verify = _truthy(env.get("CONSUL_HTTP_SSL_VERIFY"))

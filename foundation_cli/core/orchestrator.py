@@ -804,6 +804,8 @@ def down(
         cluster_state.clear()
         if purge:
             gossip_key_path().unlink(missing_ok=True)
+        else:  # the servers keep their data, so their ACLs: keep the tokens for the next `up`
+            secure_up.keep_after_down(state)
     elif not current_recorder().dry_run and only and state:
         state["hosts"] = [a for a in state.get("hosts", []) if a not in results or results[a].error]
         cluster_state.save(state)

@@ -145,3 +145,14 @@ def _token_file(run: UpRun) -> str | None:
     if not run.cfg.acl.token_file:
         return None
     return acl.operator_token(run.cfg, {})
+
+
+def keep_after_down(state: dict) -> None:
+    """After a full ``down`` without ``--purge``: the servers keep their data and with it their ACLs,
+    so the management token, the node tokens and the CA stay in the state file for the next ``up``
+    (no address: commands do not point at the stopped cluster)."""
+    from foundation_cli.core import cluster_state
+
+    if state.get("token"):
+        kept = ("cluster_id", "mode", "token", "node_tokens", "cacert", "gossip_key_file", "datacenter")
+        cluster_state.save({k: state[k] for k in kept if k in state} | {"down": True})

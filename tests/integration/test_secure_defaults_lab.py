@@ -234,6 +234,22 @@ def test_secrets_scan_finds_nothing(cluster):
     assert not leaks and not pem, f"leaked: {leaks} {pem[:1]}"
 
 
+def test_down_then_up_brings_the_same_cluster_back_with_its_acls(cluster):
+    """A full `down` keeps the servers' data (and ACLs): the state keeps the tokens, `up` reuses them."""
+    assert cluster.run("kv", "put", "survives/down", "yes").returncode == 0
+    token = cluster.state()["token"]
+    down = cluster.run("down")
+    assert down.returncode == 0, down.stderr
+    kept = cluster.state()
+    assert kept["token"] == token and "consul_http_addr" not in kept
+    assert kept.get("cacert") and kept.get("node_tokens")
+    up = cluster.run("up")
+    assert up.returncode == 0, up.stderr
+    assert cluster.state()["token"] == token
+    got = cluster.run("kv", "get", "survives/down")
+    assert got.stdout.strip() == "yes", got.stderr
+
+
 def test_local_cluster_is_closed_to_anonymous_clients(tmp_path):
     """`up --local` (plain HTTP on 127.0.0.1, ACLs on): anonymous writes and token reads are refused."""
     from tests.integration.test_local_cluster import LocalEnv

@@ -302,5 +302,7 @@ def test_down_leaves_nothing_running(ctx):
     for h in ctx.lab.hosts:
         left = [Path(f"/proc/{p}/cmdline").read_text() for p in h.pids()]
         assert all("sshd" in c for c in left), (h.name, left)
-    assert not (ctx.root / "state" / "state.json").exists()
-    assert ctx.lab.hosts[0].path("/var/lib/foundation/consul").exists()  # data kept without --purge
+    # Data kept without --purge, and with it the ACLs: the state keeps only the tokens and the CA.
+    kept = ctx.state()
+    assert "consul_http_addr" not in kept and kept["token"] and kept["down"] is True
+    assert ctx.lab.hosts[0].path("/var/lib/foundation/consul").exists()
