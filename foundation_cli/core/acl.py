@@ -110,51 +110,23 @@ def node_tokens(previous: dict | None, node: str) -> NodeTokens:
 
 
 # ---------------------------------------------------------------------------------------------
-# HTTP (through the recording client; answers kept, never raised, so 403s can be told apart)
+# HTTP: the gateway's typed ACL methods (foundation_cli/tools/consul/acl.py), answers kept whole
 
 
-def _raw(response):
-    return response
+def _text(reply) -> str:
+    body = reply.body
+    if body is None:
+        return ""
+    return body if isinstance(body, str) else json.dumps(body)
 
 
-def _call(client, method: str, path: str, *, token: str | None, body: Any = None):
-    """One ACL request; returns ``(status, text)``. ``token=None`` sends no token at all."""
-    headers = {"X-Consul-Token": token} if token else {}
-    data = json.dumps(body) if body is not None else ""
-    fn = getattr(client.http, method.lower())
-    if method == "GET":
-        resp = fn(_raw, path, headers=headers)
-    else:
-        resp = fn(_raw, path, data=data, headers=headers)
-    if resp is True or not hasattr(resp, "code"):  # a dry run's placeholder answer
-        return 200, ""
-    body_text = resp.body if isinstance(resp.body, str) else (resp.body or b"").decode("utf-8", "replace")
-    return resp.code, body_text
-
-
-def _json(text: str) -> dict:
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _anonymous(client):
-    """The same client with no token of its own (py-consul adds ``client.token`` to every request)."""
-    saved = client.token
-    client.token = None
-    return saved
+def _json(reply) -> dict:
+    return reply.body if isinstance(reply.body, dict) else {}
 
 
 def token_valid(client, token: str) -> bool:
     """``GET /v1/acl/token/self`` with ``token``: whether Consul knows it."""
-    saved = _anonymous(client)
-    try:
-        status, _text = _call(client, "GET", "/v1/acl/token/self", token=token)
-    finally:
-        client.token = saved
-    return status == 200
+    return client.acl.token_self(token).status == 200
 
 
 class BootstrapRefused(FoundationError):
@@ -177,69 +149,67 @@ def bootstrap(
     cluster was bootstrapped by someone else (their token is needed, or a reset).
     """
     deadline = time.monotonic() + timeout
-    saved = _anonymous(client)
     if fresh:
         known = None
-    try:
-        while True:
-            if known:
-                status, text = _call(client, "GET", "/v1/acl/token/self", token=known)
-                if status == 200 or dry_run:
-                    return known, False
-                if status == 403 and "ACL not found" in text:
-                    known = None  # a token of an older cluster: bootstrap below
-            if not known:
-                status, text = _call(client, "PUT", "/v1/acl/bootstrap", token=None)
-                if dry_run:
-                    return "${CONSUL_HTTP_TOKEN}", True
-                if status == 200:
-                    token = _json(text).get("SecretID")
-                    if token:
-                        secrets.register(token)
-                        return token, True
-                if status == 403 and "no longer allowed" in text:
-                    index = text.rsplit("reset index:", 1)[-1].strip(" )\n") if "reset index" in text else None
-                    raise BootstrapRefused(
-                        "the cluster's ACLs were bootstrapped before and the management token is not in the state file",
-                        reset_index=index,
-                        hint="pass it with --token / CONSUL_HTTP_TOKEN (or acl.token_file), or reset: write "
-                        f"{index or 'the reset index'} into <data_dir>/{BOOTSTRAP_RESET_FILE} on the leader and run "
-                        "up again",
-                    )
-            if dry_run:  # one look only: a dry run does not wait for a cluster to settle
-                return known or "${CONSUL_HTTP_TOKEN}", not known
-            if time.monotonic() > deadline:
-                raise UnreachableError(
-                    f"ACL bootstrap did not answer after {timeout:.0f} s: {status} {text.strip()[:120]}",
-                    hint="the servers may still be electing a leader; run `foundation up` again",
+    status, text = 0, ""
+    while True:
+        if known:
+            reply = client.acl.token_self(known)
+            status, text = reply.status, _text(reply)
+            if status == 200 or dry_run:
+                return known, False
+            if status == 403 and "ACL not found" in text:
+                known = None  # a token of an older cluster: bootstrap below
+        if not known:
+            reply = client.acl.bootstrap()
+            status, text = reply.status, _text(reply)
+            if dry_run:
+                return "${CONSUL_HTTP_TOKEN}", True
+            if status == 200:
+                token = _json(reply).get("SecretID")
+                if token:
+                    secrets.register(token)
+                    return token, True
+            if status == 403 and "no longer allowed" in text:
+                index = text.rsplit("reset index:", 1)[-1].strip(" )\n") if "reset index" in text else None
+                raise BootstrapRefused(
+                    "the cluster's ACLs were bootstrapped before and the management token is not in the state file",
+                    reset_index=index,
+                    hint="pass it with --token / CONSUL_HTTP_TOKEN (or acl.token_file), or reset: write "
+                    f"{index or 'the reset index'} into <data_dir>/{BOOTSTRAP_RESET_FILE} on the leader and run "
+                    "up again",
                 )
-            time.sleep(0.3)  # no leader yet / ACLs still in legacy mode
-    finally:
-        client.token = saved
+        if dry_run:  # one look only: a dry run does not wait for a cluster to settle
+            return known or "${CONSUL_HTTP_TOKEN}", not known
+        if time.monotonic() > deadline:
+            raise UnreachableError(
+                f"ACL bootstrap did not answer after {timeout:.0f} s: {status} {text.strip()[:120]}",
+                hint="the servers may still be electing a leader; run `foundation up` again",
+            )
+        time.sleep(0.3)  # no leader yet / ACLs still in legacy mode
 
 
 def _ensure_policy(client, mgmt: str, name: str, rules: str, description: str, *, fresh: bool = False) -> str:
     """Create or update the policy ``name`` so its rules are ``rules``; returns its ID."""
-    status, text = (404, "") if fresh else _call(client, "GET", f"/v1/acl/policy/name/{name}", token=mgmt)
-    if status == 200:
-        current = _json(text)
-        if current.get("Rules") == rules:
-            return current.get("ID", "")
-        body = {"Name": name, "Description": description, "Rules": rules}
-        _check(*_call(client, "PUT", f"/v1/acl/policy/{current.get('ID')}", token=mgmt, body=body), "policy update")
-        return current.get("ID", "")
-    status, text = _call(
-        client, "PUT", "/v1/acl/policy", token=mgmt, body={"Name": name, "Description": description, "Rules": rules}
-    )
-    _check(status, text, f"policy create {name}")
-    return _json(text).get("ID", "")
+    body = {"Name": name, "Description": description, "Rules": rules}
+    current = None if fresh else client.acl.policy_read_by_name(name, token=mgmt)
+    if current is not None and current.status == 200:
+        found = _json(current)
+        if found.get("Rules") != rules:
+            reply = client.acl.policy_update(found.get("ID", ""), body, token=mgmt)
+            _check(reply.status, _text(reply), "policy update")
+        return found.get("ID", "")
+    reply = client.acl.policy_create(body, token=mgmt)
+    _check(reply.status, _text(reply), f"policy create {name}")
+    return _json(reply).get("ID", "")
 
 
 def _ensure_token(client, mgmt: str, secret: str, body: dict, what: str, *, fresh: bool = False) -> bool:
     """A token with SecretID ``secret`` and ``body``'s links: created when Consul does not know it."""
     if not fresh and token_valid(client, secret):
         return False
-    _check(*_call(client, "PUT", "/v1/acl/token", token=mgmt, body={"SecretID": secret, **body}), what)
+    reply = client.acl.token_create({"SecretID": secret, **body}, token=mgmt)
+    _check(reply.status, _text(reply), what)
     return True
 
 
@@ -257,32 +227,28 @@ def ensure_node(
 
     ``fresh``: the cluster does not exist yet (a dry run before anything runs): no reads, all writes.
     """
-    saved = _anonymous(client)
-    try:
-        policy = AGENT_POLICY_PREFIX + node
-        _ensure_policy(client, mgmt, policy, agent_rules(node), f"Foundation node agent on {node}", fresh=fresh)
-        made = _ensure_token(
-            client,
-            mgmt,
-            tokens.consul,
-            {
-                "Description": f"Consul agent on {node} (Foundation)",
-                "NodeIdentities": [{"NodeName": node, "Datacenter": datacenter}],
-            },
-            f"agent token {node}",
-            fresh=fresh,
-        )
-        made |= _ensure_token(
-            client,
-            mgmt,
-            tokens.agent,
-            {"Description": f"Foundation node agent on {node}", "Policies": [{"Name": policy}]},
-            f"node agent token {node}",
-            fresh=fresh,
-        )
-        return made and not dry_run
-    finally:
-        client.token = saved
+    policy = AGENT_POLICY_PREFIX + node
+    _ensure_policy(client, mgmt, policy, agent_rules(node), f"Foundation node agent on {node}", fresh=fresh)
+    made = _ensure_token(
+        client,
+        mgmt,
+        tokens.consul,
+        {
+            "Description": f"Consul agent on {node} (Foundation)",
+            "NodeIdentities": [{"NodeName": node, "Datacenter": datacenter}],
+        },
+        f"agent token {node}",
+        fresh=fresh,
+    )
+    made |= _ensure_token(
+        client,
+        mgmt,
+        tokens.agent,
+        {"Description": f"Foundation node agent on {node}", "Policies": [{"Name": policy}]},
+        f"node agent token {node}",
+        fresh=fresh,
+    )
+    return made and not dry_run
 
 
 def operator_token(cfg: ClusterConfig, state: dict) -> str:

@@ -18,6 +18,7 @@ import consul.std
 
 from foundation_cli.raw.address import DEFAULT_CONSUL_ADDRESS, ConsulAddress
 from foundation_cli.raw.recorder import Recorder
+from foundation_cli.tools.consul.acl import ACL
 from foundation_cli.tools.consul.agent import Agent
 from foundation_cli.tools.consul.catalog import Catalog
 from foundation_cli.tools.consul.event import Event
@@ -75,6 +76,7 @@ class Client(consul.std.Consul):
         self.operator = Operator(self)
         self.snapshot = Snapshot(self)
         self.txn = Txn(self)
+        self.acl = ACL(self)  # Foundation's typed /v1/acl methods (replaces py-consul's)
 
     def http_connect(self, host, port, scheme, verify=True, cert=None) -> RecordingHTTPClient:
         """py-consul's hook: every request of every endpoint group goes through this client."""
