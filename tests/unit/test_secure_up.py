@@ -1,0 +1,77 @@
+"""The secure-defaults plan step of `up` (core/secure_up.py): tokens, TLS files and config per host."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from foundation_cli.core import bootstrap, tls
+from foundation_cli.core import cluster_config as cc
+from foundation_cli.core.bootstrap import HostResult, Probe
+from foundation_cli.core.orchestrator import UpRun, plan, ssh_options
+from foundation_cli.core.secure_up import api_url, secure_plan
+
+
+def _run(text: str, tmp_path, monkeypatch, state: dict | None = None) -> UpRun:
+    monkeypatch.setenv("FOUNDATION_STATE_DIR", str(tmp_path / "state"))
+    cfg = cc.parse(text)
+    run = UpRun(
+        cfg=cfg,
+        hosts=cfg.hosts,
+        opts=ssh_options(cfg),
+        say=lambda _h, _m: None,
+        results={h.address: HostResult(alias=h.address) for h in cfg.hosts},
+        state=state or {},
+    )
+    run.probes = {h.address: Probe(hostname=f"n{i}", addr=f"10.0.0.{i}") for i, h in enumerate(cfg.hosts, 1)}
+    plan(run)
+    return run
+
+
+def test_acl_only_every_node_gets_its_own_tokens_and_no_master(tmp_path, monkeypatch):
+    run = _run("hosts: [a, b]\nservers: 1\ntls: {enabled: false}\n", tmp_path, monkeypatch)
+    secure_plan(run)
+    assert run.token is None and run.cacert is None
+    seen = set()
+    for p in run.plans.values():
+        acl = p.consul_config["acl"]
+        assert acl["default_policy"] == "deny" and acl["enable_token_persistence"] is True
+        assert set(acl["tokens"]) == {"agent"}  # never the management ("master") token on a host
+        tokens = run.node_tokens[p.node_name]
+        assert acl["tokens"]["agent"] == tokens.consul != tokens.agent
+        assert p.files[bootstrap.AGENT_TOKEN_FILE] == (tokens.agent.encode() + b"\n", 0o600)
+        assert p.agent_env["CONSUL_HTTP_TOKEN_FILE"] == bootstrap.AGENT_TOKEN_FILE
+        assert "ports" not in p.consul_config or "https" not in p.consul_config["ports"]
+        seen |= {tokens.consul, tokens.agent}
+    assert len(seen) == 4
+    assert api_url(run, "10.0.0.1") == "http://10.0.0.1:8500"
+
+
+def test_tokens_kept_from_the_state_file(tmp_path, monkeypatch):
+    state = {"mode": "ssh", "node_tokens": {"n1": {"consul": "c-kept-1", "agent": "a-kept-1"}}}
+    run = _run("hosts: [a]\ntls: {enabled: false}\n", tmp_path, monkeypatch, state)
+    secure_plan(run)
+    assert run.plans["a"].consul_config["acl"]["tokens"]["agent"] == "c-kept-1"
+
+
+@pytest.mark.skipif(not shutil.which("consul"), reason="needs the consul CLI (consul tls)")
+def test_tls_servers_get_cert_and_key_clients_auto_encrypt_http_on_loopback(tmp_path, monkeypatch):
+    run = _run("hosts: [a, b]\nservers: 1\n", tmp_path, monkeypatch)
+    secure_plan(run)
+    server, client = run.plans["a"], run.plans["b"]
+    assert run.cacert == str(tls.ca_paths()[0]) and api_url(run, "10.0.0.1") == "https://10.0.0.1:8501"
+    for p in (server, client):
+        conf = p.consul_config
+        assert conf["addresses"] == {"http": "127.0.0.1"} and conf["ports"]["https"] == 8501
+        assert conf["verify_outgoing"] and conf["verify_server_hostname"] and conf["verify_incoming_rpc"]
+        assert p.files[tls.HOST_CA][1] == 0o644 and b"BEGIN CERTIFICATE" in p.files[tls.HOST_CA][0]
+    assert server.consul_config["auto_encrypt"] == {"allow_tls": True}
+    assert server.files[tls.HOST_KEY][1] == 0o600 and b"PRIVATE KEY" in server.files[tls.HOST_KEY][0]
+    assert client.consul_config["auto_encrypt"] == {"tls": True, "ip_san": ["10.0.0.2"]}
+    assert tls.HOST_KEY not in client.files and "cert_file" not in client.consul_config
+    # Everything on the operator's machine is private.
+    for path in (tmp_path / "state" / "tls").iterdir():
+        assert path.stat().st_mode & 0o077 == 0, path
+    json.dumps(server.consul_config)  # a config Consul can read
