@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 from foundation_cli.core import upgrade as plan
+from foundation_cli.core.upgrade import UpgradeStep
 from foundation_cli.errors import FoundationError
 
 
@@ -26,7 +27,7 @@ class Upgrader:
         self.dry_run = dry_run
         self.say = say
 
-    def plan(self, *, force: bool) -> tuple[list[plan.UpgradeStep], int]:
+    def plan(self, *, force: bool) -> tuple[list[UpgradeStep], int]:
         raft = self.client.operator.raft_config()
         _i, nodes = self.client.catalog.nodes()
         steps = plan.plan_order(raft, nodes or [])
@@ -35,13 +36,13 @@ class Upgrader:
 
     def run(
         self,
-        steps: list[plan.UpgradeStep],
+        steps: list[UpgradeStep],
         *,
         tolerance: int,
         binary: bytes | None,
         agent: bool,
         timeout: float,
-    ) -> list[plan.UpgradeStep]:
+    ) -> list[UpgradeStep]:
         from foundation_cli.facades.drain import Drainer
 
         drainer = Drainer(self.client, dry_run=self.dry_run)
@@ -132,6 +133,14 @@ class Upgrader:
         step.detail = "; ".join(d for d in details if d)
 
     def _binary(self, conn, binary: bytes) -> str:
+        from foundation_cli.core import consul_binary
+
+        arch = conn.run("uname -m", write=False, sudo=False, timeout=30).stdout.strip()
+        if arch and not consul_binary.fits(binary[:20], arch):
+            raise FoundationError(
+                f"{conn.label}: the consul binary is {consul_binary.describe(binary[:20])}, the host is {arch}",
+                hint="upgrade hosts of each architecture with a binary built for it (--consul-binary per run)",
+            )
         exe = conn.run(plan.CONSUL_EXE, write=False, timeout=30).stdout.strip()
         if not exe.startswith("/"):
             raise FoundationError(f"{conn.label}: cannot tell which consul binary runs (no foundation-consul)")

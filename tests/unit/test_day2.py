@@ -174,3 +174,19 @@ def test_up_plans_labels_as_node_meta_and_keeps_per_host_ssh(tmp_path, monkeypat
     assert saved["host_ssh"] == {"a": {"user": "pi", "port": 2222}, "c": {"identity_file": "~/.ssh/c_key"}}
     assert saved["ssh"]["user"] == "root"
     assert remote.host_ssh("a", saved).argv()[-3:] == ["-p", "2222", "pi@a"]
+
+
+def test_upgrade_refuses_a_binary_for_another_architecture():
+    from foundation_cli.errors import FoundationError
+    from foundation_cli.facades.upgrade import Upgrader
+    from foundation_cli.tools.ssh import ExecResult
+
+    class Conn:  # answers `uname -m` like an arm64 host
+        label = "pi"
+
+        def run(self, command, **_kw):
+            return ExecResult(0, "aarch64\n", "")
+
+    x86 = b"\x7fELF\x02\x01\x01" + b"\0" * 11 + b"\x3e\x00"  # ELF64, e_machine 62 (x86-64)
+    with pytest.raises(FoundationError, match="the host is aarch64"):
+        Upgrader(client=None)._binary(Conn(), x86)
