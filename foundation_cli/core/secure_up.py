@@ -17,6 +17,7 @@ stops with what to do (:class:`acl.BootstrapRefused`).
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from foundation_cli.core import acl, bootstrap, tls
@@ -41,9 +42,14 @@ def https_port(run: UpRun) -> int:
     return int(run.cfg.ports.get("https", tls.DEFAULT_HTTPS_PORT))
 
 
+def own_tls_files(run: UpRun) -> bool:
+    """The wizard brings its own certificates (``tls: {ca_file, cert_file, key_file}``)."""
+    return bool(run.cfg.tls.enabled and run.cfg.tls.ca_file)
+
+
 def api_url(run: UpRun, address: str) -> str:
     """How the operator reaches one server's HTTP API: HTTPS on its address when TLS is on."""
-    if tls_on(run):
+    if tls_on(run) or own_tls_files(run):
         return f"https://{address}:{https_port(run)}"
     return f"http://{address}:{run.cfg.ports.get('http', 8500)}"
 
@@ -69,6 +75,8 @@ def secure_plan(run: UpRun) -> None:
     if tls_on(run):
         run.cacert = str(tls.ensure_ca(run.consul_binary or cfg.consul_binary))
         ca_pem = tls.read(tls.ca_paths()[0]) if run.plans else None
+    elif own_tls_files(run) and os.path.isfile(os.path.expanduser(cfg.tls.ca_file or "")):
+        run.cacert = os.path.expanduser(cfg.tls.ca_file or "")  # the same CA file here: the CLI verifies with it
     for plan in run.plans.values():
         conf = dict(plan.consul_config)
         ours: dict = {}
@@ -83,6 +91,17 @@ def secure_plan(run: UpRun) -> None:
         else:
             plan.agent_token = None
             plan.agent_env.pop("CONSUL_HTTP_TOKEN_FILE", None)
+        if own_tls_files(run):  # their files: still HTTPS on the LAN address, plain HTTP on loopback only
+            conf.pop("verify_incoming", None)  # HTTPS must not demand a client certificate from the CLI
+            ours = merge_consul(
+                ours,
+                {
+                    "addresses": {"http": "127.0.0.1"},
+                    "ports": {"https": https_port(run)},
+                    "verify_incoming_rpc": cfg.tls.verify,
+                    "verify_incoming_https": False,
+                },
+            )
         if ca_pem is not None:
             ours = merge_consul(
                 ours, tls.agent_config(server=plan.server, address=plan.address, https_port=https_port(run))

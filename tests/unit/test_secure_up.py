@@ -75,3 +75,17 @@ def test_tls_servers_get_cert_and_key_clients_auto_encrypt_http_on_loopback(tmp_
     for path in (tmp_path / "state" / "tls").iterdir():
         assert path.stat().st_mode & 0o077 == 0, path
     json.dumps(server.consul_config)  # a config Consul can read
+
+
+def test_own_certificates_still_mean_https_on_the_lan_and_http_on_loopback(tmp_path, monkeypatch):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    text = f"hosts: [a]\ntls: {{ca_file: {ca}, cert_file: /etc/x/server.pem, key_file: /etc/x/server-key.pem}}\n"
+    run = _run(text, tmp_path, monkeypatch)
+    secure_plan(run)
+    conf = run.plans["a"].consul_config
+    assert conf["ca_file"] == str(ca) and conf["cert_file"] == "/etc/x/server.pem"
+    assert conf["addresses"] == {"http": "127.0.0.1"} and conf["ports"]["https"] == 8501
+    assert "verify_incoming" not in conf and conf["verify_incoming_https"] is False and conf["verify_incoming_rpc"]
+    assert api_url(run, "10.0.0.1") == "https://10.0.0.1:8501" and run.cacert == str(ca)
+    assert tls.HOST_CA not in run.plans["a"].files  # their files are theirs to place
