@@ -46,7 +46,9 @@ def printf_bytes(data: bytes) -> str:
     """A ``printf`` command writing exactly ``data`` to stdout (NUL and non-UTF-8 bytes included)."""
     if _is_text(data):
         return f"printf '%s' {shlex.quote(data.decode('utf-8'))}"
-    return "printf '" + "".join("%%" if b == 0x25 else _octal(b) for b in data) + "'"
+    # A leading '-' would make the format look like an option to printf: write it as an escape.
+    escaped = "".join("%%" if b == 0x25 else _octal(b) for b in data)
+    return "printf '" + ("\\055" + escaped[1:] if escaped.startswith("-") else escaped) + "'"
 
 
 def _body_args(body: bytes | None) -> tuple[str, str]:
