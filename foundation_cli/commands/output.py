@@ -65,12 +65,9 @@ def plain_table(columns: list[str], rows: list[list[str]], *, title: str | None 
     total = sum(widths) + 2 * (len(widths) - 1)
     if not columns or 0 in widths or total > _console_width() or any(len(row) != len(columns) for row in rows):
         return None
-    if title and len(title) > total:  # rich wraps a title wider than its table
+    if title:  # rich centres a title by its own rules: leave titled tables to it
         return None
     lines = []
-    if title:
-        excess = max(0, total - len(title))
-        lines.append(" " * (excess // 2) + title + " " * (excess - excess // 2))
     for row in [columns, *rows]:
         lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
     return "".join(line + "\n" for line in lines)

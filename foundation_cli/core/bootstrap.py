@@ -460,8 +460,12 @@ def apply(
     local_binary: Callable[[], bytes | None],
     bundle,
     say: Progress,
+    around_consul: tuple[Callable[[], None], Callable[[], None]] | None = None,
 ) -> list[StepResult]:
     """Bring one host to its plan; returns what each step did.
+
+    ``around_consul``: ``(before, after)`` called right before and after Consul is (re)started (the
+    orchestrator holds a new client there until the servers know its ACL token).
 
     ``bundle`` is the agent bundle, or a callable ``(python, arch) -> bundle`` choosing the one for
     this host (:class:`foundation_cli.core.agent_bundle.Selector`). A host the agent cannot run on,
@@ -482,6 +486,8 @@ def apply(
     cfg_step = write_consul_config(conn, p, plan)
     steps.append(cfg_step)
     say("consul service")
+    if around_consul:
+        around_consul[0]()
     steps.append(
         ensure_service(
             conn,
@@ -496,6 +502,8 @@ def apply(
             or any(f != AGENT_TOKEN_FILE for f in changed_files),
         )
     )
+    if around_consul:
+        around_consul[1]()
     say("node agent")
     inst = install_agent(conn, p, plan, bundle, say)
     steps.append(inst)

@@ -272,6 +272,7 @@ class UpRun:
     # apply / wait
     http_addrs: list[str] = field(default_factory=list)
     formed: bool = False
+    acl_bootstrapped: bool = False  # apply ran the ACL step between the servers and the clients
     result: UpResult = field(default_factory=UpResult)
     _binary: dict[str, bytes | None] = field(default_factory=dict)
     _binary_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -432,7 +433,13 @@ def apply(run: UpRun) -> None:
     rolling = [h for h in ordered if plans[h.address].server and _config_changes(probes[h.address], plans[h.address])]
     if len(rolling) < 2 or run.dry_run:
         rolling = []
-    run.each(_apply_host, [h for h in ordered if h not in rolling])
+    together = [h for h in ordered if h not in rolling]
+    servers = [h for h in together if plans[h.address].server]
+    clients = [h for h in together if not plans[h.address].server]
+    if servers and clients and _tokens_before_clients(run, clients):
+        _apply_tokens_first(run, servers, clients)
+    else:
+        run.each(_apply_host, together)
     for h in rolling:
         run.say(h.address, "rolling restart")
         run.guarded(h, _apply_host)
@@ -447,6 +454,77 @@ def apply(run: UpRun) -> None:
     result.cacert = run.cacert
     current_addrs = {h.address for h in cfg.hosts}
     result.removed = [a for a in state.get("hosts") or [] if a not in current_addrs]
+    _set_http_addrs(run)
+
+
+def _apply_tokens_first(run: UpRun, servers: list[HostConfig], clients: list[HostConfig]) -> None:
+    """Every host at once, but a fresh client starts Consul only after the ACL step made its token.
+
+    A fresh client's Consul asks the servers for its TLS certificate (auto_encrypt) with its node
+    token; until acl_bootstrap has created that token the servers refuse ("ACL not found") and the
+    client backs off 2, 2, 4, 8… s, so a cluster formed seconds after the last host was done. Here
+    the ACL step runs as soon as every server's Consul started (its uploads go on meanwhile), and
+    the clients wait for it only at their own Consul start.
+    """
+    import contextvars
+
+    pending = {h.address for h in servers}
+    lock = threading.Lock()
+    servers_started, tokens_made = threading.Event(), threading.Event()
+    failed: list[BaseException] = []
+
+    def server_started(address: str) -> None:
+        with lock:
+            pending.discard(address)
+            if not pending:
+                servers_started.set()
+
+    def make_tokens() -> None:
+        servers_started.wait()
+        try:
+            _set_http_addrs(run)
+            run.say("cluster", "ACL tokens, while the clients are being set up")
+            secure_up.acl_bootstrap(run)
+            run.acl_bootstrapped = True
+        except BaseException as exc:  # noqa: BLE001 - raised below, as the ACL step would
+            failed.append(exc)
+        finally:
+            tokens_made.set()
+
+    def one(run: UpRun, h: HostConfig) -> None:
+        if run.plans[h.address].server:
+            try:
+                _apply_host(run, h, around_consul=(lambda: None, lambda: server_started(h.address)))
+            finally:
+                server_started(h.address)  # also when it failed before Consul started: never hold the clients
+        else:
+            _apply_host(run, h, around_consul=(lambda: tokens_made.wait(run.wait_timeout), lambda: None))
+
+    side = threading.Thread(target=contextvars.copy_context().run, args=(make_tokens,), daemon=True)
+    side.start()
+    try:
+        run.each(one, servers + clients)  # servers first in the queue: a client never holds a server's slot
+    finally:
+        servers_started.set()
+        side.join()
+    if failed:
+        raise failed[0]
+
+
+def _tokens_before_clients(run: UpRun, clients: list[HostConfig]) -> bool:
+    """ACLs on and a client whose Consul is not running yet (it would start before its token exists)."""
+    return secure_up.acl_on(run) and not run.dry_run and any(not run.probes[h.address].consul_running for h in clients)
+
+
+def acl_bootstrap(run: UpRun) -> None:
+    """The ACL step (:func:`secure_up.acl_bootstrap`), unless :func:`apply` already ran it between waves."""
+    if not run.acl_bootstrapped:
+        secure_up.acl_bootstrap(run)
+
+
+def _set_http_addrs(run: UpRun) -> None:
+    """Where the operator reaches the cluster's HTTP API: the servers that came up, else what is known."""
+    cfg, state, plans, result = run.cfg, run.state, run.plans, run.result
     ok_servers = [plans[a].address for a in plans if plans[a].server and not run.results[a].error]
     http_addrs = [secure_up.api_url(run, a) for a in ok_servers]
     if not http_addrs and run.only and state.get("mode") == "ssh":  # `up --host CLIENT`: reach the known servers
@@ -458,7 +536,7 @@ def apply(run: UpRun) -> None:
         result.http_addr = http_addrs[0]
 
 
-def _apply_host(run: UpRun, h: HostConfig) -> None:
+def _apply_host(run: UpRun, h: HostConfig, around_consul=None) -> None:
     from foundation_cli.core import agent_bundle, consul_binary
 
     arch = run.probes[h.address].arch  # consul and the agent's deps must fit the host (core/consul_binary.py)
@@ -471,6 +549,7 @@ def _apply_host(run: UpRun, h: HostConfig) -> None:
         ),
         bundle=agent_bundle.Selector(run.bundle, wheelhouse=run.cfg.agent.wheelhouse),
         say=lambda msg: run.say(h.address, msg),
+        around_consul=around_consul,
     )
     run.say(h.address, "done")
 
@@ -559,7 +638,7 @@ UP_STEPS: tuple[Callable[[UpRun], None], ...] = (
     plan,
     secure_up.secure_plan,
     apply,
-    secure_up.acl_bootstrap,
+    acl_bootstrap,
     wait_cluster,
     up_verify.verify_hosts,
     record,
@@ -763,7 +842,16 @@ def down(
     def agent_phase(h: HostConfig) -> None:
         try:
             say(h.address, "connecting")
-            conn = ssh.connect(h.address, opts, user=h.user, port=h.port)
+            # The same SSH settings `up` used: foundation.yaml's host entry, else what the state file kept.
+            kept = (state.get("host_ssh") or {}).get(h.address) or {}
+            identity = h.identity_file or kept.get("identity_file")
+            conn = ssh.connect(
+                h.address,
+                opts,
+                user=h.user or kept.get("user"),
+                port=h.port or kept.get("port"),
+                identity=os.path.expanduser(identity) if identity else None,
+            )
             conns[h.address] = conn
             p = bootstrap.probe(conn, install_root=h.install_root or cfg.agent.install_root, python="python3")
             probes[h.address] = p
