@@ -7,7 +7,9 @@ bound to the bridge address only, times (median of several trials):
 - raw python-zeroconf: ``Zeroconf(interfaces=[bridge])`` + ``ServiceBrowser``
   until N services resolve (the DESIGN.md baseline: 0.1 s for 3 hosts);
 - Foundation's adapter in the same process: ``tools.mdns.browse(expect=N)``;
-- the CLI: ``foundation discover-hosts --expect N --explain`` (its reported browse time, and wall time).
+- the CLI: ``foundation discover-hosts --expect N --explain`` (its reported browse time, and wall time);
+- the CLI with no flags (it returns once the answers settle: nothing new for 0.5 s) beside
+  ``--timeout 2s`` (what every run without --expect waited before).
 
 The discovery figure is the browse itself (raw vs adapter vs what the CLI
 reports); the CLI's wall time is printed beside the bare start-up of
@@ -100,6 +102,17 @@ def cli(bridge_ip: str, n: int) -> tuple[float, float]:
     return elapsed, float(m.group(1)) if m else float("nan")
 
 
+def cli_plain(bridge_ip: str, n: int, extra: list[str]) -> float:
+    """Wall time of `discover-hosts` without --expect: it returns once the answers settle (or at -t)."""
+    argv = ["discover-hosts", "-i", bridge_ip, "--json", "--no-color", *extra]
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "foundation_cli", *argv], capture_output=True, text=True, timeout=30)
+    elapsed = time.perf_counter() - t0
+    if r.returncode != 0 or r.stdout.count('"address"') < n:
+        raise RuntimeError(f"CLI found {r.stdout.count(chr(34) + 'address' + chr(34))}/{n}: {r.stderr.strip()}")
+    return elapsed
+
+
 def startup() -> float:
     """Wall time of `foundation --version`: the interpreter + Typer start-up every command pays."""
     t0 = time.perf_counter()
@@ -138,6 +151,8 @@ def main() -> int:
                 "foundation adapter": [],
                 "CLI browse (--explain)": [],
                 "CLI wall, whole command": [],
+                "CLI, no flags (settles)": [],
+                "CLI, --timeout 2s (before)": [],
                 "CLI start-up (--version)": [],
             }
             for _ in range(args.trials):
@@ -146,6 +161,8 @@ def main() -> int:
                 wall, browse = cli(lab.bridge_ip, args.hosts)
                 results["CLI browse (--explain)"].append(browse)
                 results["CLI wall, whole command"].append(wall)
+                results["CLI, no flags (settles)"].append(cli_plain(lab.bridge_ip, args.hosts, []))
+                results["CLI, --timeout 2s (before)"].append(cli_plain(lab.bridge_ip, args.hosts, ["-t", "2"]))
                 results["CLI start-up (--version)"].append(startup())
         finally:
             for p in procs:

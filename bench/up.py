@@ -1,22 +1,31 @@
 #!/usr/bin/env python3
-"""Wall time of `foundation up` over SSH: 1 host vs 5 hosts, and the no-change re-run on 5.
+"""`foundation up` over SSH on fresh hosts, 1 / 5 / 10 / 20 of them side by side in one run.
 
-    sudo python3 bench/up.py [--runs 1]
+    sudo python3 bench/up.py [--sizes 1,5,10,20] [--parallel N] [--no-rerun]
 
-Uses the network-namespace lab (root): 6 fresh hosts, one 1-host cluster and one 5-host cluster,
-each with its own state dir. The agent bundle is built (cached) before timing, as an operator's
-second `up` would find it. Prints:
-  up 1 host (fresh)          seconds
-  up 5 hosts (fresh)         seconds, ratio to 1 host      (goal <= 1.3: hosts run in parallel)
-  up 5 hosts (no change)     seconds                       (goal <= 3 s)
-  down 5 hosts               seconds
-Every process it starts lives in the lab's namespaces and dies with the lab.
+For each size, a fresh lab (network-namespace hosts with their own sshd and mounts; 20 hosts take
+two lab slots joined on one bridge) and its own state dir, then `foundation up -v`. The agent
+bundle is built (cached) before timing, as an operator's second `up` would find it. Prints per size:
+
+  wall s       the whole `up`, and its ratio to one host (goals: 5 <= 1.3x, 10 <= 1.6x, 20 <= 2.5x)
+  last done s  when the last host reported "done" (its own steps finished)
+  tail s       wall - last done: waiting for the cluster and the agents, writing the record
+  op cpu s     CPU seconds of the `foundation up` process (the operator's machine)
+  host cpu s   CPU seconds spent inside the hosts during the run (sshd sessions, tar, consul, the
+               agent's start), in total and per host
+
+then the no-change re-run at 10 hosts (goal <= 3 s) and `down` at that size. Lab hosts get a plain
+~/.bashrc (this machine's runs pyenv init on every SSH command; --keep-bashrc keeps it). Every lab host shares
+this machine's CPUs, so at 10-20 hosts the hosts' own CPU is what the wall time measures: the CPU
+columns say where it goes. Every process it starts lives in the lab's namespaces and dies with it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -27,56 +36,152 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from tests.lab.netns import Lab  # noqa: E402
+from tests.lab.procs import run as run_cmd  # noqa: E402
+from tests.lab.slots import MAX_HOSTS  # noqa: E402
 
 SETTLE = 10.0
+GOALS = {1: None, 5: 1.3, 10: 1.6, 20: 2.5}
+TICK = os.sysconf("SC_CLK_TCK")
 
 
-def write_config(path: Path, lab: Lab, hosts) -> None:
-    lines = "".join(f"  - {h.ip}\n" for h in hosts)
-    path.write_text(
-        f"hosts:\n{lines}ssh:\n  user: root\n  identity_file: {lab.ssh_key}\n  known_hosts: {lab.known_hosts}\n"
-    )
+@contextlib.contextmanager
+def hosts_lab(n: int, *, plain_bashrc: bool = True):
+    """``n`` fresh hosts on one L2 segment: one lab, or several labs' hosts moved onto the first bridge."""
+    labs: list[Lab] = []
+    try:
+        left = n
+        while left:
+            labs.append(Lab(min(left, MAX_HOSTS), name_prefix=f"b{len(labs)}n"))
+            left -= len(labs[-1].hosts)
+        first = labs[0]
+        for other in labs[1:]:  # join: same bridge, on-link routes both ways (no forwarding in the root)
+            # The other lab's gateway address moves along, so this machine still reaches its hosts.
+            gateway = f"{other.bridge_ip}/{other.prefix_len}"
+            run_cmd(["ip", "addr", "del", gateway, "dev", other.bridge])
+            run_cmd(["ip", "addr", "add", gateway, "dev", first.bridge])
+            for h in other.hosts:
+                run_cmd(["ip", "link", "set", h.veth, "master", first.bridge])
+                run_cmd(["ip", "-n", h.netns, "route", "add", first.subnet, "dev", "eth0"])
+            for h in first.hosts:
+                run_cmd(["ip", "-n", h.netns, "route", "add", other.subnet, "dev", "eth0"])
+        if plain_bashrc:
+            # Lab hosts see the machine's /root through an overlay, so every SSH command would source
+            # its ~/.bashrc (here: pyenv init, ~0.1 s CPU per command). A fresh host has none of it.
+            for lab in labs:
+                for h in lab.hosts:
+                    h.write("/root/.bashrc", "# bench/up.py: a fresh machine's root shell startup\n")
+        yield labs
+    finally:
+        for lab in labs:
+            lab.close()
 
 
-def timed(argv: list[str], cwd: Path, env: dict) -> float:
+def write_config(path: Path, labs: list[Lab]) -> None:
+    lines = "".join(f"  - {{address: {h.ip}, identity_file: {lab.ssh_key}}}\n" for lab in labs for h in lab.hosts)
+    known = path.parent / "known_hosts"
+    known.write_text("".join(Path(lab.known_hosts).read_text() for lab in labs))
+    path.write_text(f"hosts:\n{lines}ssh:\n  user: root\n  known_hosts: {known}\n")
+
+
+def host_cpu(labs: list[Lab]) -> float:
+    """CPU seconds of every process in the hosts, with their reaped children (sshd sessions)."""
+    total = 0
+    for lab in labs:
+        for h in lab.hosts:
+            for pid in h.pids():
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return total / TICK
+
+
+def timed(argv: list[str], cwd: Path, env: dict) -> tuple[float, float, str]:
+    """(wall s, CPU s of the command and its children, its stderr)."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
-    proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=900
+    )
     took = time.monotonic() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     if proc.returncode != 0:
-        sys.exit(f"{' '.join(argv[3:])} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-    return took
+        sys.exit(f"{' '.join(argv[3:])} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return took, cpu, proc.stderr
+
+
+def last_done(stderr: str) -> float:
+    times = [float(m.group(1)) for m in re.finditer(r"^\s*([\d.]+)s\s+\S+: done$", stderr, re.M)]
+    return max(times) if times else float("nan")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.parse_args()
+    parser.add_argument("--sizes", default="1,5,10,20", help="host counts, comma-separated (first = baseline)")
+    parser.add_argument("--parallel", type=int, default=None, help="pass --parallel N to up")
+    parser.add_argument("--no-rerun", action="store_true", help="skip the no-change re-run and down")
+    parser.add_argument(
+        "--keep-bashrc", action="store_true", help="hosts keep this machine's /root/.bashrc (as the issue baseline did)"
+    )
+    opts = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/up.py needs root (network namespaces)")
+    sizes = [int(s) for s in opts.sizes.split(",")]
     from foundation_cli.core import agent_bundle
 
     bundle = agent_bundle.build()  # warm the cache, as a second `up` from this machine finds it
     cli = [sys.executable, "-m", "foundation_cli"]
-    with tempfile.TemporaryDirectory(prefix="bench-up-") as tmp, Lab(6) as lab:
+    extra = ["--parallel", str(opts.parallel)] if opts.parallel else []
+    rows = []
+    rerun = None
+    with tempfile.TemporaryDirectory(prefix="bench-up-") as tmp:
         base = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_HTTP")}
         base["FOUNDATION_AGENT_BUNDLE"] = str(bundle.path)
-        one, five = Path(tmp, "one"), Path(tmp, "five")
-        for d in (one, five):
+        for n in sizes:
+            d = Path(tmp, f"h{n}")
             d.mkdir()
-        env1 = {**base, "FOUNDATION_STATE_DIR": str(one / "state")}
-        env5 = {**base, "FOUNDATION_STATE_DIR": str(five / "state")}
-        write_config(one / "foundation.yaml", lab, lab.hosts[:1])
-        write_config(five / "foundation.yaml", lab, lab.hosts[1:6])
-        t1 = timed(cli + ["up"], one, env1)
-        t5 = timed(cli + ["up"], five, env5)
-        time.sleep(SETTLE)  # let the just-started agents finish booting, as before an operator's later re-run
-        t5_again = timed(cli + ["up"], five, env5)
-        t_down = timed(cli + ["down"], five, env5)
-    load = os.getloadavg()[0]
-    print(f"up 1 host (fresh)        {t1:6.2f} s")
-    print(f"up 5 hosts (fresh)       {t5:6.2f} s   ratio {t5 / t1:.2f}  (goal <= 1.3)")
-    print(f"up 5 hosts (no change)   {t5_again:6.2f} s   (goal <= 3 s; {SETTLE:.0f} s after the fresh up)")
-    print(f"down 5 hosts             {t_down:6.2f} s")
-    print(f"(load average during the run: {load:.1f} on {os.cpu_count()} CPUs; agent bundle {bundle.size // 1024} KiB)")
+            env = {**base, "FOUNDATION_STATE_DIR": str(d / "state")}
+            with hosts_lab(n, plain_bashrc=not opts.keep_bashrc) as labs:
+                write_config(d / "foundation.yaml", labs)
+                cpu0 = host_cpu(labs)
+                load0 = os.getloadavg()[0]
+                wall, op_cpu, err = timed(cli + ["up", "-v", *extra], d, env)
+                time.sleep(1.0)
+                hosts = host_cpu(labs) - cpu0
+                rows.append((n, wall, last_done(err), op_cpu, hosts, load0))
+                print(f"  measured {n:>2} hosts: {wall:6.2f} s", file=sys.stderr, flush=True)
+                if n == 10 and not opts.no_rerun:
+                    time.sleep(SETTLE)  # let the just-started agents finish booting, as before a later re-run
+                    try:
+                        again, again_cpu, _ = timed(cli + ["up", *extra], d, env)
+                        down, down_cpu, _ = timed(cli + ["down"], d, env)
+                        rerun = (again, again_cpu, down, down_cpu)
+                    except SystemExit as exc:  # still print the figures above
+                        print(exc, file=sys.stderr)
+    one = rows[0][1]
+    print(f"`foundation up` on fresh hosts, {os.cpu_count()} CPUs shared by every lab host and the operator")
+    print(
+        f"{'hosts':>5} {'wall s':>7} {'x 1 host':>8} {'goal':>6} {'last done s':>11} {'tail s':>7}"
+        f" {'op cpu s':>8} {'host cpu s':>10} {'per host':>8} {'load':>5}"
+    )
+    for n, wall, done, op_cpu, hosts, load in rows:
+        goal = GOALS.get(n)
+        ratio = wall / one
+        verdict = f"{goal:>4.1f}{'✓' if ratio <= goal else '✗'}" if goal else "     -"
+        print(
+            f"{n:>5} {wall:>7.2f} {ratio:>8.2f} {verdict:>6} {done:>11.2f} {wall - done:>7.2f}"
+            f" {op_cpu:>8.2f} {hosts:>10.2f} {hosts / n:>8.2f} {load:>5.1f}"
+        )
+    if rerun:
+        again, again_cpu, down, down_cpu = rerun
+        print(f"up 10 hosts (no change)  {again:6.2f} s, op cpu {again_cpu:.2f} s (goal <= 3 s; {SETTLE:.0f} s after)")
+        print(f"down 10 hosts            {down:6.2f} s, op cpu {down_cpu:.2f} s")
+    print(
+        f"(load average now {os.getloadavg()[0]:.1f}; agent bundle {bundle.size // 1024} KiB; hosts' ~/.bashrc "
+        f"{'the machine' + chr(39) + 's' if opts.keep_bashrc else 'plain'}; issue baseline 1/5/10 hosts = 4.0/8.3/36.1 s)"
+    )
 
 
 if __name__ == "__main__":
