@@ -91,11 +91,11 @@ def show(
     from rich.text import Text
 
     if help_text is None or epilog is None or commands is None:
-        from foundation_cli.commands import app
+        from foundation_cli.commands import index
 
-        help_text = app.HELP if help_text is None else help_text
-        epilog = app.EPILOG if epilog is None else epilog
-        commands = app.COMMANDS if commands is None else commands
+        help_text = index.HELP if help_text is None else help_text
+        epilog = index.epilog() if epilog is None else epilog
+        commands = index.COMMANDS if commands is None else commands
     console, highlighter = _console()
 
     def rich_text(text: str, style: str = "") -> Any:

@@ -43,8 +43,8 @@ def plan_order(raft: dict, catalog_nodes: list[dict]) -> list[UpgradeStep]:
     """Followers (by name), then the leader, then every other catalog node (clients)."""
     servers = raft.get("Servers") or []
     leader = next((s.get("Node") for s in servers if s.get("Leader")), None)
-    addresses = {n.get("Node"): n.get("Address") for n in catalog_nodes}
-    followers = sorted(s.get("Node") for s in servers if s.get("Node") != leader)
+    addresses: dict[str, str | None] = {n["Node"]: n.get("Address") for n in catalog_nodes if n.get("Node")}
+    followers = sorted(n for s in servers if (n := s.get("Node")) and n != leader)
     server_names = {s.get("Node") for s in servers}
     steps = [UpgradeStep(n, addresses.get(n), "follower") for n in followers]
     if leader:

@@ -90,7 +90,8 @@ def test_root_help_imports_no_command_module_nor_typer():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "Usage: foundation [OPTIONS] COMMAND [ARGS]..." in proc.stdout
-    assert proc.stderr.strip() == "['foundation_cli.commands.app', 'foundation_cli.commands.root_help']"
+    loaded = "['foundation_cli.commands.app', 'foundation_cli.commands.index', 'foundation_cli.commands.root_help']"
+    assert proc.stderr.strip() == loaded
 
 
 def test_a_command_loads_only_its_module():
