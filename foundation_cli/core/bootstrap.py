@@ -566,9 +566,7 @@ def stop_consul(
     consul = shlex.quote(p.consul_path or "consul")
     # With ACLs the leave needs agent:write: the node agent's token (its policy has it for its own node).
     token_env = f"[ -r {AGENT_TOKEN_FILE} ] && export CONSUL_HTTP_TOKEN_FILE={AGENT_TOKEN_FILE}; "
-    leave_cmd = (
-        f"{token_env}{consul} leave -http-addr=http://127.0.0.1:{http_port} >/dev/null 2>&1; " if leave else ""
-    )
+    leave_cmd = f"{token_env}{consul} leave -http-addr=http://127.0.0.1:{http_port} >/dev/null 2>&1; " if leave else ""
     if p.systemd:
         conn.run(
             (leave_cmd if p.consul_running else "")

@@ -219,7 +219,9 @@ def write_file(path: Path, content: str, recorder: Recorder, *, mode: int = 0o64
 
 def write_secret(path: Path, content: str, recorder: Recorder) -> None:
     """Write a secret file 0600 from its first byte (umask 077, O_EXCL temp); the content is never recorded."""
-    script = f"umask 077 && mkdir -p {shlex.quote(str(path.parent))} && cat >{shlex.quote(str(path))}  # (secret on stdin)"
+    script = (
+        f"umask 077 && mkdir -p {shlex.quote(str(path.parent))} && cat >{shlex.quote(str(path))}  # (secret on stdin)"
+    )
     op = RawOperation(kind="local-process", argv=["bash", "-c", script])
     if recorder.dry_run:
         op.dry_run = True
@@ -319,7 +321,9 @@ def up(
     tokens = acl.node_tokens(previous.get("node_tokens"), node_name()) if acl_on else None
     acl_extra = {"acl": acl.config_block(agent_token=tokens.consul)} if tokens else {}
 
-    config = consul_config(layout, http_port=http_port, datacenter=datacenter, extra={**acl_extra, **(consul_extra or {})})
+    config = consul_config(
+        layout, http_port=http_port, datacenter=datacenter, extra={**acl_extra, **(consul_extra or {})}
+    )
     text = json.dumps(config, indent=2, sort_keys=True) + "\n"
     consul_pid = read_pid(layout.pid("consul"))
     consul_running = pid_alive(consul_pid, "consul")

@@ -39,7 +39,9 @@ def test_index_matches_the_command_tree():
             problems.append(f"summary of {name!r} is {summary!r}")
         elif module and entry[0] != module:
             problems.append(f"module of {name!r} is {module!r}")
-    problems += [f"{name!r} is in the index but no module registers it" for name in app_module.COMMANDS if name not in tree]
+    problems += [
+        f"{name!r} is in the index but no module registers it" for name in app_module.COMMANDS if name not in tree
+    ]
     assert not problems, "update COMMANDS in foundation_cli/commands/app.py:\n" + "\n".join(problems)
     assert list(tree) == list(app_module.COMMANDS)
 
