@@ -7,6 +7,6 @@ Errors arrive already translated into :mod:`foundation_cli.errors`.
 """
 
 from foundation_cli.tools.consul.client import Client, Reply, connect, plan_client
-from foundation_cli.tools.consul.gateway import PLAN_SESSION, RecordingHTTPClient, translate_errors
+from foundation_cli.tools.consul.gateway import PLAN_SESSION, RecordingHTTPClient
 
-__all__ = ["PLAN_SESSION", "Client", "RecordingHTTPClient", "Reply", "connect", "plan_client", "translate_errors"]
+__all__ = ["PLAN_SESSION", "Client", "RecordingHTTPClient", "Reply", "connect", "plan_client"]

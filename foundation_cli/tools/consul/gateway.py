@@ -22,11 +22,10 @@ parameters; this module knows nothing of them.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -396,17 +395,6 @@ class RecordingHTTPClient(consul.std.HTTPClient):
 
     def post(self, callback, path, params=None, data="", headers=None):
         return self._send("POST", callback, path, params, data=data, headers=headers)
-
-
-@contextlib.contextmanager
-def translate_errors(what: str = "") -> Iterator[None]:
-    """Kept for callers not yet moved: the gateway already raises Foundation errors."""
-    try:
-        yield
-    except FoundationError:
-        raise
-    except consul.base.ConsulException as exc:
-        raise _translate(exc, "", what) from exc
 
 
 Callback = Callable[[Response], Any]
