@@ -9,10 +9,10 @@ Measures (median of N runs each, interleaved so machine load hits all alike):
   typer floor               the same read as a one-command Typer app (what Typer itself costs)
   consul kv get             the Go CLI
   foundation kv get         our command (python -m foundation_cli, as the console script runs it)
-  foundation config get / discover / services   the other single-read commands
+  foundation kv list / discover / services   the other single-read commands
   foundation --help
 
-Goals (issue 15): foundation kv get <= 1.2x the floor, every single-read command (config get,
+Goals (issue 15): foundation kv get <= 1.2x the floor, every single-read command (kv list,
 discover, services) <= 1.3x; foundation --help <= 100 ms.
 Then prints where the time of `foundation kv get` goes (`python -X importtime`), by top-level package.
 Starts and kills its own Consul agent (loopback, free ports, disable_update_check).
@@ -107,9 +107,8 @@ def main() -> int:
 
     agent = start_agent()
     try:
-        for key in (KEY, "foundation/config/bench.key"):
-            req = urllib.request.Request(f"{agent.http_addr}/v1/kv/{key}", data=b"bench-value", method="PUT")
-            urllib.request.urlopen(req, timeout=5).read()
+        req = urllib.request.Request(f"{agent.http_addr}/v1/kv/{KEY}", data=b"bench-value", method="PUT")
+        urllib.request.urlopen(req, timeout=5).read()
         # PYTHONDONTWRITEBYTECODE (set on some dev machines) would recompile every module on every run.
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_") and k != "PYTHONDONTWRITEBYTECODE"}
         env["CONSUL_HTTP_ADDR"] = agent.http_addr
@@ -120,7 +119,7 @@ def main() -> int:
             "typer floor (same read)": [py, "-c", TYPER_FLOOR.format(port=agent.http_port), KEY],
             "consul kv get": [consul, "kv", "get", KEY],
             "foundation kv get": [py, "-m", "foundation_cli", "kv", "get", "bench/key"],
-            "foundation config get": [py, "-m", "foundation_cli", "config", "get", "bench.key"],
+            "foundation kv list": [py, "-m", "foundation_cli", "kv", "list", "bench"],
             "foundation discover": [py, "-m", "foundation_cli", "discover", "consul"],
             "foundation services": [py, "-m", "foundation_cli", "services"],
             "foundation --help": [py, "-m", "foundation_cli", "--help"],
@@ -160,7 +159,7 @@ def main() -> int:
     print()
     for name, goal in (
         ("foundation kv get", 1.2),
-        ("foundation config get", 1.3),
+        ("foundation kv list", 1.3),
         ("foundation discover", 1.3),
         ("foundation services", 1.3),
     ):

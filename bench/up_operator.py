@@ -82,6 +82,7 @@ def run_once(n: int, parallel: int, state_dir: Path) -> dict[str, tuple[float, f
     from foundation_cli.raw.recorder import Recorder, use_recorder
 
     os.environ["FOUNDATION_STATE_DIR"] = str(state_dir)
+    secure_up.acl_bootstrap = lambda run: None  # needs a live cluster (apply calls it between servers and clients)
     bundle = agent_bundle.build()  # cached: built once per source tree, as a second `up` finds it
     phases: dict[str, tuple[float, float]] = {}
 
