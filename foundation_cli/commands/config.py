@@ -1,4 +1,4 @@
-"""`foundation config …`: cluster-wide config in KV (issue 5) and `config show` (issue 3)."""
+"""`foundation config …`: cluster-wide config in KV and `config show` (the resolved foundation.yaml)."""
 
 from __future__ import annotations
 
@@ -113,3 +113,36 @@ def unset(
     result = _config().unset(key, cas=cas, cluster_wide=cluster_wide)
     run.out.result(result, text=None)
     run.out.info(f"removed {key}")
+
+
+@command(app, "show")
+def show(
+    effective: bool = typer.Option(True, "--effective/--file", help="The resolved config (default) or the raw file."),
+) -> None:
+    """Print the resolved foundation.yaml and the mode that produced it (secrets masked).
+
+    Example: foundation config show --effective
+    """
+    from foundation_cli.core import cluster_config
+
+    run = current()
+    path = cluster_config.find_config_file(run.settings.config_path)
+    if not effective:
+        if path is None:
+            run.out.info("no foundation.yaml (mortal mode)")
+            return
+        run.out.line(path.read_text(encoding="utf-8").rstrip("\n"))
+        return
+    cfg = cluster_config.load(run.settings.config_path)
+    from foundation_cli.raw.secrets import redact
+
+    data = cfg.to_dict()
+    data["hosts"] = [{k: v for k, v in h.items() if v is not None} for h in data["hosts"]]
+    data = redact(data)  # acl.tokens.*, encrypt, passwords: by key, whatever the value looks like
+    if run.settings.json:
+        run.out.json(data)
+        return
+    import yaml
+
+    run.out.line(f"# mode: {cfg.mode} (from {cfg.source or 'no file: defaults'})")
+    run.out.line(yaml.safe_dump(data, sort_keys=False, default_flow_style=False).rstrip("\n"))

@@ -108,3 +108,29 @@ def test_a_command_loads_only_its_module():
     loaded = set(eval(proc.stderr.strip().splitlines()[-1]))  # noqa: S307 - our own printed list
     assert "kv" in loaded
     assert not loaded & {"cluster", "placement", "health", "mdns", "day2", "channels", "discovery", "init"}
+
+
+def _command_paths(cmd, prefix=()):
+    """Every command and subcommand path of the full tree (every module loaded)."""
+    for name, sub in sorted(getattr(cmd, "commands", {}).items()):
+        yield (*prefix, name)
+        yield from _command_paths(sub, (*prefix, name))
+
+
+def test_every_command_is_reachable_in_a_fresh_process():
+    """The lazy tree loads only the invoked module: a subcommand another module registers would be lost."""
+    root, _ctx = _root()
+    paths = [p for p in _command_paths(root) if p[0] not in ("consul", "ssh")]  # pass-through: consul's help
+    script = (
+        "import sys, subprocess\n"
+        "bad = []\n"
+        "for line in sys.stdin.read().splitlines():\n"
+        "    argv = line.split(' ')\n"
+        "    p = subprocess.run([sys.executable, '-m', 'foundation_cli', *argv, '--help'], capture_output=True)\n"
+        "    if p.returncode != 0: bad.append(line + ': ' + p.stderr.decode()[:200])\n"
+        "print('\\n'.join(bad))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], input="\n".join(" ".join(p) for p in paths), capture_output=True, text=True
+    )
+    assert out.stdout.strip() == "", out.stdout
