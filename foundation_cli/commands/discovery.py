@@ -60,8 +60,9 @@ def discover(
     if len(rows) > PLAIN_TABLE_ROWS:
         _plain_table(columns, rows)
     else:
-        styles = HEALTH_STYLE if run.settings.color else {}
-        rows = [(*r[:4], f"[{styles[r[4]]}]{r[4]}[/]" if r[4] in styles else r[4], r[5]) for r in rows]
+        from foundation_cli.commands.output import Styled
+
+        rows = [(*r[:4], Styled(r[4], HEALTH_STYLE.get(r[4]) if run.settings.color else None), r[5]) for r in rows]
         run.out.table(columns, rows)
     h = result["health"]
     stale_note = f", stale read ({result['last_contact_ms']} ms behind)" if stale else ""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Sequence
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from foundation_cli.errors import FoundationError
 from foundation_cli.raw.operation import RawOperation
@@ -71,6 +71,13 @@ def plain_table(columns: list[str], rows: list[list[str]], *, title: str | None 
     for row in [columns, *rows]:
         lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
     return "".join(line + "\n" for line in lines)
+
+
+class Styled(NamedTuple):
+    """A table cell with a colour for terminals (the text stays plain: no markup is read from it)."""
+
+    text: str
+    style: str | None = None
 
 
 class Output:
@@ -158,11 +165,17 @@ class Output:
         rows: Iterable[Sequence[Any]],
         *,
         title: str | None = None,
-        styles: dict[int, str] | None = None,
     ) -> None:
-        """A rich table (plain text when NO_COLOR); cells are masked."""
-        # Cells hold names and values from hosts and KV: plain text (no rich markup), escapes shown.
-        cells = [[printable(mask("" if cell is None else str(cell))) for cell in row] for row in rows]
+        """A rich table (plain text when NO_COLOR); cells are masked.
+
+        Cells hold names and values from hosts and KV: plain text (never rich markup), escapes shown.
+        A :class:`Styled` cell keeps its text and adds a colour on a terminal.
+        """
+        styled = [
+            [cell if isinstance(cell, Styled) else Styled("" if cell is None else str(cell)) for cell in row]
+            for row in rows
+        ]
+        cells = [[printable(mask(cell.text)) for cell in row] for row in styled]
         plain = plain_table(list(columns), cells, title=title) if not _styled(self.stdout) else None
         if plain is not None:  # a pipe or a file: the same text rich would print, without importing rich
             self.stdout.write(plain)
@@ -174,8 +187,8 @@ class Output:
         table = Table(title=title, box=None, header_style="bold", pad_edge=False)
         for col in columns:
             table.add_column(col)
-        for row in cells:
-            table.add_row(*(Text(cell) for cell in row))
+        for row, styles in zip(cells, styled, strict=True):
+            table.add_row(*(Text(cell, style=s.style or "") for cell, s in zip(row, styles, strict=True)))
         self.console().print(table)
 
     def result(self, data: Any, *, text: str | None = None, table: tuple | None = None) -> None:

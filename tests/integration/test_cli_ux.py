@@ -321,7 +321,8 @@ def test_ctrl_c_exits_130_with_one_line(agent, state_dir):
             proc.kill()
             proc.wait()
     assert proc.returncode == ExitStatus.INTERRUPTED
-    assert err.strip() == "error: interrupted"
+    lines = err.strip().splitlines()
+    assert lines[0] == "error: interrupted" and len(lines) == 2 and lines[1].startswith("hint: run the same command")
 
 
 def test_invalid_input_from_the_command_body_exits_2(agent, state_dir):
