@@ -352,7 +352,6 @@ def test_agent_task_without_interface_does_nothing(monkeypatch, tmp_path):
 @pytest.mark.timeout(240)
 def test_mortal_up_bootstraps_the_unclaimed_advertisers_and_never_the_other_cluster(make_lab, consul_bin, tmp_path):
     """No foundation.yaml: `up` browses the named interface, bootstraps the 3 unclaimed hosts, not the 4th."""
-    import urllib.request
 
     lab = make_lab(4)
     fresh, other = lab.hosts[:3], lab.hosts[3]
@@ -386,9 +385,18 @@ def test_mortal_up_bootstraps_the_unclaimed_advertisers_and_never_the_other_clus
             timeout=200,
         )
         assert r.returncode == 0, r.stderr[-3000:]
-        with urllib.request.urlopen(f"http://{fresh[0].ip}:8500/v1/agent/members", timeout=5) as resp:
-            members = json.loads(resp.read())
-        assert sorted(m["Addr"] for m in members) == sorted(h.ip for h in fresh)
+        # The cluster is closed (HTTPS + ACLs): ask it through Foundation, with the CA and token up kept.
+        m = subprocess.run(
+            [PY, "-m", "foundation_cli", "consul", "members"],
+            cwd=tmp_path,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert m.returncode == 0, m.stderr
+        addrs = [line.split()[1].rsplit(":", 1)[0] for line in m.stdout.splitlines()[1:] if line.strip()]
+        assert sorted(addrs) == sorted(h.ip for h in fresh)
         # The other cluster's machine was never touched: no consul, nothing written under /etc/foundation.
         from tests.lab.slots import netns_pids
 
