@@ -73,7 +73,8 @@ def _normalize(walk: Walk, text: str) -> str:
     for i, h in enumerate(walk.lab.hosts):
         shown = f"192.0.2.{11 + i}"
         # Keep table columns aligned: a cell followed by padding keeps its width.
-        text = re.sub(re.escape(h.ip) + r"(?=  )", shown.ljust(len(h.ip)), text)
+        pad = " " * max(0, len(h.ip) - len(shown))
+        text = re.sub(re.escape(h.ip) + r"(\S*)(?=  )", lambda m, s=shown, p=pad: s + m.group(1) + p, text)
         text = text.replace(h.ip, shown)
     text = re.sub(r"\bpid \d+", "pid 4242", text)
     return text
