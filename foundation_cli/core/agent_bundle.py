@@ -161,6 +161,38 @@ def _add_pyc(tar: tarfile.TarFile, name: str, path: Path) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
+def _add_file(tar: tarfile.TarFile, name: str, path: Path) -> None:
+    """``path`` as ``name``, owned by root with mtime 0: the same sources make the same bytes."""
+    info = tar.gettarinfo(str(path), arcname=name)
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    info.mtime = 0
+    with open(path, "rb") as fh:
+        tar.addfile(info, fh)
+
+
+def _write_bundle(target: Path, add: Callable[[tarfile.TarFile], None], *, compresslevel: int) -> None:
+    """Write the .tar.gz ``add`` fills (atomically: a reader never sees half), then drop older bundles
+    for the same Python and architecture (``agent-<python>-<arch>-<tag>.tar.gz``)."""
+    import gzip
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    with (
+        gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=compresslevel, mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w") as tar,
+    ):
+        add(tar)
+    tmp = target.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, target)
+    prefix = target.name.rsplit("-", 1)[0]
+    for old in target.parent.glob(f"{prefix}-*.tar.gz"):
+        if old != target:
+            with contextlib.suppress(OSError):
+                old.unlink()
+
+
 def python_tag() -> str:
     return f"{sys.version_info.major}.{sys.version_info.minor}"
 
@@ -205,29 +237,14 @@ def build() -> Bundle:
     tag = key.hexdigest()[:16]
     target = cache_dir() / f"agent-{python_tag()}-{platform.machine()}-{tag}.tar.gz"
     if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        import gzip
 
-        with (
-            gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=1, mtime=0) as gz,
-            tarfile.open(fileobj=gz, mode="w") as tar,
-        ):
+        def add(tar: tarfile.TarFile) -> None:
             for name, path in files:
-                info = tar.gettarinfo(str(path), arcname=name)
-                info.uid = info.gid = 0
-                info.uname = info.gname = "root"
-                info.mtime = 0
-                with open(path, "rb") as fh:
-                    tar.addfile(info, fh)
+                _add_file(tar, name, path)
                 if name.endswith(".py"):
                     _add_pyc(tar, name, path)
-        tmp = target.with_suffix(".tmp")
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, target)
-        for old in target.parent.glob(f"agent-{python_tag()}-{platform.machine()}-*.tar.gz"):
-            if old != target:
-                old.unlink(missing_ok=True)
+
+        _write_bundle(target, add, compresslevel=1)
     data = target.read_bytes()
     return Bundle(
         path=target,
@@ -371,20 +388,10 @@ def _for_target(python: str, arch: str, *, wheelhouse: str | None) -> Bundle:
     for _whl, _keep, kept_compiled in members:
         compiled += kept_compiled
     if not target.exists():
-        import gzip
 
-        buf = io.BytesIO()
-        with (
-            gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=6, mtime=0) as gz,
-            tarfile.open(fileobj=gz, mode="w") as tar,
-        ):
+        def add(tar: tarfile.TarFile) -> None:
             for name, path in own:
-                info = tar.gettarinfo(str(path), arcname=name)
-                info.uid = info.gid = 0
-                info.uname = info.gname = "root"
-                info.mtime = 0
-                with open(path, "rb") as fh:
-                    tar.addfile(info, fh)
+                _add_file(tar, name, path)
             for whl, keep, _compiled in members:
                 with zipfile.ZipFile(whl) as zf:
                     for zinfo in keep:
@@ -393,13 +400,8 @@ def _for_target(python: str, arch: str, *, wheelhouse: str | None) -> Bundle:
                         info.size = len(data)
                         info.mode = 0o755 if zinfo.filename.endswith(".so") else 0o644
                         tar.addfile(info, io.BytesIO(data))
-        tmp = target.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, target)
-        for old in target.parent.glob(f"agent-{python}-{arch}-*.tar.gz"):
-            if old != target:
-                with contextlib.suppress(OSError):
-                    old.unlink()
+
+        _write_bundle(target, add, compresslevel=6)
     data = target.read_bytes()
     have = {_norm(w.name.split("-", 1)[0]) for w in wheels}
     missing = [r for r in OPTIONAL_REQUIREMENTS if _norm(r) not in have]
