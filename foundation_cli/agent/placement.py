@@ -118,10 +118,15 @@ class Placement:
             try:
                 # ?stale: answered by the nearest server, so a watch never hangs on a connection to a
                 # leader that just died or was partitioned; decisions are re-checked by writes and
-                # consistent reads (acquire, _still_ours).
-                new_index, data = client.kv.get(
-                    prefix, recurse=True, index=index, wait=BLOCKING_WAIT, consistency="stale"
-                )
+                # consistent reads (acquire, _still_ours). The first read, and the one after the index
+                # went backwards, is ?consistent: a server that just restarted answers ?stale from its
+                # old state for a moment (a service stopped minutes ago would come back briefly).
+                if index is None:
+                    new_index, data = client.kv.get(prefix, recurse=True, consistency="consistent")
+                else:
+                    new_index, data = client.kv.get(
+                        prefix, recurse=True, index=index, wait=BLOCKING_WAIT, consistency="stale"
+                    )
                 attempt = 0
             except Exception as exc:  # noqa: BLE001
                 if attempt == 0:
@@ -130,7 +135,10 @@ class Placement:
                 attempt += 1
                 continue
             new_index = int(new_index)
-            index = None if index is not None and new_index < int(index) else new_index
+            if index is not None and new_index < int(index):
+                index = None  # this server is behind what we saw (or a snapshot was restored): ask the leader
+                continue
+            index = new_index
             apply(data or [])
             self.wake.set()
 
