@@ -193,50 +193,39 @@ def spawn_script(argv: list[str], *, pid_file: Path, log_file: Path, env: dict[s
     )
 
 
-def write_file(path: Path, content: str, recorder: Recorder, *, mode: int = 0o644) -> None:
-    """Write a local file, recorded as the equivalent shell command (not written in a dry run)."""
-    script = (
-        f"umask 077 && mkdir -p {shlex.quote(str(path.parent))} && printf '%s' {shlex.quote(content)} >{shlex.quote(str(path))}"
-        f" && chmod {mode:o} {shlex.quote(str(path))}"
-    )
+def write_file(path: Path, content: str, recorder: Recorder, *, mode: int = 0o644, secret: bool = False) -> None:
+    """Write a local file with its final ``mode`` from the first byte (umask 077, O_EXCL temp, rename),
+    recorded as the equivalent shell command; a ``secret`` file's content is never recorded. Not
+    written in a dry run."""
+    q = shlex.quote
+    if secret:
+        script = f"umask 077 && mkdir -p {q(str(path.parent))} && cat >{q(str(path))}  # (secret on stdin)"
+    else:
+        script = (
+            f"umask 077 && mkdir -p {q(str(path.parent))} && printf '%s' {q(content)} >{q(str(path))}"
+            f" && chmod {mode:o} {q(str(path))}"
+        )
     op = RawOperation(kind="local-process", argv=["bash", "-c", script])
     if recorder.dry_run:
         op.dry_run = True
         op.finish(summary="not written (dry run)")
         recorder.add(op)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, **({"mode": 0o700} if secret else {}))
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)  # the final mode from the first byte
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(content)
     os.chmod(tmp, mode)
     os.replace(tmp, path)
-    op.finish(status=0, summary=f"{len(content)} bytes")
+    op.finish(status=0, summary=f"written ({mode:04o})" if secret else f"{len(content)} bytes")
     recorder.add(op)
 
 
 def write_secret(path: Path, content: str, recorder: Recorder) -> None:
-    """Write a secret file 0600 from its first byte (umask 077, O_EXCL temp); the content is never recorded."""
-    script = (
-        f"umask 077 && mkdir -p {shlex.quote(str(path.parent))} && cat >{shlex.quote(str(path))}  # (secret on stdin)"
-    )
-    op = RawOperation(kind="local-process", argv=["bash", "-c", script])
-    if recorder.dry_run:
-        op.dry_run = True
-        op.finish(summary="not written (dry run)")
-        recorder.add(op)
-        return
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(content)
-    os.replace(tmp, path)
-    op.finish(status=0, summary="written (0600)")
-    recorder.add(op)
+    """A secret file: 0600, its content never recorded."""
+    write_file(path, content, recorder, mode=0o600, secret=True)
 
 
 def stop_pid(pid_file: Path, needle: str, recorder: Recorder, *, timeout: float = 15.0) -> bool:

@@ -22,12 +22,7 @@ class Health(Endpoint):
         """``GET /v1/health/service/<name>`` → (index, [{Node, Service, Checks}])."""
         params: Params = []
         self._blocking(params, index, wait)
-        if passing:
-            params.append(("passing", "1"))
-        if tag:
-            params.append(("tag", tag))
-        if near:
-            params.append(("near", near))
+        params += _service_filters(passing, tag, near)
         self._consistency(params, consistency)
         return self._call("GET", f"/v1/health/service/{service}", params, with_index=True)
 
@@ -62,11 +57,11 @@ class Health(Endpoint):
     ) -> Reply:
         """``GET /v1/health/service/<name>`` kept whole: entries plus X-Consul-Index/KnownLeader/LastContact."""
         params: Params = []
-        if passing:
-            params.append(("passing", "1"))
-        if tag:
-            params.append(("tag", tag))
-        if near:
-            params.append(("near", near))
+        params += _service_filters(passing, tag, near)
         self._consistency(params, consistency)
         return self._call("GET", f"/v1/health/service/{service}", params, parse=as_reply, allow_404=False)
+
+
+def _service_filters(passing: bool, tag: str | None, near: str | None) -> Params:
+    """The filter parameters ``/v1/health/service/<name>`` takes."""
+    return [(k, v) for k, v in (("passing", "1" if passing else None), ("tag", tag), ("near", near)) if v]
