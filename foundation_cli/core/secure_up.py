@@ -145,6 +145,11 @@ def acl_bootstrap(run: UpRun) -> None:
                 raise
     assert mgmt is not None
     run.token = run.result.token = None if dry else mgmt
+    if made and not dry:
+        # Kept at once: an `up` killed after this point must not leave a cluster whose token nobody holds.
+        from foundation_cli import cluster_state
+
+        cluster_state.save({**(cluster_state.load() or {}), "token": mgmt})
     for addr in working:
         plan = run.plans[addr]
         acl.ensure_node(
