@@ -186,7 +186,7 @@ class Output:
 
         table = Table(title=title, box=None, header_style="bold", pad_edge=False)
         for col in columns:
-            table.add_column(col)
+            table.add_column(Text(col))  # headers are plain text too
         for row, styles in zip(cells, styled, strict=True):
             table.add_row(*(Text(cell, style=s.style or "") for cell, s in zip(row, styles, strict=True)))
         self.console().print(table)

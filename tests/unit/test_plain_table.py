@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from foundation_cli.commands.output import plain_table
@@ -21,7 +21,7 @@ def rich_table(columns, rows, title=None) -> str:
     console = Console(file=out, no_color=True, highlight=False, soft_wrap=False, force_terminal=False, width=80)
     table = Table(title=title, box=None, header_style="bold", pad_edge=False)
     for col in columns:
-        table.add_column(col)
+        table.add_column(Text(col))
     for row in rows:
         table.add_row(*(Text(cell) for cell in row))
     console.print(table)
@@ -38,6 +38,7 @@ def rich_table(columns, rows, title=None) -> str:
         )
     )
 )
+@example(table=(["\\["], [], None))  # a header rich would read as markup
 def test_plain_table_is_what_rich_prints(table):
     from unittest import mock
 
