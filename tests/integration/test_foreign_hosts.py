@@ -305,6 +305,43 @@ def test_replicated_runs_on_every_host_and_logs_reach_each_one(mixed):
     assert mixed.run("stop", "lab-rep").returncode == 0
 
 
+def test_a_broadcast_reaches_every_agent_the_foreign_ones_too(mixed):
+    """A cluster-wide setting travels as a broadcast (a Consul user event on _control); every node's agent
+    (Python 3.9 on Debian 11 amd64 and arm64, 3.13 on Debian 13, the lab's own) receives and applies it."""
+    proc = mixed.run("config", "set", "agent.log_level", "debug", "--cluster-wide", timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    def applied():
+        status = mixed.json("config", "get", "agent.log_level", "--status")
+        states = {n["node"]: n["state"] for n in status["nodes"]}
+        return (
+            states
+            if set(states) >= {"deb11", "deb13", "arm", "node1", "node2"} and set(states.values()) == {"applied"}
+            else None
+        )
+
+    _wait("every agent to apply the broadcast setting", applied, 90)
+    # And a user broadcast is delivered to a listener while those agents are members.
+    listener = subprocess.Popen(
+        [sys.executable, "-m", "foundation_cli", "listen", "lab-chan", "--count", "1", "--timeout", "60s"],
+        cwd=mixed.root,
+        env=mixed.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert "listening" in listener.stderr.readline()  # its blocking query is in place
+        sent = mixed.run("broadcast", "lab-chan", "hello foreign hosts", timeout=60)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        out, err = listener.communicate(timeout=60)
+    finally:
+        if listener.poll() is None:
+            listener.kill()
+    assert listener.returncode == 0 and "hello foreign hosts" in out, out + err
+    assert mixed.run("config", "unset", "agent.log_level", "--cluster-wide", timeout=60).returncode == 0
+
+
 def test_a_host_whose_agent_cannot_run_fails_up_naming_the_cause(mixed):
     deb11 = mixed.foreign["deb11"]
     # Something on the host breaks the agent at start-up: a module on its path shadowing the standard
