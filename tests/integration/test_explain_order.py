@@ -51,12 +51,12 @@ def _concurrent_reads(consul_agent: ConsulAgent, big_prefix: str) -> tuple[str, 
 
     def read(path: str, delay: float) -> None:
         go.wait(10)
-        threading.Event().wait(delay)  # the big read leaves first, the small ones just after
+        threading.Event().wait(delay)  # the big read leaves first, the small ones right behind it
         client.request("GET", path)
 
     with use_recorder(recorder):
         threads = [
-            threading.Thread(target=read, args=(p, 0.0 if n == 0 else 0.005 + 0.001 * n)) for n, p in enumerate(paths)
+            threading.Thread(target=read, args=(p, 0.0 if n == 0 else 0.0002 * n)) for n, p in enumerate(paths)
         ]
         for t in threads:
             t.start()
