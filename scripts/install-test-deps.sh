@@ -62,7 +62,7 @@ py="${PYTHON:-python3}"
 here="$PWD"
 # The installed foundation_cli must be THIS checkout (CI clones elsewhere; subprocesses and lab hosts
 # import the installed one), so re-install when it points anywhere else.
-if ! (cd / && "$py" -c 'import os, sys, foundation_cli, pytest, pytest_timeout, typer, consul, paramiko, zeroconf, yaml, jsonschema, importlinter, mypy
+if ! (cd / && "$py" -c 'import os, sys, foundation_cli, pytest, pytest_timeout, xdist, typer, consul, paramiko, zeroconf, yaml, jsonschema, importlinter, mypy
 sys.exit(0 if os.path.dirname(os.path.dirname(os.path.realpath(foundation_cli.__file__))) == os.path.realpath(sys.argv[1]) else 1)' "$here") 2>/dev/null \
   || ! "$py" -m ruff --version >/dev/null 2>&1; then
   pip_flags=()

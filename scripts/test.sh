@@ -23,7 +23,10 @@ echo "== mypy (pyproject [tool.mypy])" >&2
 "$py" -m mypy || static=1
 echo "== pytest" >&2
 set +e
-"$py" -m pytest -q -rs "$@"  # -rs: every skip listed with its reason (tests/conftest.py fails CI on unlisted ones)
+# -rs: every skip listed with its reason (tests/conftest.py fails CI on unlisted ones).
+# -n 2 --dist loadfile: two workers, a test file (and its module lab) always on one of them; the suite
+# mostly waits on real clusters, so two at once roughly halve the wall time (FOUNDATION_TEST_WORKERS=0: serial).
+"$py" -m pytest -q -rs -n "${FOUNDATION_TEST_WORKERS:-2}" --dist loadfile "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then
