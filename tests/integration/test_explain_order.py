@@ -55,9 +55,7 @@ def _concurrent_reads(consul_agent: ConsulAgent, big_prefix: str) -> tuple[str, 
         client.request("GET", path)
 
     with use_recorder(recorder):
-        threads = [
-            threading.Thread(target=read, args=(p, 0.0 if n == 0 else 0.0002 * n)) for n, p in enumerate(paths)
-        ]
+        threads = [threading.Thread(target=read, args=(p, 0.0 if n == 0 else 0.0002 * n)) for n, p in enumerate(paths)]
         for t in threads:
             t.start()
         for t in threads:
