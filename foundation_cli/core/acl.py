@@ -151,8 +151,33 @@ def bootstrap(
     deadline = time.monotonic() + timeout
     if fresh:
         known = None
-    status, text = 0, ""
     while True:
+        try:
+            return _bootstrap_once(client, known, dry_run)
+        except _NotYet as exc:
+            known, status, text = exc.known, exc.status, exc.text
+        if dry_run:  # one look only: a dry run does not wait for a cluster to settle
+            return known or "${CONSUL_HTTP_TOKEN}", not known
+        if time.monotonic() > deadline:
+            raise UnreachableError(
+                f"ACL bootstrap did not answer after {timeout:.0f} s: {status} {text.strip()[:120]}",
+                hint="the servers may still be electing a leader; run `foundation up` again",
+            )
+        time.sleep(0.3)  # API not listening yet / no leader yet / ACLs still in legacy mode
+
+
+class _NotYet(Exception):
+    """The cluster cannot answer the bootstrap yet: what it said, and the token still worth trying."""
+
+    def __init__(self, known: str | None, status: int, text: str) -> None:
+        super().__init__(text)
+        self.known, self.status, self.text = known, status, text
+
+
+def _bootstrap_once(client, known: str | None, dry_run: bool) -> tuple[str, bool]:
+    """One try of :func:`bootstrap`; :class:`_NotYet` when the servers cannot answer yet."""
+    status, text = 0, ""
+    try:
         if known:
             reply = client.acl.token_self(known)
             status, text = reply.status, _text(reply)
@@ -179,14 +204,9 @@ def bootstrap(
                     f"{index or 'the reset index'} into <data_dir>/{BOOTSTRAP_RESET_FILE} on the leader and run "
                     "up again",
                 )
-        if dry_run:  # one look only: a dry run does not wait for a cluster to settle
-            return known or "${CONSUL_HTTP_TOKEN}", not known
-        if time.monotonic() > deadline:
-            raise UnreachableError(
-                f"ACL bootstrap did not answer after {timeout:.0f} s: {status} {text.strip()[:120]}",
-                hint="the servers may still be electing a leader; run `foundation up` again",
-            )
-        time.sleep(0.3)  # no leader yet / ACLs still in legacy mode
+    except UnreachableError as exc:  # a server just started: its API is not listening yet
+        status, text = 0, exc.message
+    raise _NotYet(known, status, text)
 
 
 def _ensure_policy(client, mgmt: str, name: str, rules: str, description: str, *, fresh: bool = False) -> str:

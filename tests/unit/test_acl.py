@@ -65,3 +65,28 @@ def test_node_tokens_kept_from_state_else_new():
     assert (kept.consul, kept.agent) == ("c-secret", "a-secret")
     fresh = acl.node_tokens({"n1": {"consul": 3}}, "n1")
     assert fresh.consul != fresh.agent and len(fresh.consul) == 36
+
+
+def test_bootstrap_rides_through_a_server_whose_api_is_not_listening_yet(monkeypatch):
+    """A server just started by `up`: connection refused for a moment, then the bootstrap answers."""
+    from types import SimpleNamespace
+
+    from foundation_cli.errors import UnreachableError
+
+    monkeypatch.setattr(acl.time, "sleep", lambda _s: None)
+    answers = [
+        UnreachableError("cannot reach Consul at https://198.18.0.2:8501: connection refused"),
+        UnreachableError("cannot reach Consul at https://198.18.0.2:8501: connection refused"),
+        SimpleNamespace(status=500, body="The ACL system is currently in legacy mode."),
+        SimpleNamespace(status=200, body={"SecretID": "11111111-2222-3333-4444-555555555555"}),
+    ]
+
+    def bootstrap():
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    client = SimpleNamespace(acl=SimpleNamespace(bootstrap=bootstrap))
+    assert acl.bootstrap(client, known=None, timeout=30) == ("11111111-2222-3333-4444-555555555555", True)
+    assert answers == []
