@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from foundation_cli.core import health_parsers as parse
 from foundation_cli.core import keys
@@ -47,7 +47,10 @@ from foundation_cli.core.health_models import (  # noqa: F401 - the snapshot's p
     read_ref,
 )
 from foundation_cli.core.health_parsers import _kv_value, parse_duration_ms, vivaldi_rtt_ms  # noqa: F401
-from foundation_cli.core.health_reader import STALE, Answer, Reader, ReadError, _ok  # noqa: F401
+from foundation_cli.core.health_reader import STALE, Reader, ReadError, _ok  # noqa: F401
+
+if TYPE_CHECKING:
+    from foundation_cli.core.health_reader import Answer
 from foundation_cli.core.health_watch import Watches
 from foundation_cli.raw.operation import RawOperation
 
@@ -132,7 +135,7 @@ class HealthMonitor(Watches):
             answer = self.reader.get(path, params)
         except ReadError as exc:
             raise ReadError(f"{path}: {exc}") from None
-        reads[name] = answer.op
+        reads[name] = answer.operation
         return _ok(answer, path, allow=allow)
 
     def _read_self(self, reads) -> dict:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from foundation_cli.raw.operation import RawOperation
+
+if TYPE_CHECKING:  # the gateway's whole answer (status, headers, body, the recorded request)
+    from foundation_cli.tools.consul import Reply as Answer
 
 # ----------------------------------------------------------------------------------------------
 # Reading
@@ -15,22 +17,6 @@ from foundation_cli.raw.operation import RawOperation
 
 class ReadError(Exception):
     """A read that failed; the snapshot keeps going without it (listed under ``errors``)."""
-
-
-@dataclass
-class Answer:
-    status: int
-    headers: dict[str, str]
-    body: Any
-    op: RawOperation
-
-    @property
-    def index(self) -> int | None:
-        value = self.headers.get("X-Consul-Index")
-        try:
-            return int(value) if value is not None else None
-        except ValueError:
-            return None
 
 
 class Reader:
@@ -61,8 +47,9 @@ class Reader:
             raise ReadError(exc.message) from None
         except Exception as exc:  # noqa: BLE001 - any transport failure becomes a partial snapshot
             raise ReadError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
-        op = reply.operation or RawOperation(kind="consul-http", method="GET", url=path)
-        return Answer(reply.status, reply.headers, reply.body, op)
+        if reply.operation is None:
+            reply.operation = RawOperation(kind="consul-http", method="GET", url=path)
+        return reply
 
 
 def _ok(answer: Answer, what: str, *, allow: tuple[int, ...] = ()) -> Answer:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from foundation_cli.core.health_reader import STALE, Answer, Reader, ReadError
+from foundation_cli.core.health_reader import STALE, Reader, ReadError
+
+if TYPE_CHECKING:
+    from foundation_cli.core.health_reader import Answer
 
 
 class Watches:
