@@ -696,7 +696,7 @@ ssh:
   # identity_file: ~/.ssh/id_ed25519
   # known_hosts: ~/.ssh/known_hosts
   # config_file: ~/.ssh/config
-  connect_timeout: 10
+  connect_timeout: 10          # TCP connect only; on a LAN 1-2 answers a host that is down at once
   accept_new_host_keys: false
 
 servers: 3

@@ -42,6 +42,9 @@ class HostKeyError(PermissionDeniedError):
     """The host's key is unknown (and not accepted) or has changed."""
 
 
+HANDSHAKE_TIMEOUT = 10.0  # lower bound for the waits after the TCP connect (see Connection.handshake_timeout)
+
+
 @dataclass
 class SSHOptions:
     """How to reach hosts: foundation.yaml's ``ssh:`` plus command-line flags."""
@@ -51,7 +54,7 @@ class SSHOptions:
     identity_file: str | None = None
     known_hosts: str | None = None
     config_file: str | None = None
-    connect_timeout: float = 10.0
+    connect_timeout: float = 10.0  # the TCP connect only: how long a host that is down keeps you waiting
     accept_new_host_keys: bool = False
     prompt: Prompt | None = None  # asks for passphrases / the sudo password (getpass in the CLI)
     proxy_jump: str | None = None  # ``ssh.proxy_jump``: [user@]bastion[:port] for hosts ~/.ssh/config gives none
@@ -213,6 +216,11 @@ class Connection:
     def label(self) -> str:
         return self.target.alias
 
+    @property
+    def handshake_timeout(self) -> float:
+        """Banner, auth and channel waits: a slow board's key exchange needs more than its TCP connect."""
+        return max(self.opts.connect_timeout, HANDSHAKE_TIMEOUT)
+
     # -- connecting ---------------------------------------------------------------------------
     def connect(self) -> Connection:
         """Open the session (checks the host key; translates every failure)."""
@@ -245,8 +253,8 @@ class Connection:
                 username=t.user,
                 pkey=pkey,
                 timeout=self.opts.connect_timeout,
-                banner_timeout=self.opts.connect_timeout,
-                auth_timeout=self.opts.connect_timeout,
+                banner_timeout=self.handshake_timeout,
+                auth_timeout=self.handshake_timeout,
                 allow_agent=True,
                 look_for_keys=pkey is None,
                 sock=sock,
@@ -327,7 +335,7 @@ class Connection:
 
         assert self._client is not None, "connect() first"
         try:
-            chan = self._client.get_transport().open_session(timeout=self.opts.connect_timeout)
+            chan = self._client.get_transport().open_session(timeout=self.handshake_timeout)
             chan.settimeout(timeout)
             chan.exec_command(command)
             early_err = b""

@@ -98,7 +98,7 @@ def _yaml(lab: Lab, hosts, *, known_hosts: str | None = None, identity: str | No
     lines = "".join(f"  - {h.ip}\n" for h in hosts)
     return (
         f"hosts:\n{lines}ssh:\n  user: root\n  identity_file: {identity or lab.ssh_key}\n"
-        f"  known_hosts: {known_hosts or lab.known_hosts}\n  connect_timeout: 2\n"
+        f"  known_hosts: {known_hosts or lab.known_hosts}\n  connect_timeout: 1\n"
     )
 
 
