@@ -17,6 +17,23 @@ MAX_KEY_LENGTH = 512
 _BAD_KEY_CHARS = re.compile(r"[\x00-\x1f\x7f\s]")
 
 
+def unprintable(key: str) -> str | None:
+    """The first character Consul refuses in a key (``U+00AD SOFT HYPHEN``), or None.
+
+    Consul 1.8 answers 400 to a key with a character Go's ``unicode.IsPrint`` rejects:
+    letters, marks, numbers, punctuation and symbols pass; format (Cf), private-use,
+    surrogate and unassigned code points do not. Characters assigned after Consul's
+    Go release (Unicode 12) still reach Consul, which says 400 (see the gateway).
+    """
+    import unicodedata
+
+    for ch in key:
+        if ch != " " and unicodedata.category(ch)[0] not in "LMNPS":
+            name = unicodedata.name(ch, "")
+            return f"U+{ord(ch):04X}{f' ({name})' if name else ''}"
+    return None
+
+
 def validate_key(key: str, *, allow_empty: bool = False) -> str:
     """Check a user key; one-line :class:`UsageError` naming the problem."""
     if not key:
@@ -39,6 +56,12 @@ def validate_key(key: str, *, allow_empty: bool = False) -> str:
         raise UsageError(f"invalid key {key!r}: '.' and '..' segments are not allowed")
     if _BAD_KEY_CHARS.search(key):
         raise UsageError(f"invalid key {key!r}: whitespace and control characters are not allowed")
+    odd = unprintable(key)
+    if odd is not None:
+        raise UsageError(
+            f"invalid key {ascii(key)}: {odd} is not a printable character",
+            hint="Consul refuses keys with format, private-use or unassigned characters (Go's unicode.IsPrint)",
+        )
     if size > MAX_KEY_LENGTH:
         raise UsageError(f"invalid key: longer than {MAX_KEY_LENGTH} bytes")
     return key

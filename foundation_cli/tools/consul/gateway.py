@@ -107,13 +107,18 @@ def _body_text(response: Response) -> str:
     return (body or "").strip()
 
 
+def ascii_path(method: str, path: str) -> str:
+    """``METHOD path`` for a message, non-ASCII characters escaped (a soft hyphen is invisible)."""
+    return f"{method} {path.encode('ascii', 'backslashreplace').decode('ascii')}"
+
+
 def raise_for_status(method: str, path: str, response: Response, *, allow_404: bool = True) -> None:
     """Consul's HTTP errors → Foundation's error tree (the one place this mapping lives)."""
     code = response.code
     if code < 400 or (code == 404 and allow_404):
         return
     text = _body_text(response).splitlines()[0] if _body_text(response) else ""
-    where = f"{method} {path}"
+    where = ascii_path(method, path)
     if code == 403:
         raise PermissionDeniedError(
             f"Consul refused {where}: permission denied (403)",
@@ -124,7 +129,12 @@ def raise_for_status(method: str, path: str, response: Response, *, allow_404: b
     if code == 404:
         raise NotFoundError(f"not found: {where}{f' ({text})' if text else ''}")
     if code == 400:
-        raise UsageError(f"Consul rejected {where}: {text}")
+        raise UsageError(
+            f"Consul rejected {where}: {text or '400 Bad Request, no reason given'}",
+            hint=None
+            if text
+            else "Consul says 400 with no reason to a key or name it cannot store; check its characters",
+        )
     if code == 409:
         raise ConflictError(f"Consul reported a conflict ({where}): {text}")
     if code == 500 and ("No cluster leader" in text or _LEADER_CHANGE in text):
