@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from foundation_cli.errors import NotFoundError, PermissionDeniedError, UsageError
 
 SERVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,255}$")
+NEAR_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")  # a node name, safe in a URL path
 STATUS_ORDER = {"passing": 0, "warning": 1, "critical": 2}
 
 
@@ -112,6 +113,8 @@ class ServiceMesh:
     ) -> dict:
         """Instances of ``name`` with health, as the ``discover --json`` schema describes."""
         validate_service(name)
+        if near and near != "_agent":
+            self._check_near(near)
         reply = self.client.health.service_reply(
             name, passing=passing, tag=tag, near=near, consistency="stale" if stale else None
         )
@@ -133,6 +136,19 @@ class ServiceMesh:
             "last_contact_ms": int(headers.get("x-consul-lastcontact") or 0),
             "instances": [i.to_dict() for i in instances],
         }
+
+    def _check_near(self, near: str) -> None:
+        """Consul sorts by an unknown ``near`` node silently (no sort, no error): say so instead."""
+        if not NEAR_RE.match(near):
+            raise UsageError(f"invalid node name {near!r} for --near", hint="a node name as `foundation ps` shows it")
+        _index, node = self.client.catalog.node(near)
+        if node is None:
+            _index, nodes = self.client.catalog.nodes()
+            names = ", ".join(sorted(str(n.get("Node")) for n in nodes or [])[:10])
+            raise NotFoundError(
+                f"--near {near}: no node by that name, so nothing can be sorted by distance from it",
+                hint=f"known nodes: {names}" if names else "`foundation status` lists the nodes",
+            )
 
     def services(self) -> list[dict]:
         """Every service with instance, node and check counts (one request when Consul allows it)."""

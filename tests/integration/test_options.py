@@ -74,6 +74,14 @@ def test_cwd_check_http_logs_follow_and_discover_near(fresh_consul, tmp_path):
         found = json.loads(cli(["discover", "web", "--near", "_agent", "--json"], env).stdout)
         rows = found if isinstance(found, list) else found.get("instances", [])
         assert [r["port"] for r in rows] == [port], found
+        # --near a real node sorts from it; a node that does not exist is an error, not silently unsorted.
+        node = rows[0]["node"]
+        found = json.loads(cli(["discover", "web", "--near", node, "--json"], env).stdout)
+        assert [r["port"] for r in found["instances"]] == [port], found
+        unknown = cli(["discover", "web", "--near", "no-such-node"], env, check=False)
+        assert unknown.returncode == 5, unknown.stderr
+        assert "no-such-node: no node by that name" in unknown.stderr and node in unknown.stderr, unknown.stderr
+        assert "Traceback" not in unknown.stderr
         cli(["stop", "web"], env)
     finally:
         if follow is not None:
