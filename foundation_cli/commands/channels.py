@@ -14,9 +14,10 @@ PANEL = "Messaging"
 app = typer.Typer()
 
 SEMANTICS = (
-    "Delivery is best effort (Consul user events are gossiped, not stored): each live listener gets a "
-    "message at most once; a listener that is down, or whose agent receives more than 256 events between "
-    "two reads, misses messages. Use --durable and `listen --since` to catch up."
+    "Plain messages are best effort (Consul user events are gossiped, not stored): a listener prints each "
+    "event its agent received once, but gossip can drop events and a listener that is down misses them. "
+    "Durable messages (--durable) are kept in KV: a running listener reads those it missed as events, and "
+    "`listen --since` replays them."
 )
 
 
@@ -113,9 +114,9 @@ def listen(
 ) -> None:
     """Print messages on CHANNEL as they arrive (blocking queries on /v1/event/list).
 
-    Each message is printed once (de-duplicated by event id), in the order this node's agent received them; big payloads are fetched from KV transparently. With --json: one JSON object per line.
+    Each message this node's Consul agent received is printed once (de-duplicated by event id and message id), in the order the agent received them; big payloads are fetched from KV transparently, while a separate reader keeps up with the agent's event list. With --json: one JSON object per line.
 
-    Delivery is best effort: at most once per listener. Messages sent while no listener runs, or beyond the 256 events each agent keeps between two reads, are missed; durable channels replay them with --since.
+    Delivery is best effort for plain messages: Consul's gossip can drop events, and a listener that is not running misses them. Durable messages (broadcast --durable) that never arrived as events are read from the channel's history; --since also replays those sent before the listener started.
 
     Example: foundation listen deploys --since 10m --exec 'logger -t deploys'
     """
@@ -133,7 +134,9 @@ def listen(
     channels = Channels(run.consul())
     received = 0
     ready = lambda node: run.out.info(f"listening on foundation:{channel} at node {node or '?'}")  # noqa: E731
-    for message in channels.listen(channel, since=since_at, deadline=deadline, on_ready=ready, on_gap=run.out.warn):
+    for message in channels.listen(
+        channel, since=since_at, deadline=deadline, on_ready=ready, on_gap=run.out.warn, connect=run.consul
+    ):
         received += 1
         if message.via == "missing":
             run.out.warn(f"message {message.id}: {message.extra.get('error')}")

@@ -12,11 +12,13 @@ import subprocess
 import sys
 import time
 from importlib import resources
+from pathlib import Path
 
 import jsonschema
 import pytest
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(240)]
+CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 def cli(addr: str, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess:
@@ -30,7 +32,8 @@ def cli(addr: str, *args: str, input: bytes | None = None) -> subprocess.Complet
 def host_listen(host, *args: str) -> subprocess.Popen:
     proc = host.popen(
         ["python3", "-m", "foundation_cli", "listen", *args],
-        env={"CONSUL_HTTP_ADDR": f"http://{host.ip}:8500"},
+        # This checkout's code, not whatever copy is installed on the machine.
+        env={"CONSUL_HTTP_ADDR": f"http://{host.ip}:8500", "PYTHONPATH": str(CHECKOUT)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -137,3 +140,61 @@ def test_node_filter_limits_delivery_to_matching_nodes(shared_consul_cluster) ->
             assert listener.returncode == 0 and json.loads(out)["data"] == "just you", err
         else:
             assert listener.returncode == 1 and out == b"" and b"received 0 of 1" in err
+
+
+def test_a_burst_beyond_the_agent_buffer_reaches_stalled_listeners_exactly_once(shared_consul_cluster) -> None:
+    """460 events reach the agents while each listener's consumer is stalled in its first --exec.
+
+    A Consul agent keeps only the last 256 events: a listener that read the event list between
+    two messages lost all but those. Its reader thread keeps reading while the consumer waits, so
+    the listener on the sender's own agent (which stores every event it fires) gets all 400 plain
+    messages, each once; the one on another node gets every durable message meant for it (read
+    from the history if gossip lost its event) and none of those filtered to the first node.
+    """
+    from foundation_cli.facades.channels import Channels
+    from foundation_cli.settings import resolve
+    from foundation_cli.tools import consul as consul_tool
+
+    cluster = shared_consul_cluster
+    origin, other = cluster.hosts[0], cluster.hosts[2]
+    # The first message's command waits for the gate: every later one is read meanwhile, or lost.
+    record = 'while [ ! -e /tmp/gate ]; do sleep 0.05; done; echo "$FOUNDATION_MESSAGE_ID" >> /tmp/got'
+    plain = host_listen(origin, "burst", "--exec", record, "--count", "400", "--timeout", "120s")
+    durable = host_listen(other, "burstdur", "--exec", record, "--timeout", "120s")
+    try:
+        channels = Channels(consul_tool.connect(resolve(consul_addr=cluster.http_addrs[0], env={})))
+        sent, spilled = [], 0
+        for i in range(400):
+            result = channels.broadcast("burst", (f"m{i} " * 300).encode() if i % 4 == 1 else f"m{i}".encode())
+            sent.append(result.id)
+            spilled += not result.inline
+        kept, elsewhere = [], []
+        for i in range(60):  # every 6th only for the origin's node: its event never reaches `other`
+            only_origin = i % 6 == 0
+            result = channels.broadcast(
+                "burstdur", f"d{i}".encode(), durable=True, node=f"^{origin.name}$" if only_origin else None
+            )
+            (elsewhere if only_origin else kept).append(result.id)
+        assert spilled == 100 and len(kept) == 50
+        origin.write("/tmp/gate", "")
+        other.write("/tmp/gate", "")
+        out, err = plain.communicate(timeout=150)
+        assert plain.returncode == 0, err.decode()[-2000:]
+        got = origin.path("/tmp/got").read_text().split()
+        assert len(got) == 400 and sorted(got) == sorted(sent)  # every message, each exactly once
+        got_durable: list[str] = []
+        for _ in range(600):  # until the 50 are in (at most 60 s), then 3 s more: no filtered one may follow
+            path = other.path("/tmp/got")
+            got_durable = path.read_text().split() if path.exists() else []
+            if len(got_durable) >= 50 or durable.poll() is not None:
+                break
+            time.sleep(0.1)
+        time.sleep(3.0)  # longer than CATCH_UP_AFTER: a wrongly caught-up filtered message would show now
+        assert durable.poll() is None, durable.stderr.read().decode()[-2000:]
+        got_durable = other.path("/tmp/got").read_text().split()
+        assert len(got_durable) == 50 and sorted(got_durable) == sorted(kept) and not set(got_durable) & set(elsewhere)
+    finally:
+        for proc in (plain, durable):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
