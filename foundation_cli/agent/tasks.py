@@ -20,6 +20,10 @@ TASKS: list[tuple[str, str]] = [
     ("snapshots", "foundation_cli.agent.snapshot_task:run"),
 ]
 
+# Tasks the agent waits for on stop (they stop processes, release locks). The others are left after a
+# short grace: whatever they write is atomic, and a blocking read has nothing to finish.
+FINISH_ON_STOP = frozenset({"placement"})
+
 
 def load(spec: str) -> Callable:
     """Import ``module:function`` lazily."""
