@@ -143,7 +143,7 @@ class Agent:
             self.log.info("deregistered %s", ctx.agent_service_id)
         except Exception as exc:  # noqa: BLE001
             self.log.warning("deregister failed: %s", _short(exc))
-        return 0
+        return int(ctx.extra.get("exit_code", 0))  # non-zero: a task asked to be restarted (memory_guard)
 
     def _task(self, name: str, func, ctx: AgentContext) -> None:
         attempt = 0

@@ -18,6 +18,7 @@ TASKS: list[tuple[str, str]] = [
     ("optimizer", "foundation_cli.agent.optimizer_task:run"),
     ("channels-gc", "foundation_cli.agent.channels_gc:run"),
     ("snapshots", "foundation_cli.agent.snapshot_task:run"),
+    ("memory-guard", "foundation_cli.agent.memory_guard:run"),
 ]
 
 # Tasks the agent waits for on stop (they stop processes, release locks). The others are left after a
