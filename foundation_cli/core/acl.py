@@ -11,7 +11,12 @@ Who holds what (docs/security.md draws the whole trust model):
   writes (locks, status, config-status/<node>, channels, optimizer/last, discovered), sessions
   and the agent endpoints of its own node, services registered on its node, events. It cannot
   write ``foundation/services/`` (a spec there runs a command on every node) nor
-  ``foundation/config/``, ``foundation/kv/`` or ``foundation/cluster``; it sits in a 0600 file.
+  ``foundation/config/``, ``foundation/kv/`` or ``foundation/cluster``; it sits in a 0600 file;
+- the **snapshot token** (policy ``foundation-snapshot``, :func:`snapshot_rules`) lets the node
+  agent on a *server* take the scheduled snapshots. Consul 1.8 allows ``GET /v1/snapshot`` only
+  to ``acl = "write"`` (its docs say "management"): that is management-equivalent power (it can
+  mint any token), so it goes to server hosts only, whose root can already read every token in
+  the Raft data (``raft.db``, Consul's own snapshots); never to a client (docs/security.md).
 
 Node tokens are made with a SecretID chosen here (``PUT /v1/acl/token`` accepts one), so a
 host's config can carry its token before the ACL system is even bootstrapped: ``up`` writes
@@ -38,6 +43,8 @@ if TYPE_CHECKING:
     from foundation_cli.core.cluster_config import ClusterConfig
 
 AGENT_POLICY_PREFIX = "foundation-agent-"
+SNAPSHOT_POLICY = "foundation-snapshot"
+"""The policy of the snapshot token the node agents on servers use for ``GET /v1/snapshot`` only."""
 """Name prefix of the per-node policy of the Foundation node agent."""
 
 BOOTSTRAP_RESET_FILE = "acl-bootstrap-reset"
@@ -82,6 +89,22 @@ def agent_rules(node: str) -> str:
         'operator = "read"',
     ]
     return "\n".join(lines) + "\n"
+
+
+def snapshot_rules() -> str:
+    """The snapshot token's policy (HCL). Consul 1.8 checks ``acl = "write"`` for ``/v1/snapshot``
+    (``operator = "write"`` or ``acl = "read"`` get 403, checked against 1.8.7): there is nothing narrower.
+    Plus the snapshot index, which only this token (and the operator) may write."""
+    return f'acl = "write"\nkey_prefix "{keys.SNAPSHOTS}" {{ policy = "write" }}\n'
+
+
+def snapshot_token(state: dict | None) -> str:
+    """The snapshot token kept in the state file, else a new one."""
+    token = (state or {}).get("snapshot_token")
+    if isinstance(token, str) and token:
+        secrets.register(token)
+        return token
+    return new_secret()
 
 
 @dataclass
@@ -266,6 +289,27 @@ def ensure_node(
         tokens.agent,
         {"Description": f"Foundation node agent on {node}", "Policies": [{"Name": policy}]},
         f"node agent token {node}",
+        fresh=fresh,
+    )
+    return made and not dry_run
+
+
+def ensure_snapshot_token(client, mgmt: str, secret: str, *, dry_run: bool = False, fresh: bool = False) -> bool:
+    """The ``foundation-snapshot`` policy and the token ``secret`` with it exist; True when created."""
+    _ensure_policy(
+        client,
+        mgmt,
+        SNAPSHOT_POLICY,
+        snapshot_rules(),
+        "Foundation scheduled snapshots (GET /v1/snapshot); held by the node agents on servers only",
+        fresh=fresh,
+    )
+    made = _ensure_token(
+        client,
+        mgmt,
+        secret,
+        {"Description": "Foundation scheduled snapshots (servers only)", "Policies": [{"Name": SNAPSHOT_POLICY}]},
+        "snapshot token",
         fresh=fresh,
     )
     return made and not dry_run

@@ -39,6 +39,8 @@ RUN_DIR = "/run/foundation"
 LOG_DIR = "/var/log/foundation"
 UNIT_DIR = "/etc/systemd/system"
 AGENT_TOKEN_FILE = "/etc/foundation/agent.token"
+# Servers only: the token the node agent takes scheduled snapshots with (read each round, no restart needed).
+SNAPSHOT_TOKEN_FILE = "/etc/foundation/snapshot.token"
 MIN_CONSUL = (1, 8, 0)
 # A Consul node name Foundation writes into configs, unit files and environments: a DNS label.
 NODE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
@@ -182,6 +184,8 @@ class HostPlan:
     agent_token: str | None = None  # ACL token for the node agent, uploaded as a 0600 file
     # Secret and TLS files (path -> (content, mode)), written before Consul starts; see core/secure_up.py.
     files: dict[str, tuple[bytes, int]] = field(default_factory=dict)
+    # Files this host must not have (e.g. the snapshot token on a client): removed when present.
+    remove_files: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -499,7 +503,7 @@ def apply(
             running=p.consul_running,
             restart=cfg_step.state != "unchanged"
             or step.state != "unchanged"
-            or any(f != AGENT_TOKEN_FILE for f in changed_files),
+            or any(f not in (AGENT_TOKEN_FILE, SNAPSHOT_TOKEN_FILE) for f in changed_files),
         )
     )
     if around_consul:
@@ -528,10 +532,11 @@ def write_files(conn: Connection, plan: HostPlan) -> tuple[StepResult | None, li
     One read-only ``sha256sum`` tells what the host has, so a token or key on the host is never
     printed by ``--explain``; each upload is made with its final mode from the first byte.
     """
-    if not plan.files:
+    if not plan.files and not plan.remove_files:
         return None, []
     paths = sorted(plan.files)
-    res = conn.run("sha256sum " + " ".join(shlex.quote(x) for x in paths) + " 2>/dev/null; true", write=False)
+    listed = paths + sorted(set(plan.remove_files) - set(paths))
+    res = conn.run("sha256sum " + " ".join(shlex.quote(x) for x in listed) + " 2>/dev/null; true", write=False)
     have = {}
     for line in res.stdout.splitlines():
         digest, _, path = line.strip().partition("  ")
@@ -540,6 +545,10 @@ def write_files(conn: Connection, plan: HostPlan) -> tuple[StepResult | None, li
     for path in changed:
         content, mode = plan.files[path]
         conn.upload(path, content, mode=mode)
+    gone = [x for x in listed[len(paths) :] if x in have]
+    if gone:
+        conn.run("rm -f " + " ".join(shlex.quote(x) for x in gone))
+        changed += gone
     if not changed:
         return StepResult("secrets", "unchanged", f"{len(paths)} files"), []
     return StepResult("secrets", "written", ", ".join(changed)), changed

@@ -264,6 +264,7 @@ class UpRun:
     token: str | None = None  # ACL operator token (wizard mode); never rendered
     explicit_token: str | None = None  # --token / CONSUL_HTTP_TOKEN: tried first as the management token
     node_tokens: dict[str, Any] = field(default_factory=dict)  # node -> acl.NodeTokens (secure_up)
+    snapshot_token: str | None = None  # servers' snapshot token (secure_up); never on a client
     cacert: str | None = None  # the CA certificate in the state dir (secure_up, TLS on)
     cluster_id: str = ""
     servers: set[str] = field(default_factory=set)
@@ -600,6 +601,7 @@ def record(run: UpRun) -> None:
                 **(state.get("node_tokens") or {}),
                 **{node: t.to_dict() for node, t in run.node_tokens.items()},
             },
+            "snapshot_token": run.snapshot_token,
             "cacert": run.cacert,
             "ssh": {
                 "user": cfg.ssh.user,

@@ -70,6 +70,8 @@ def secure_plan(run: UpRun) -> None:
     cfg = run.cfg
     _register_host_secrets(run)
     previous = run.state.get("node_tokens") if run.state.get("mode") == "ssh" else None
+    if acl_on(run):  # servers only (docs/security.md: who holds which token)
+        run.snapshot_token = acl.snapshot_token(run.state if run.state.get("mode") == "ssh" else None)
     run.token = None  # the management token comes from acl_bootstrap, never from a host
     ca_pem = None
     if tls_on(run):
@@ -88,6 +90,10 @@ def secure_plan(run: UpRun) -> None:
             plan.agent_token = tokens.agent
             plan.agent_env["CONSUL_HTTP_TOKEN_FILE"] = bootstrap.AGENT_TOKEN_FILE
             plan.files[bootstrap.AGENT_TOKEN_FILE] = (tokens.agent.encode() + b"\n", 0o600)
+            if plan.server and run.snapshot_token:
+                plan.files[bootstrap.SNAPSHOT_TOKEN_FILE] = (run.snapshot_token.encode() + b"\n", 0o600)
+            else:  # a client never holds it (also a former server that became a client)
+                plan.remove_files.append(bootstrap.SNAPSHOT_TOKEN_FILE)
         else:
             plan.agent_token = None
             plan.agent_env.pop("CONSUL_HTTP_TOKEN_FILE", None)
@@ -149,7 +155,7 @@ def acl_bootstrap(run: UpRun) -> None:
         # Kept at once: an `up` killed after this point must not leave a cluster whose token nobody holds.
         from foundation_cli import cluster_state
 
-        cluster_state.save({**(cluster_state.load() or {}), "token": mgmt})
+        cluster_state.save({**(cluster_state.load() or {}), "token": mgmt, "snapshot_token": run.snapshot_token})
     for addr in working:
         plan = run.plans[addr]
         acl.ensure_node(
@@ -161,6 +167,8 @@ def acl_bootstrap(run: UpRun) -> None:
             dry_run=dry,
             fresh=fresh,
         )
+    if run.snapshot_token and any(run.plans[a].server for a in working):
+        acl.ensure_snapshot_token(client, mgmt, run.snapshot_token, dry_run=dry, fresh=fresh)
     if made and not dry:
         run.say("cluster", "ACLs bootstrapped: the management token is in the state file (0600)")
 
@@ -178,5 +186,14 @@ def keep_after_down(state: dict) -> None:
     from foundation_cli.core import cluster_state
 
     if state.get("token"):
-        kept = ("cluster_id", "mode", "token", "node_tokens", "cacert", "gossip_key_file", "datacenter")
+        kept = (
+            "cluster_id",
+            "mode",
+            "token",
+            "node_tokens",
+            "snapshot_token",
+            "cacert",
+            "gossip_key_file",
+            "datacenter",
+        )
         cluster_state.save({k: state[k] for k in kept if k in state} | {"down": True})

@@ -161,6 +161,57 @@ def test_snapshot_round_trip_and_scheduled(fresh_consul, tmp_path):
 
 
 @pytest.mark.timeout(150)
+def test_scheduled_snapshot_needs_the_snapshot_token_not_the_agents(consul_agent_acl, tmp_path, monkeypatch):
+    """With ACLs (default deny) the node agent's own token gets 403 on GET /v1/snapshot; with the
+    snapshot token `up` gives servers (policy foundation-snapshot) the scheduled round takes one."""
+    import logging
+    from types import SimpleNamespace
+
+    from foundation_cli.agent import snapshot_task
+    from foundation_cli.core import acl
+    from foundation_cli.core.live_settings import LIVE
+    from foundation_cli.errors import PermissionDeniedError
+    from foundation_cli.settings import Settings
+    from foundation_cli.tools import consul as consul_tool
+
+    mgmt = consul_agent_acl.token
+    admin = consul_tool.connect(Settings(consul_addr=consul_agent_acl.http_addr, token=mgmt))
+    node = admin.agent.self()["Config"]["NodeName"]
+    tokens = acl.NodeTokens(consul=acl.new_secret(), agent=acl.new_secret())
+    acl.ensure_node(admin, mgmt, node=node, datacenter="dc1", tokens=tokens)
+    agent = consul_tool.connect(Settings(consul_addr=consul_agent_acl.http_addr, token=tokens.agent))
+    ctx = SimpleNamespace(
+        node=node,
+        node_dir=lambda: tmp_path / "node",
+        logger=logging.getLogger("test"),
+        settings=Settings(consul_addr=consul_agent_acl.http_addr, token=tokens.agent),
+        recorder=None,
+    )
+    token_file = tmp_path / "snapshot.token"
+    monkeypatch.setenv(snapshot_task.TOKEN_FILE_ENV, str(token_file))
+    LIVE.set("snapshot.interval", 10.0, 1)
+    try:
+        with pytest.raises(PermissionDeniedError) as refused:
+            snapshot_task.run_once(ctx, agent)
+        assert "no snapshot token in" in snapshot_task._hint(refused.value)
+        secret = acl.new_secret()
+        assert acl.ensure_snapshot_token(admin, mgmt, secret)
+        assert not acl.ensure_snapshot_token(admin, mgmt, secret)  # idempotent: known, not made again
+        token_file.write_text(secret + "\n")
+        taken = snapshot_task.run_once(ctx, agent)
+        assert taken is not None and taken.node == node
+        archive = (tmp_path / "node" / "snapshots" / f"{taken.id}.snap").read_bytes()
+        assert archive[:2] == b"\x1f\x8b" and len(archive) == taken.size
+        with pytest.raises(PermissionDeniedError):  # the agent's own token still cannot, nor write the index
+            agent.snapshot.save()
+        with pytest.raises(PermissionDeniedError):
+            agent.kv.put("foundation/snapshots/20000101T000000Z", "{}")
+        policy = admin.acl.policy_read_by_name(acl.SNAPSHOT_POLICY, token=mgmt)
+        assert policy.status == 200 and policy.body["Rules"] == acl.snapshot_rules()
+    finally:
+        LIVE.clear()
+
+
 def test_optimizer_announces_findings_and_status_summarises(fresh_consul, tmp_path):
     """The leader's agent announces new findings on _optimizer (live and in history); status has a line."""
     import subprocess

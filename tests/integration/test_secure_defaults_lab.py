@@ -179,6 +179,7 @@ def test_the_operator_cli_works_from_the_state_file(cluster):
 def _secrets(cluster) -> dict[str, str]:
     state = cluster.state()
     found = {"management token": state["token"], "gossip key": (cluster.root / "state" / "gossip.key").read_text()}
+    found["snapshot token"] = state["snapshot_token"]  # on the servers only, for scheduled snapshots
     for node, tokens in state["node_tokens"].items():
         found[f"{node} consul token"] = tokens["consul"]
         found[f"{node} agent token"] = tokens["agent"]

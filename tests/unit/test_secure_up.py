@@ -89,3 +89,25 @@ def test_own_certificates_still_mean_https_on_the_lan_and_http_on_loopback(tmp_p
     assert "verify_incoming" not in conf and conf["verify_incoming_https"] is False and conf["verify_incoming_rpc"]
     assert api_url(run, "10.0.0.1") == "https://10.0.0.1:8501" and run.cacert == str(ca)
     assert tls.HOST_CA not in run.plans["a"].files  # their files are theirs to place
+
+
+def test_snapshot_token_on_servers_only_and_kept_from_the_state(tmp_path, monkeypatch):
+    run = _run("hosts: [a, b, c, d]\nservers: 3\ntls: {enabled: false}\n", tmp_path, monkeypatch)
+    secure_plan(run)
+    token = run.snapshot_token
+    assert token and token not in {t for n in run.node_tokens.values() for t in (n.consul, n.agent)}
+    servers = [p for p in run.plans.values() if p.server]
+    clients = [p for p in run.plans.values() if not p.server]
+    assert len(servers) == 3 and len(clients) == 1
+    for p in servers:
+        assert p.files[bootstrap.SNAPSHOT_TOKEN_FILE] == (token.encode() + b"\n", 0o600)
+        assert bootstrap.SNAPSHOT_TOKEN_FILE not in p.remove_files
+    for p in clients:  # never on a client: not written, and removed if a former role left it there
+        assert bootstrap.SNAPSHOT_TOKEN_FILE not in p.files and bootstrap.SNAPSHOT_TOKEN_FILE in p.remove_files
+        assert token not in json.dumps(p.consul_config) and token not in json.dumps(p.agent_env)
+    again = _run("hosts: [a]\ntls: {enabled: false}\n", tmp_path, monkeypatch, {"mode": "ssh", "snapshot_token": "s1"})
+    secure_plan(again)
+    assert again.snapshot_token == "s1"
+    off = _run("hosts: [a]\ntls: {enabled: false}\nacl: {enabled: false}\n", tmp_path, monkeypatch)
+    secure_plan(off)
+    assert off.snapshot_token is None and bootstrap.SNAPSHOT_TOKEN_FILE not in off.plans["a"].files
