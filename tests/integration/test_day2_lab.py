@@ -4,17 +4,15 @@ One lab for the whole module (CI time): drain hands a singleton over to
 another node (the old copy stops before the new one starts, no lock-delay),
 stops a replicated instance, puts the node in Consul maintenance, and undrain
 brings it back; exec runs a command over SSH on every node in parallel (with a
-host's own SSH settings from the state file); a scheduled snapshot taken by
-the leader's agent is fetched over SSH with `snapshot save --from-scheduled`;
-last, upgrade rolls a changed consul binary (same version, another sha256) and
-a config change over the servers, followers first and the leader last.
+host's own SSH settings from the state file). Scheduled snapshots fetched over
+SSH and `upgrade` are tested on a cluster made by `up` (ACLs, TLS, a client):
+test_day2_up_lab.py.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -176,85 +174,3 @@ def test_exec_on_every_node_over_ssh(lab3):
     bad = cli(["exec", "--node", "nope", "--", "true"], env, check=False)
     assert bad.returncode == 5
     assert cli(["exec", "--", "true"], env, check=False).returncode == 2
-
-
-@pytest.mark.timeout(150)
-def test_scheduled_snapshot_fetched_over_ssh(lab3, tmp_path):
-    env = _env(lab3.http_addr)
-    cli(["config", "set", "snapshot.interval", "10s", "--cluster-wide"], env)
-    try:
-        entry = wait_for(
-            lambda: (e := json.loads(cli(["snapshot", "list", "--json"], env).stdout)) and e[-1], 60, "a snapshot"
-        )
-        leader_ip = lab3.leader().split(":")[0]
-        assert entry["node"] == next(h.name for h in lab3.hosts if h.ip == leader_ip)
-        # The file lives on the leader's node (its own /var), not on this machine: fetched over SSH.
-        target = tmp_path / "sched.snap"
-        out = cli(["snapshot", "save", str(target), "--from-scheduled", "--explain"], env)
-        assert f"from {entry['node']}" in out.stdout and "base64" in out.stderr
-        assert target.stat().st_size == entry["size"]
-    finally:
-        cli(["config", "set", "snapshot.interval", "0s", "--cluster-wide"], env)
-
-
-def _agent_pid(host) -> str | None:
-    from foundation_cli.core.upgrade import AGENT_PID  # the agent in the loop's process group, not the loop
-
-    out = host.exec(AGENT_PID, check=False)
-    return out.stdout.strip() or None
-
-
-def _consul_exe_sha(host) -> str:
-    pid = host.exec('pgrep -g "$(cat /run/foundation/consul.pid)" -x consul | head -n1').stdout.strip()
-    return host.exec(f"sha256sum /proc/{pid}/exe").stdout.split()[0]
-
-
-@pytest.mark.timeout(300)
-def test_upgrade_rolls_followers_then_leader(lab3, tmp_path, consul_bin, witness_dir):
-    import hashlib
-
-    env = _env(lab3.http_addr)
-    # "A new version": the same consul with bytes appended (runs the same, another sha256).
-    new = tmp_path / "consul-new"
-    new.write_bytes(Path(consul_bin).read_bytes() + b"\0foundation-upgrade-test")
-    digest = hashlib.sha256(new.read_bytes()).hexdigest()
-    # And a config change on every server, applied by the restart.
-    for host in lab3.hosts:
-        conf = lab3.agent_config(host, server=True) | {"node_meta": {"upgraded": "yes"}}
-        host.write(lab3.CONFIG_PATH, json.dumps(conf, indent=2))
-    script, log = write_witness(witness_dir)
-    cli(["start-singleton", "wit", "--", "python3", str(script), str(log)], env)
-
-    leader_ip = lab3.leader().split(":")[0]
-    leader = next(h.name for h in lab3.hosts if h.ip == leader_ip)
-    proc = cli(["upgrade", "--consul-binary", str(new), "--dry-run", "--json"], env)
-    dry = json.loads(proc.stderr)  # with --dry-run, stdout is the list of operations it would perform
-    script = [op.get("command") or op.get("url") for op in json.loads(proc.stdout)["operations"]]
-    assert len([c for c in script if c and "kill -TERM" in c]) == 3
-    order = [s["node"] for s in dry["steps"]]
-    assert order[-1] == leader and sorted(order) == sorted(h.name for h in lab3.hosts)
-    assert [s["role"] for s in dry["steps"]] == ["follower", "follower", "leader"]
-    assert all(_consul_exe_sha(h) != digest for h in lab3.hosts)  # the dry run changed nothing
-
-    agents_before = {h.name: _agent_pid(h) for h in lab3.hosts}
-    out = cli(["upgrade", "--consul-binary", str(new), "--agent", "--json"], env, timeout=280)
-    steps = json.loads(out.stdout)["steps"]
-    assert [s["node"] for s in steps] == order and all(s["result"] == "done" for s in steps), steps
-    assert all("agent " in s["detail"] for s in steps)
-    for host in lab3.hosts:  # --agent: the bundle installed and the agent restarted by its loop
-        assert _agent_pid(host) not in (None, agents_before[host.name])
-        assert host.path("/opt/foundation/agent/lib/foundation_cli/__init__.py").exists()
-    wait_for(lambda: len(agent_passing(lab3.http_addr)) == 3, 30, "3 agents passing after the roll")
-    assert [s["started"] for s in steps] == sorted(s["started"] for s in steps)
-    for host in lab3.hosts:
-        assert _consul_exe_sha(host) == digest
-        node = http_json(f"{lab3.http_addr}/v1/catalog/node/{host.name}")["Node"]
-        assert node["Meta"].get("upgraded") == "yes"
-    health = http_json(f"{lab3.http_addr}/v1/operator/autopilot/health")
-    assert health["Healthy"] and health["FailureTolerance"] == 1
-    assert http_json(f"{lab3.http_addr}/v1/kv/foundation/drain/?recurse=1") is None  # every node undrained
-    # The singleton was handed over before each restart: never two at once, and it still runs.
-    runs = witness_runs(log)
-    assert overlaps(runs) == [] and len(runs) >= 2
-    wait_for(lambda: [r for r in ps(env, "wit") if r["state"] == "running"], 20, "the singleton running")
-    cli(["stop", "wit"], env)
