@@ -77,6 +77,17 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["FOUNDATION_STATE_DIR"] = _state_dir
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` (long lab campaigns) are deselected — not skipped — unless asked for:
+    ``pytest -m slow …`` or ``FOUNDATION_TEST_SLOW=1``. CI stays under its time budget."""
+    if "slow" in (config.getoption("markexpr") or "") or os.environ.get("FOUNDATION_TEST_SLOW") == "1":
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     procs.close_all()
     if _state_dir:

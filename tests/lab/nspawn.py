@@ -101,6 +101,7 @@ class ForeignHost:
         ssh_port: int = 22,
         sshd_extra: str = "",
         authorized_keys: str | None = None,
+        binds: tuple[str, ...] = (),
     ) -> None:
         self.lab = lab
         self.index = index
@@ -112,6 +113,7 @@ class ForeignHost:
         self.ssh_port = ssh_port
         self.sshd_extra = sshd_extra
         self.authorized_keys = authorized_keys  # default: the lab's client key
+        self.binds = binds  # machine directories bound read-write at the same path (e.g. a shared witness dir)
         self.dir = lab.dir / f"c{index}"
         self.root: Path = ROOTS / spec
         self.proc: subprocess.Popen | None = None
@@ -157,6 +159,7 @@ class ForeignHost:
             f"--bind-ro={self.dir / 'sshd-lab.conf'}:/etc/ssh/sshd_config.d/lab.conf",
             f"--bind-ro={self.dir / 'hostname'}:/etc/hostname",
             f"--bind-ro={self.dir / 'hosts'}:/etc/hosts",
+            *(f"--bind={b}:{b}" for b in self.binds),
         ]  # fmt: skip
         started = time.monotonic()
         log = open(self.dir / "console.log", "ab")  # noqa: SIM115 - handed to the child
