@@ -192,11 +192,13 @@ class Bench:
         elif kind == "partition":
             self.hosts[holder].partition()
         found = self.wait_new_run(log, known, timeout)
-        result = {"kind": kind, "raw": raw, "from": holder, "took": None, "overlap": 0.0}
+        result = {"kind": kind, "raw": raw, "from": holder, "took": None, "overlap": 0.0, "t0": t0}
         if found:
             first, run = found
             result["took"] = round(first - t0, 3)
             result["to"] = run.node
+            result["pid"] = run.pid
+            result["first"] = first
             if not raw:
                 spawned = self.agent_started(run.node, run.pid)
                 if spawned:

@@ -133,6 +133,51 @@ class Faults(Bench):
         now = time.time()
         return [r for r in witness_runs(log) if not r.stopped and now - r.last < within]
 
+    def log_events(self, since: float) -> list[tuple[float, str, str]]:
+        """(time, node, message) of every agent log line at or after ``since`` (epoch), in time order."""
+        import datetime
+        import re
+
+        events = []
+        for path in sorted(self.logs.glob("agent-*.log")):
+            for line in path.read_text(errors="replace").splitlines():
+                m = re.match(r"(\S+ \S+) \w+ agent\[([^]]+)\] (.*)", line)
+                if not m:
+                    continue
+                stamp = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f")
+                ts = stamp.replace(tzinfo=datetime.timezone.utc).timestamp()
+                if ts >= since - 0.002:  # the log keeps milliseconds
+                    events.append((ts, m.group(2), m.group(3)))
+        return sorted(events)
+
+    def phases(self, r: dict) -> dict:
+        """Where a takeover's time went, from the agents' logs (ms stamps) and the witness:
+
+        detect   fault → the first ``destroying its session`` of the holder (another agent's detector;
+                 absent when the servers invalidated it themselves)
+        acquire  that destroy → ``wit: lock acquired`` on the new holder (lock-delay, the acquire, the
+                 fencing-token read)
+        spawn    lock acquired → ``wit: started pid`` (fence guard + the command's exec)
+        program  started → the witness's first line (the witness's own Python start-up)
+        """
+        t0, first, node, pid = r.get("t0"), r.get("first"), r.get("to"), r.get("pid")
+        if t0 is None or first is None:
+            return {}
+        events = self.log_events(t0)
+        destroy = next((ts for ts, _n, msg in events if "destroying its session" in msg), None)
+        acquired = next((ts for ts, n, msg in events if n == node and msg.startswith("wit: lock acquired")), None)
+        started = next((ts for ts, n, msg in events if n == node and msg.startswith(f"wit: started pid {pid} ")), None)
+        out: dict = {}
+        if destroy is not None:
+            out["detect"] = round(destroy - t0, 3)
+        if acquired is not None:
+            out["acquire"] = round(acquired - (destroy if destroy is not None else t0), 3)
+        if started is not None and acquired is not None:
+            out["spawn"] = round(started - acquired, 3)
+        if started is not None:
+            out["program"] = round(first - started, 3)
+        return out
+
     def record(self, result: dict) -> dict:
         result["overlaps_total"] = len(overlaps(witness_runs(self.witness)))
         self.results.append(result)
@@ -149,6 +194,8 @@ class Faults(Bench):
         print(json.dumps({"trial": len(self.results) + 1, "holder_was_leader": r["holder_was_leader"]}), flush=True)
         r["ok"] = r["took"] is not None and r["overlap"] == 0
         r["recovery"] = r["took"]
+        r["phases"] = self.phases(r)
+        print(json.dumps({"trial": len(self.results) + 1, "phases": r["phases"]}), flush=True)
         self.results.append(r)
         return r
 
@@ -339,7 +386,13 @@ def summarize(results: list[dict], fault: str, holder_was_leader: bool | None = 
         rows = [r for r in rows if bool(r.get("holder_was_leader")) == holder_was_leader]
         fault = f"{fault} ({'holder was leader' if holder_was_leader else 'holder not leader'})"
     rec = [r["recovery"] for r in rows if r.get("recovery") is not None]
+    phases = {}
+    for key in ("detect", "acquire", "spawn", "program"):
+        values = [r["phases"][key] for r in rows if key in (r.get("phases") or {})]
+        if values:
+            phases[key] = round(statistics.median(values), 3)
     return {
+        "phase_medians": phases,
         "fault": fault,
         "trials": len(rows),
         "ok": len([r for r in rows if r.get("ok")]),
@@ -412,6 +465,12 @@ def main() -> None:
             f"{s['fault']:36}{s['trials']:>8}{s['ok']:>6}{str(s['recovery_median']) + ' s':>18}"
             f"{str(s['recovery_p95']) + ' s':>8}{str(s['recovery_max']) + ' s':>8}{s['overlapping_trials']:>10}"
         )
+    for s in summary:
+        if s["trials"] and s["phase_medians"]:
+            parts = ", ".join(f"{k} {v:.3f} s" for k, v in s["phase_medians"].items())
+            print(f"  where the time went ({s['fault']}, medians): {parts}")
+    load = os.getloadavg()
+    print(f"load average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (2 cores)")
     print(f"overlapping singleton runs over the whole campaign: {len(total_overlaps)}")
     out = {"trials": bench.results, "summary": summary, "overlaps": len(total_overlaps)}
     print(json.dumps({"summary": summary, "overlaps": len(total_overlaps)}))

@@ -8,8 +8,12 @@ Consul call can never delay a fence.
 
 Singleton: contend with ``PUT /v1/kv/foundation/locks/<name>?acquire=<session>``
 when the key has no holder; the winner starts the process. A refused acquire
-of a free key means lock-delay is in force: retry every ``acquire_retry``.
-Replicated: every node whose node-meta matches runs one instance.
+of a free key means lock-delay is in force: try again right when it should end
+(:func:`~foundation_cli.core.timing.next_acquire`), with the checks that must
+come before an acquire (spec still stored, leader's node) made just ahead of
+that moment, so nothing but the acquire itself stands between the end of
+lock-delay and the new copy. Replicated: every node whose node-meta matches
+runs one instance.
 """
 
 from __future__ import annotations
@@ -26,12 +30,19 @@ from foundation_cli.agent.supervisor import Instance, Lease
 from foundation_cli.core import drain, keys
 from foundation_cli.core.agent_requests import lock_value, service_registration
 from foundation_cli.core.service_spec import ServiceSpec
-from foundation_cli.core.timing import Timing
+from foundation_cli.core.timing import Timing, next_acquire, session_lock_delay
 
 BLOCKING_WAIT = "60s"
-HOLDER_CHECK_INTERVAL = 0.2
+HOLDER_CHECK_INTERVAL = 0.1
 PROBE_TIMEOUT = 0.2
-PROBE_FAILURES = 2  # 0.2–0.8 s to a verdict; a wrong one costs a handover, never an overlap
+PROBE_FAILURES = 2  # a wrong verdict costs a handover, never an overlap (see _watch_holders)
+PROBE_RECHECK = 0.05  # a refused connect (nothing listens: Consul died) is probed again this soon
+MEMBERS_REFRESH = 1.0  # the local gossip member list, read this often while a foreign holder is watched
+# The checks an acquire needs (spec still stored, leader's node) are made this long before the attempt,
+# so the acquire at the end of lock-delay goes out with no round trip in front of it; they count as
+# current for PREFLIGHT_FRESH.
+PREFLIGHT_AHEAD = 0.3
+PREFLIGHT_FRESH = 1.0
 # The agent on the Raft leader's node lets the others acquire first (see _singleton): the leader's own
 # writes are the fastest, so singletons gathered there, and a crash of their node then needs a Raft
 # election before anyone can take over (≈ 6 s instead of ≈ 3 s, docs/reliability.md).
@@ -68,8 +79,9 @@ class Placement:
         self.drain_mark: dict | None = None  # foundation/drain/<this node>, when drained
         self.maintenance: bool | None = None  # the node maintenance we last set (None: not yet checked)
         self.restart_at: dict[str, float] = {}
-        self.acquire_at: dict[str, float] = {}
-        self.free_since: dict[str, float] = {}  # lock name -> when this agent first saw it free
+        self.acquire_at: dict[str, float] = {}  # lock name -> the next acquire attempt (monotonic)
+        self.free_since: dict[str, float] = {}  # lock name -> when its lock-delay started, as far as we know
+        self.preflight: dict[str, tuple[float, bool, bool]] = {}  # lock name -> (checked at, on leader, spec ok)
         self._self_addr: str | None = None
         self.registered: dict[str, str] = {}  # name -> digest registered
         self.status_sent: dict[str, str] = {}
@@ -152,25 +164,33 @@ class Placement:
 
         - gossip: the local member list (no server round trip) says ``failed``;
         - reachability: a TCP connect to the holder node's Consul HTTP port,
-          every 0.2 s, fails ``PROBE_FAILURES`` times in a row — used only for
+          every 0.1 s, fails ``PROBE_FAILURES`` times in a row — used only for
           nodes where it has succeeded before (an HTTP API bound to loopback
-          never counts as a failure).
+          never counts as a failure). A refused connect (the host answers,
+          nothing listens: its Consul died with it) is probed again 0.05 s
+          later; a timeout (host gone or cut off) waits for the next tick. A
+          connect needs only the holder's kernel, so a stalled but live Consul
+          still passes.
 
         The servers would invalidate the session on their own once the leader
         processes the node's failure; after a leader change that can lag
-        gossip by tens of seconds. The only periodic work of the agent apart
-        from fencing, and only while another node holds a singleton this node
-        could run.
+        gossip by tens of seconds. After its destroy this agent knows when the
+        lock-delay started (the send time of the destroy) and how long it is
+        (the holder session's ``LockDelay``): its next acquire goes out then.
+        The only periodic work of the agent apart from fencing, and only while
+        another node holds a singleton this node could run.
         """
         client = self.ctx.consul(timeout=2.0)
         port = self.ctx.settings.address.port
-        session_nodes: dict[str, str | None] = {}
+        session_nodes: dict[str, tuple[str | None, float]] = {}  # session -> (node, its lock-delay)
         destroyed: set[str] = set()
         reachable_once: set[str] = set()
         failures: dict[str, int] = {}
         members: dict[str, tuple[int, str]] = {}
-        tick = 0
-        while not self.stop.wait(HOLDER_CHECK_INTERVAL):
+        members_due = 0.0
+        wait = HOLDER_CHECK_INTERVAL
+        while not self.stop.wait(wait):
+            wait = HOLDER_CHECK_INTERVAL
             sid = self.session.id
             specs = self.specs
             foreign = {
@@ -187,14 +207,15 @@ class Placement:
                 failures.clear()
                 continue
             try:
-                if tick % 5 == 0 or not members:
+                if time.monotonic() >= members_due or not members:
                     members = {m["Name"]: (m["Status"], m["Addr"]) for m in client.agent.members()}
-                tick += 1
+                    members_due = time.monotonic() + MEMBERS_REFRESH
                 for holder in foreign:
                     if holder not in session_nodes:
                         _i, info = client.session.info(holder)
-                        session_nodes[holder] = (info or {}).get("Node")
-                    node = session_nodes[holder]
+                        delay = session_lock_delay(info, self.session.timing.lock_delay)
+                        session_nodes[holder] = ((info or {}).get("Node"), delay)
+                    node, holder_delay = session_nodes[holder]
                     if not node or node == self.ctx.node:
                         continue
                     status, addr = members.get(node, (None, None))
@@ -202,20 +223,30 @@ class Placement:
                     if status in (SERF_LEFT, SERF_FAILED):
                         verdict = "failed in gossip"
                     elif addr:
-                        if _tcp_ok(addr, port, PROBE_TIMEOUT):
+                        probe = _probe(addr, port, PROBE_TIMEOUT)
+                        if probe == "ok":
                             reachable_once.add(node)
                             failures[node] = 0
                         elif node in reachable_once:
                             failures[node] = failures.get(node, 0) + 1
                             if failures[node] >= PROBE_FAILURES:
                                 verdict = f"Consul at {addr}:{port} unreachable {failures[node]} times"
+                            elif probe == "refused":
+                                wait = PROBE_RECHECK
                     if verdict and self.session.confirmed():
                         self.log.warning("holder node %s %s: destroying its session %s", node, verdict, holder)
+                        sent = time.monotonic()
                         client.session.destroy(holder)
                         destroyed.add(holder)
                         failures.pop(node, None)
                         for name, h in list(self.holders.items()):
                             if h == holder:
+                                # Lock-delay started no earlier than our send (earlier if another agent's
+                                # destroy came first and our watch saw it): the next acquire goes out when
+                                # it should end; a refusal then retries every acquire_retry.
+                                since = min(self.free_since.get(name, sent), sent)
+                                self.free_since[name] = since
+                                self.acquire_at[name] = since + holder_delay
                                 self.holders[name] = None
                         self.wake.set()
             except Exception as exc:  # noqa: BLE001
@@ -383,20 +414,32 @@ class Placement:
         if inst is not None:
             self._remove(name, graceful=False, reason="not the lock holder")
         if self.holders.get(name):
-            self.free_since.pop(name, None)
+            self._forget_free(name)
         if sid is None or not self.session.confirmed() or self.holders.get(name):
             return
-        if now < self.acquire_at.get(name, 0.0):
-            timers.append(self.acquire_at[name])
+        lock_delay = self.session.timing.lock_delay
+        free_since = self.free_since.setdefault(name, now)
+        attempt_at = self.acquire_at.setdefault(name, now)
+        if now < attempt_at - PREFLIGHT_AHEAD:
+            timers.append(self._wake_for(name, attempt_at))
             return
-        leader_turn = self.free_since.setdefault(name, now) + self.session.timing.lock_delay + LEADER_HANDICAP
-        if now < leader_turn and self._on_leader_node():
+        check = self.preflight.get(name)
+        if check is None or now - check[0] > PREFLIGHT_FRESH:
+            check = self.preflight[name] = (now, self._on_leader_node(), self._spec_current(spec))
+        now = time.monotonic()
+        if now < attempt_at:  # checked ahead: at attempt_at the acquire goes out with nothing before it
+            timers.append(attempt_at)
+            return
+        _checked, on_leader, spec_ok = check
+        leader_turn = free_since + lock_delay + LEADER_HANDICAP
+        if on_leader and now < leader_turn:
             self.acquire_at[name] = leader_turn  # the others first: lock-delay ends for all at once
-            timers.append(leader_turn)
+            timers.append(self._wake_for(name, leader_turn))
             return
-        if not self._spec_current(spec):  # our watch reads ?stale: never start from a spec already deleted
-            self.acquire_at[name] = time.monotonic() + 1.0
-            timers.append(self.acquire_at[name])
+        if not spec_ok:  # our watch reads ?stale: never start from a spec already deleted
+            self.preflight.pop(name, None)
+            self.acquire_at[name] = now + 1.0
+            timers.append(self._wake_for(name, now + 1.0))
             return
         sent = time.monotonic()
         try:
@@ -408,15 +451,27 @@ class Placement:
             self.session.mark_confirmed(sent)
             self.held.add(name)
             self.holders[name] = sid
-            self.acquire_at.pop(name, None)
-            self.free_since.pop(name, None)
+            self._forget_free(name)
             self.tokens.pop(name, None)
             self._fencing_token(name)
             self.log.info("%s: lock acquired (fencing token %s)", name, self.tokens.get(name))
             self._ensure_running(spec, timers)
         else:
-            self.acquire_at[name] = time.monotonic() + self.timing.acquire_retry
-            timers.append(self.acquire_at[name])
+            self.acquire_at[name] = next_acquire(time.monotonic(), free_since, lock_delay, self.timing)
+            timers.append(self._wake_for(name, self.acquire_at[name]))
+
+    def _wake_for(self, name: str, attempt_at: float) -> float:
+        """When the reconciler must wake for an attempt at ``attempt_at``: its checks' time if they will be stale."""
+        check = self.preflight.get(name)
+        if check is not None and attempt_at - check[0] <= PREFLIGHT_FRESH:
+            return attempt_at
+        return attempt_at - PREFLIGHT_AHEAD
+
+    def _forget_free(self, name: str) -> None:
+        """The lock has a holder again (or is ours): its free-lock bookkeeping starts over next time."""
+        self.free_since.pop(name, None)
+        self.acquire_at.pop(name, None)
+        self.preflight.pop(name, None)
 
     def _on_leader_node(self) -> bool:
         """Whether this node's Consul is the Raft leader (``/v1/status/leader`` vs our member address)
@@ -760,12 +815,15 @@ class Placement:
                 time.sleep(backoff(attempt, cap=1.0))
 
 
-def _tcp_ok(host: str, port: int, timeout: float) -> bool:
+def _probe(host: str, port: int, timeout: float) -> str:
+    """A TCP connect: ``ok``, ``refused`` (the host answered, nothing listens) or ``failed`` (timeout…)."""
     try:
         with socket.create_connection((host, port), timeout=timeout):
-            return True
+            return "ok"
+    except ConnectionRefusedError:
+        return "refused"
     except OSError:
-        return False
+        return "failed"
 
 
 def run(ctx: AgentContext, stop: threading.Event) -> None:
