@@ -175,8 +175,8 @@ class Placement:
         The servers would invalidate the session on their own once the leader
         processes the node's failure; after a leader change that can lag
         gossip by tens of seconds. After its destroy this agent knows when the
-        lock-delay started (the send time of the destroy) and how long it is
-        (the holder session's ``LockDelay``): its next acquire goes out then.
+        lock-delay started (by the destroy's answer) and how long it is (the
+        holder session's ``LockDelay``): its next acquire goes out when it ends.
         The only periodic work of the agent apart from fencing, and only while
         another node holds a singleton this node could run.
         """
@@ -235,16 +235,19 @@ class Placement:
                                 wait = PROBE_RECHECK
                     if verdict and self.session.confirmed():
                         self.log.warning("holder node %s %s: destroying its session %s", node, verdict, holder)
-                        sent = time.monotonic()
                         client.session.destroy(holder)
+                        # The leader applied the destroy (and started lock-delay) before it answered:
+                        # now is a bound on that start that is never early, and late by half a round
+                        # trip at most (a destroy held up by a Raft election answers only after it).
+                        answered = time.monotonic()
                         destroyed.add(holder)
                         failures.pop(node, None)
                         for name, h in list(self.holders.items()):
                             if h == holder:
-                                # Lock-delay started no earlier than our send (earlier if another agent's
-                                # destroy came first and our watch saw it): the next acquire goes out when
-                                # it should end; a refusal then retries every acquire_retry.
-                                since = min(self.free_since.get(name, sent), sent)
+                                # Lock-delay started by then (earlier if another agent's destroy came
+                                # first and our watch saw it): the next acquire goes out when it should
+                                # end; a refusal then retries every acquire_retry.
+                                since = min(self.free_since.get(name, answered), answered)
                                 self.free_since[name] = since
                                 self.acquire_at[name] = since + holder_delay
                                 self.holders[name] = None

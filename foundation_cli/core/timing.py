@@ -142,9 +142,9 @@ def next_acquire(now: float, free_since: float, lock_delay: float, timing: Timin
     """When to try again to acquire a free lock whose acquire Consul just refused (lock-delay in force).
 
     ``free_since``: when the lock-delay started as far as this agent can tell —
-    the send time of its own destroy of the holder's session, or when its watch
-    first showed the lock free (after the invalidation, so the lock-delay ends
-    no later than ``free_since + lock_delay``). Retry right at that moment, then
+    the answer to its own destroy of the holder's session, or when its watch
+    first showed the lock free; both come after the invalidation, so the
+    lock-delay ends no later than ``free_since + lock_delay``. Retry right at that moment, then
     every ``acquire_retry`` (the old holder's session may carry a longer
     lock-delay than ours); until then only every ``acquire_wait_retry`` (a
     shorter one, set before a live change). No retry waits for a poll tick past

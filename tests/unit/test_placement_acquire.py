@@ -95,6 +95,7 @@ def test_after_its_own_destroy_it_acquires_right_when_lock_delay_ends(rig):
     p, clock, client, started = rig
     client.lock_free_at = 102.5 + 0.01  # the leader applied the destroy 10 ms after we sent it
     p.free_since["wit"], p.acquire_at["wit"] = 100.0, 102.5  # what _watch_holders records at its destroy
+    # (an answer at 100.0 bounds the start from above; the 10 ms here stand for a longer old lock-delay)
     step(p, clock, 104.0)
     acquires = [c for c in client.calls if c[1].startswith("acquire")]
     assert acquires == [(102.5, "acquire refused"), (102.55, "acquire ok")]
