@@ -126,7 +126,8 @@ class Instance:
         """
         self.dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
-        for name in ("CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE"):  # the agent's own ACL token is not the service's
+        # The agent's own ACL tokens are not the service's.
+        for name in ("CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "FOUNDATION_SNAPSHOT_TOKEN_FILE"):
             env.pop(name, None)
         env.update(extra_env)
         as_user = run_as(self.spec.user, env)  # --user: drop privileges for the child (raises OSError)

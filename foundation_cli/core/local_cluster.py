@@ -360,7 +360,7 @@ def up(
     else:
         say("waiting for a leader")
         _wait_leader(addr, layout, timeout=timeout)
-    mgmt = None
+    mgmt = snapshot_token = None
     if tokens:
         say("ACLs: bootstrap and tokens")
         mgmt = _acl_setup(
@@ -373,6 +373,11 @@ def up(
             fresh=recorder.dry_run and not consul_running,
         )
         client = consul_tool.connect(Settings(consul_addr=addr, token=mgmt), recorder=recorder)
+        # The one node is a server: its agent takes the scheduled snapshots with a snapshot token (acl.py).
+        snapshot_token = acl.snapshot_token(previous if previous.get("mode") == "local" else None)
+        acl.ensure_snapshot_token(
+            client, mgmt, snapshot_token, dry_run=recorder.dry_run, fresh=recorder.dry_run and not consul_running
+        )
 
     # The cluster record: reuse the id the cluster already has.
     cluster_id = None
@@ -400,7 +405,16 @@ def up(
         result.components["cluster record"] = "unchanged"
     result.cluster_id = cluster_id
 
-    _agent_up(layout, addr, result, recorder, python=python, say=say, agent_token=tokens.agent if tokens else None)
+    _agent_up(
+        layout,
+        addr,
+        result,
+        recorder,
+        python=python,
+        say=say,
+        agent_token=tokens.agent if tokens else None,
+        snapshot_token=snapshot_token,
+    )
 
     if not recorder.dry_run:
         state = {
@@ -414,6 +428,7 @@ def up(
         if tokens and mgmt:
             state["token"] = mgmt
             state["node_tokens"] = {node_name(): tokens.to_dict()}
+            state["snapshot_token"] = snapshot_token
         if cluster_state.load() != state:
             cluster_state.save(state)
     return result
@@ -450,20 +465,34 @@ def _acl_setup(
 
 
 def _agent_up(
-    layout: LocalLayout, addr: str, result: LocalResult, recorder: Recorder, *, python, say, agent_token=None
+    layout: LocalLayout,
+    addr: str,
+    result: LocalResult,
+    recorder: Recorder,
+    *,
+    python,
+    say,
+    agent_token=None,
+    snapshot_token=None,
 ) -> None:
     pid_file = layout.pid("agent")
-    token_file = layout.root / "agent.token"
     env = {"CONSUL_HTTP_ADDR": addr, "FOUNDATION_NODE": node_name()}
     token_changed = False
-    if agent_token:
-        env["CONSUL_HTTP_TOKEN_FILE"] = str(token_file)
+    for token, name, var in (
+        (agent_token, "agent.token", "CONSUL_HTTP_TOKEN_FILE"),
+        (snapshot_token, "snapshot.token", "FOUNDATION_SNAPSHOT_TOKEN_FILE"),
+    ):
+        if not token:
+            continue
+        token_file = layout.root / name
+        env[var] = str(token_file)
         try:
-            token_changed = token_file.read_text().strip() != agent_token
+            changed = token_file.read_text().strip() != token
         except OSError:
-            token_changed = True
-        if token_changed:
-            write_secret(token_file, agent_token + "\n", recorder)
+            changed = True
+        if changed:
+            write_secret(token_file, token + "\n", recorder)
+        token_changed |= changed
     if pid_alive(read_pid(pid_file), "foundation_cli"):
         if not token_changed:
             result.components["agent"] = "unchanged"

@@ -12,6 +12,7 @@ import random
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -113,9 +114,20 @@ def test_up_local_is_idempotent_and_down_stops_everything(local):
     assert second["components"]["cluster record"] == "unchanged"
     assert second["cluster_id"] == result["cluster_id"]
 
+    assert second["components"]["agent"] == "unchanged"  # its token files are unchanged
+
     # Later commands find the cluster through the state file, with no flags.
     members = local.run("consul", "members", check=True)
     assert "alive" in members.stdout
+
+    # Scheduled snapshots work under the default ACLs: the agent holds the snapshot token (0600).
+    snap_token = local.data / "snapshot.token"
+    assert snap_token.read_text().strip() == state["snapshot_token"] and snap_token.stat().st_mode & 0o077 == 0
+    local.run("config", "set", "snapshot.interval", "10s", "--cluster-wide", check=True)
+    deadline = time.monotonic() + 60
+    while not json.loads(local.run("snapshot", "list", "--json", check=True).stdout):
+        assert time.monotonic() < deadline, "no scheduled snapshot within 60 s"
+        time.sleep(1)
 
     down = local.run("down", "--local", "--explain", check=True)
     assert "kill -TERM" in down.stderr
