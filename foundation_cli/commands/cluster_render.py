@@ -58,7 +58,9 @@ class HostProgress:
             self.state[host] = message
             if self.live is not None:
                 self.live.update(self._render())
-            elif message in ("done", "failed") or self.run.settings.verbosity > 0:
+                if message.startswith("warning:") and host == "cluster":  # said before it happens, kept on screen
+                    self.live.console.print(f"{host}: {message}")
+            elif message in ("done", "failed") or message.startswith("warning:") or self.run.settings.verbosity > 0:
                 import time
 
                 self.run.out.info(f"{time.monotonic() - self.started:6.1f}s  {host}: {message}")

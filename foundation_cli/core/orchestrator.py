@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from foundation_cli.core import bootstrap, cluster_state, keys, secure_up, up_verify
+from foundation_cli.core import bootstrap, cluster_state, keys, secure_migration, secure_up, up_verify
 from foundation_cli.core.acl import operator_token
 from foundation_cli.core.bootstrap import HostPlan, HostResult, Probe
 from foundation_cli.core.cluster_config import ClusterConfig, HostConfig, merge_consul
@@ -437,16 +437,24 @@ def apply(run: UpRun) -> None:
     together = [h for h in ordered if h not in rolling]
     servers = [h for h in together if plans[h.address].server]
     clients = [h for h in together if not plans[h.address].server]
-    if servers and clients and _tokens_before_clients(run, clients):
-        _apply_tokens_first(run, servers, clients)
+    if any(secure_migration.needed(plans[h.address].consul_config, probes[h.address].existing_config) for h in rolling):
+        # An open cluster to secure: levels, so no server ever refuses the others' RPC (quorum kept).
+        secure_migration.migrate(run, rolling, together, apply_host=_apply_host, set_http_addrs=_set_http_addrs)
     else:
-        run.each(_apply_host, together)
-    for h in rolling:
-        run.say(h.address, "rolling restart")
-        run.guarded(h, _apply_host)
-        if not run.results[h.address].error:
-            p = plans[h.address]
-            _wait_leader_at(secure_up.api_url(run, p.address), run.token, timeout=60, cacert=run.cacert)
+        _warn_single_server(run, ordered)
+        if servers and clients and _tokens_before_clients(run, clients):
+            _apply_tokens_first(run, servers, clients)
+        else:
+            run.each(_apply_host, together)
+        before = secure_migration.tolerance(run, rolling)[0] if rolling else 0
+        for h in secure_migration.order(run, rolling) if rolling else []:
+            run.say(h.address, "rolling restart")
+            run.guarded(h, _apply_host)
+            if not run.results[h.address].error:
+                try:
+                    secure_migration.wait_after(run, rolling, h, tolerance_before=before, timeout=60)
+                except FoundationError as exc:
+                    _warn(run, h.address, exc.message)
 
     cfg, state = run.cfg, run.state
     result = run.result
@@ -456,6 +464,20 @@ def apply(run: UpRun) -> None:
     current_addrs = {h.address for h in cfg.hosts}
     result.removed = [a for a in state.get("hosts") or [] if a not in current_addrs]
     _set_http_addrs(run)
+
+
+def _warn_single_server(run: UpRun, ordered: list[HostConfig]) -> None:
+    """One running server about to enforce ACLs/TLS it did not: say that the cluster stops meanwhile."""
+    running = [h for h in ordered if run.plans[h.address].server and run.probes[h.address].consul_running]
+    if len(running) == 1 and not run.dry_run:
+        h = running[0]
+        if secure_migration.needed(run.plans[h.address].consul_config, run.probes[h.address].existing_config):
+            _warn(
+                run,
+                h.address,
+                "the only server restarts to enforce ACLs/TLS: the cluster has no leader until it is back "
+                "(quorum cannot be kept with one server)",
+            )
 
 
 def _apply_tokens_first(run: UpRun, servers: list[HostConfig], clients: list[HostConfig]) -> None:
@@ -525,13 +547,13 @@ def acl_bootstrap(run: UpRun) -> None:
 
 def _set_http_addrs(run: UpRun) -> None:
     """Where the operator reaches the cluster's HTTP API: the servers that came up, else what is known."""
-    cfg, state, plans, result = run.cfg, run.state, run.plans, run.result
+    state, plans, result = run.state, run.plans, run.result
     ok_servers = [plans[a].address for a in plans if plans[a].server and not run.results[a].error]
     http_addrs = [secure_up.api_url(run, a) for a in ok_servers]
     if not http_addrs and run.only and state.get("mode") == "ssh":  # `up --host CLIENT`: reach the known servers
         http_addrs = state.get("consul_http_addrs") or []
     if not http_addrs and run.join:  # clients of an existing cluster: ask its servers
-        http_addrs = [f"http://{run.join[0]}:{cfg.ports.get('http', 8500)}"]
+        http_addrs = [secure_up.api_url(run, run.join[0])]
     run.http_addrs = http_addrs
     if http_addrs:
         result.http_addr = http_addrs[0]
@@ -723,19 +745,6 @@ def start_up(
 def _config_changes(p: Probe, plan: HostPlan) -> bool:
     """A running Consul whose config will be rewritten (so restarted)."""
     return p.consul_running and p.config is not None and p.config != bootstrap.render_config(plan.consul_config)
-
-
-def _wait_leader_at(addr: str, token: str | None, *, timeout: float, cacert: str | None = None) -> None:
-    """After one server's restart: wait until it sees a leader again before touching the next."""
-    client, _quiet = _client(addr, token, cacert)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if client.status.leader():
-                return
-        except Exception:  # noqa: BLE001 - restarting
-            pass
-        time.sleep(0.25)
 
 
 def _client(addr: str, token: str | None = None, cacert: str | None = None):

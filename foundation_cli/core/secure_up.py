@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from foundation_cli.core import acl, bootstrap, tls
 from foundation_cli.core.cluster_config import merge_consul
 from foundation_cli.raw import secrets
+from foundation_cli.raw.address import ConsulAddress
 from foundation_cli.raw.recorder import current_recorder
 
 if TYPE_CHECKING:
@@ -47,11 +48,20 @@ def own_tls_files(run: UpRun) -> bool:
     return bool(run.cfg.tls.enabled and run.cfg.tls.ca_file)
 
 
-def api_url(run: UpRun, address: str) -> str:
-    """How the operator reaches one server's HTTP API: HTTPS on its address when TLS is on."""
-    if tls_on(run) or own_tls_files(run):
-        return f"https://{address}:{https_port(run)}"
-    return f"http://{address}:{run.cfg.ports.get('http', 8500)}"
+def api_address(run: UpRun, address: str, *, https: bool | None = None) -> ConsulAddress:
+    """How the operator reaches one server's HTTP API: HTTPS on its LAN address when TLS is on
+    (``https`` forces one or the other: a server mid-migration), else plain HTTP."""
+    if https is None:
+        https = tls_on(run) or own_tls_files(run)
+    host = f"[{address}]" if ":" in address and not address.startswith("[") else address
+    if https:
+        return ConsulAddress("https", host, https_port(run))
+    return ConsulAddress("http", host, int(run.cfg.ports.get("http", 8500)))
+
+
+def api_url(run: UpRun, address: str, *, https: bool | None = None) -> str:
+    """:func:`api_address` as the base URL."""
+    return api_address(run, address, https=https).url
 
 
 def _register_host_secrets(run: UpRun) -> None:

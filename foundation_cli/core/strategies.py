@@ -26,6 +26,7 @@ from typing import Any
 from foundation_cli.core import mdns_records
 from foundation_cli.core.hosts import HostRecord
 from foundation_cli.errors import ConfigError, UsageError
+from foundation_cli.raw.address import ConsulAddress
 
 DEFAULT_MDNS_TIMEOUT = 2.0
 
@@ -105,9 +106,10 @@ def discover(
         if not addr:
             raise ConfigError(
                 "cluster.strategy consul needs cluster.options.consul (one address of the existing cluster)",
-                hint="e.g. options: {consul: 10.0.0.5:8500}",
+                hint="e.g. options: {consul: 10.0.0.5} (HTTPS on 8501 when TLS is on; http://10.0.0.5:8500 for an "
+                "open cluster)",
             )
-        return consul_hosts(str(addr), settings)
+        return consul_hosts(str(addr), settings, tls=tls_on(config))
     raise ConfigError(f"unknown cluster.strategy {strategy!r}", hint="static, mdns, dns or consul")
 
 
@@ -285,15 +287,29 @@ def _getaddrinfo_hosts(name: str, rtype: str) -> list[HostRecord]:
 # -- consul -----------------------------------------------------------------------------------
 
 
-def consul_hosts(addr: str, settings) -> list[HostRecord]:
+def tls_on(config) -> bool:
+    """TLS on in ``config`` (the default): LAN addresses are reached over HTTPS, as ``up`` configures them."""
+    tls = getattr(config, "tls", None)
+    return bool(getattr(tls, "enabled", False))
+
+
+def consul_address(addr: str, *, tls: bool) -> ConsulAddress:
+    """``cluster.options.consul`` as an address: its own scheme when it names one, else HTTPS (port
+    8501) when TLS is on and plain HTTP (8500) when it is off — the same rule as every LAN address."""
+    from foundation_cli.settings import parse_address
+
+    return parse_address(addr, ssl=True if tls else None)
+
+
+def consul_hosts(addr: str, settings, *, tls: bool = False) -> list[HostRecord]:
     """The servers of the Consul cluster at ``addr`` (``/v1/status/peers``), named from the catalog."""
     import dataclasses
 
-    from foundation_cli.settings import Settings, normalize_addr
+    from foundation_cli.settings import Settings
     from foundation_cli.tools import consul as consul_tool
 
     base = settings if settings is not None else Settings()
-    target = dataclasses.replace(base, consul_addr=normalize_addr(addr))
+    target = dataclasses.replace(base, consul_addr=consul_address(addr, tls=tls).url)
     client = consul_tool.connect(target, timeout=5.0)
     peers = client.status.peers()
     _idx, nodes = client.catalog.nodes()

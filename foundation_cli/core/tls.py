@@ -8,9 +8,11 @@ On the operator's machine, in ``<state dir>/tls`` (mode 0700, keys 0600):
 
 The CA key never leaves the operator's machine. Each server gets the CA certificate and its own
 certificate and key; clients get only the CA certificate and obtain theirs from the servers
-(``auto_encrypt``). On every host the HTTP API answers plain HTTP on loopback only
-(``addresses.http = 127.0.0.1``: the node agent's local calls) and HTTPS on the host's address
-(``ports.https``); RPC between agents is TLS with verified server names.
+(``auto_encrypt``, signed by Consul's Connect CA). On every host the HTTP API answers plain HTTP
+on loopback only (``addresses.http = 127.0.0.1``: the node agent's local calls); servers also
+answer HTTPS on their address (``ports.https``), the only API the CLI uses; clients have no
+HTTPS listener (nothing could verify their Connect-CA certificate against the cluster CA). RPC
+between agents is TLS with verified server names.
 """
 
 from __future__ import annotations
@@ -147,10 +149,14 @@ def agent_config(*, server: bool, address: str, https_port: int = DEFAULT_HTTPS_
         "verify_incoming_rpc": True,
         "verify_incoming_https": False,
         "addresses": {"http": "127.0.0.1"},
-        "ports": {"https": https_port},
     }
     if server:
-        conf.update(cert_file=HOST_CERT, key_file=HOST_KEY, auto_encrypt={"allow_tls": True})
+        conf.update(
+            cert_file=HOST_CERT, key_file=HOST_KEY, auto_encrypt={"allow_tls": True}, ports={"https": https_port}
+        )
     else:
+        # No HTTPS listener: a client's auto_encrypt certificate is signed by Consul's Connect CA,
+        # not by the cluster CA the CLI trusts, so nobody could verify it. Its API is plain HTTP on
+        # loopback (the node agent); the CLI talks to the servers only.
         conf["auto_encrypt"] = {"tls": True, "ip_san": [address]}
     return conf

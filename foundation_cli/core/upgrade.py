@@ -17,9 +17,10 @@ started from, atomically (a rename: the running process keeps its old inode).
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 
-from foundation_cli.errors import ConflictError
+from foundation_cli.errors import ConflictError, FoundationError
 
 RUN_DIR = "/run/foundation"
 
@@ -75,6 +76,37 @@ def check_tolerance(health: dict, *, force: bool) -> int:
 def recovered(health: dict, *, tolerance_before: int) -> bool:
     """Autopilot healthy again, with the failure tolerance it had before the restart."""
     return bool(health.get("Healthy")) and int(health.get("FailureTolerance") or 0) >= tolerance_before
+
+
+def wait_recovered(client, node: str, *, server: bool, tolerance: int, timeout: float, interval: float = 0.5) -> None:
+    """After ``node``'s Consul restarted: wait until it is an alive member again and, for a server,
+    until autopilot is healthy with the failure tolerance it had before (:func:`recovered`).
+
+    ``client`` must reach a server other than the one restarting (errors while it answers are
+    retried until ``timeout``); raises :class:`FoundationError` naming what was last seen.
+    """
+    deadline = time.monotonic() + timeout
+    last = "not checked"
+    while True:
+        try:
+            members = {m.get("Name"): m.get("Status") for m in client.agent.members()}
+            if members.get(node) != 1:
+                last = f"member status {members.get(node)}"
+            elif server:
+                health = client.operator.autopilot_health()
+                if recovered(health, tolerance_before=tolerance):
+                    return
+                last = (
+                    f"autopilot healthy={health.get('Healthy')} failure tolerance "
+                    f"{health.get('FailureTolerance')} (want {tolerance})"
+                )
+            else:
+                return
+        except FoundationError as exc:  # the server we talk to may be the one restarting
+            last = exc.message
+        if time.monotonic() >= deadline:
+            raise FoundationError(f"{node} not healthy within {timeout:.0f}s after its restart: {last}")
+        time.sleep(interval)
 
 
 # The pid of the running consul: the systemd unit's main pid, or the consul in the supervised loop's group.

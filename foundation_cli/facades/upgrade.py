@@ -179,24 +179,4 @@ class Upgrader:
         raise FoundationError(f"{conn.label}: consul did not start again within {timeout:.0f}s")
 
     def _wait_healthy(self, step, *, tolerance: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        last = "not checked"
-        while time.monotonic() < deadline:
-            try:
-                members = {m.get("Name"): m.get("Status") for m in self.client.agent.members()}
-                if members.get(step.node) != 1:
-                    last = f"member status {members.get(step.node)}"
-                elif step.role != "client":
-                    health = self.client.operator.autopilot_health()
-                    if plan.recovered(health, tolerance_before=tolerance):
-                        return
-                    last = (
-                        f"autopilot healthy={health.get('Healthy')} failure tolerance "
-                        f"{health.get('FailureTolerance')} (want {tolerance})"
-                    )
-                else:
-                    return
-            except FoundationError as exc:  # the server we talk to may be the one restarting
-                last = exc.message
-            time.sleep(0.5)
-        raise FoundationError(f"{step.node} not healthy within {timeout:.0f}s after its restart: {last}")
+        plan.wait_recovered(self.client, step.node, server=step.role != "client", tolerance=tolerance, timeout=timeout)

@@ -220,6 +220,17 @@ def test_fourth_host_joins_as_client(ctx):
     assert ctx.lab.hosts[3].path("/opt/foundation/bin/consul").stat().st_size > 1 << 20
     members = ctx.http(ctx.lab.hosts[0], "/v1/agent/members")
     assert sorted((m["Name"], m["Status"]) for m in members)[-1] == (ctx.lab.hosts[3].name, 1)
+    # Its auto_encrypt certificate comes from Consul's Connect CA, which the CLI does not trust: a
+    # client serves no API on its LAN address at all (plain HTTP on loopback, for its node agent).
+    import socket
+
+    for port in (8500, 8501):
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((ctx.lab.hosts[3].ip, port), timeout=3).close()
+    agents = ctx.http(ctx.lab.hosts[0], "/v1/catalog/service/foundation-agent")
+    assert ctx.lab.hosts[3].name in {a["Node"] for a in agents}  # its agent reached Consul over loopback
+    assert all(a.startswith("https://") for a in ctx.state()["consul_http_addrs"])  # the CLI: servers only
+    assert ctx.lab.hosts[3].ip not in " ".join(ctx.state()["consul_http_addrs"])
 
 
 def test_a_host_that_is_down_does_not_stop_the_others(ctx):

@@ -62,9 +62,13 @@ def test_tls_servers_get_cert_and_key_clients_auto_encrypt_http_on_loopback(tmp_
     secure_plan(run)
     server, client = run.plans["a"], run.plans["b"]
     assert run.cacert == str(tls.ca_paths()[0]) and api_url(run, "10.0.0.1") == "https://10.0.0.1:8501"
+    assert server.consul_config["ports"]["https"] == 8501
+    # A client's auto_encrypt certificate is signed by the Connect CA, which the CLI does not trust:
+    # it serves no HTTPS at all (its API is plain HTTP on loopback, for its node agent).
+    assert "https" not in (client.consul_config.get("ports") or {})
     for p in (server, client):
         conf = p.consul_config
-        assert conf["addresses"] == {"http": "127.0.0.1"} and conf["ports"]["https"] == 8501
+        assert conf["addresses"] == {"http": "127.0.0.1"}
         assert conf["verify_outgoing"] and conf["verify_server_hostname"] and conf["verify_incoming_rpc"]
         assert p.files[tls.HOST_CA][1] == 0o644 and b"BEGIN CERTIFICATE" in p.files[tls.HOST_CA][0]
     assert server.consul_config["auto_encrypt"] == {"allow_tls": True}
@@ -111,3 +115,12 @@ def test_snapshot_token_on_servers_only_and_kept_from_the_state(tmp_path, monkey
     off = _run("hosts: [a]\ntls: {enabled: false}\nacl: {enabled: false}\n", tmp_path, monkeypatch)
     secure_plan(off)
     assert off.snapshot_token is None and bootstrap.SNAPSHOT_TOKEN_FILE not in off.plans["a"].files
+
+
+def test_api_address_is_a_consul_address_with_ipv6_brackets(tmp_path, monkeypatch):
+    run = _run("hosts: [a]\ntls: {enabled: false}\n", tmp_path, monkeypatch)
+    from foundation_cli.core.secure_up import api_address
+
+    assert api_address(run, "fd00::1").url == "http://[fd00::1]:8500"
+    assert api_address(run, "fd00::1", https=True).url == "https://[fd00::1]:8501"
+    assert api_url(run, "10.0.0.1", https=True) == "https://10.0.0.1:8501"

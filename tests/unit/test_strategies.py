@@ -156,3 +156,57 @@ def test_nameserver_parsing():
         dns.parse_nameserver("ns.example")
     with pytest.raises(UsageError):
         dns.parse_nameserver("127.0.0.1:0")
+
+
+def test_consul_strategy_address_follows_tls_like_every_lan_address():
+    """``options.consul`` without a scheme: HTTPS on 8501 when TLS is on (the default), HTTP 8500 when off."""
+    on = cluster_config.parse("mode: wizard\ncluster: {strategy: consul, options: {consul: 10.0.0.5}}\n")
+    off = cluster_config.parse(
+        "mode: wizard\ncluster: {strategy: consul, options: {consul: 10.0.0.5}}\ntls: {enabled: false}\n"
+    )
+    assert strategies.tls_on(on) and not strategies.tls_on(off)
+    assert strategies.consul_address("10.0.0.5", tls=True).url == "https://10.0.0.5:8501"
+    assert strategies.consul_address("10.0.0.5", tls=False).url == "http://10.0.0.5:8500"
+    assert strategies.consul_address("http://10.0.0.5:8500", tls=True).url == "http://10.0.0.5:8500"  # said so
+    assert strategies.consul_address("[fd00::5]", tls=True).url == "https://[fd00::5]:8501"
+    with pytest.raises(UsageError):
+        strategies.consul_address("unix:///run/consul.sock", tls=True)
+
+
+def test_consul_strategy_asks_the_existing_cluster_over_https_when_tls_is_on(monkeypatch):
+    asked: list[str] = []
+
+    class Refused(Exception):
+        pass
+
+    def connect(settings, **_kw):
+        asked.append(settings.consul_addr)
+        raise Refused
+
+    from foundation_cli.tools import consul as consul_tool
+
+    monkeypatch.setattr(consul_tool, "connect", connect)
+    cfg = cluster_config.parse("mode: wizard\ncluster: {strategy: consul, options: {consul: 10.0.0.5}}\n")
+    with pytest.raises(Refused):
+        strategies.discover(cfg, None)
+    assert asked == ["https://10.0.0.5:8501"]
+
+
+def test_join_targets_are_reached_like_the_servers_up_made(tmp_path, monkeypatch):
+    """`up` joining an existing cluster's servers (the consul strategy) asks them over HTTPS when TLS is on."""
+    from foundation_cli.core import orchestrator
+    from foundation_cli.core.bootstrap import HostResult
+
+    monkeypatch.setenv("FOUNDATION_STATE_DIR", str(tmp_path))
+    for text, want in (("", "https://10.0.0.5:8501"), ("tls: {enabled: false}\n", "http://10.0.0.5:8500")):
+        cfg = cluster_config.parse("hosts: [10.0.0.9]\n" + text)
+        run = orchestrator.UpRun(
+            cfg=cfg,
+            hosts=cfg.hosts,
+            opts=orchestrator.ssh_options(cfg),
+            say=lambda _h, _m: None,
+            join=["10.0.0.5", "10.0.0.6"],
+            results={h.address: HostResult(alias=h.address) for h in cfg.hosts},
+        )
+        orchestrator._set_http_addrs(run)  # no server of ours came up: the join targets are the API
+        assert run.http_addrs == [want] and run.result.http_addr == want

@@ -1,0 +1,163 @@
+"""The levels of an open cluster's migration to ACLs + TLS (core/secure_migration.py), as pure config logic.
+
+The property that keeps quorum: at no level does a server enforce something (TLS on incoming RPC,
+TLS on outgoing RPC, ACL deny, HTTP off the LAN) that another server at the previous level does
+not speak yet; what a host already enforced is never relaxed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from foundation_cli.core import tls
+from foundation_cli.core.secure_migration import LEVELS, levels, needed, relaxed
+
+OPEN = {
+    "server": True,
+    "client_addr": "127.0.0.1 10.0.0.1",
+    "ports": {"http": 8500},
+    "encrypt": "k",
+}
+
+
+def _final() -> dict:
+    conf = dict(OPEN)
+    conf["acl"] = {
+        "enabled": True,
+        "default_policy": "deny",
+        "enable_token_persistence": True,
+        "tokens": {"agent": "t"},
+    }
+    conf.update(tls.agent_config(server=True, address="10.0.0.1"))
+    conf["ports"] = {"http": 8500, "https": 8501}
+    return conf
+
+
+def test_open_server_offer_level_verifies_nothing_and_allows_everything():
+    offer = relaxed(_final(), OPEN, "offer")
+    assert offer["ca_file"] == tls.HOST_CA and offer["cert_file"] == tls.HOST_CERT  # TLS offered
+    assert offer["ports"]["https"] == 8501 and offer["auto_encrypt"] == {"allow_tls": True}
+    assert offer["verify_incoming_rpc"] is False and offer["verify_outgoing"] is False
+    assert offer["verify_server_hostname"] is False
+    assert offer["acl"]["enabled"] is True and offer["acl"]["default_policy"] == "allow"
+    assert offer["acl"]["tokens"] == {"agent": "t"}
+    assert "addresses" not in offer  # HTTP stays on the LAN address (client_addr) for who uses it
+
+
+def test_outgoing_level_speaks_tls_but_still_accepts_plain_and_denies():
+    out = relaxed(_final(), OPEN, "outgoing")
+    assert out["verify_outgoing"] is True and out["verify_server_hostname"] is True
+    assert out["verify_incoming_rpc"] is False
+    assert out["acl"]["default_policy"] == "deny"
+    assert "addresses" not in out
+
+
+def test_final_level_is_the_plan():
+    assert relaxed(_final(), OPEN, "final") == _final()
+    assert list(levels(_final(), OPEN)) == list(LEVELS)
+
+
+def test_no_level_enforces_incoming_before_every_server_sends_tls():
+    """Each level's enforcement is spoken by every server at the previous level (quorum kept)."""
+    lv = levels(_final(), OPEN)
+    for before, after in zip(LEVELS, LEVELS[1:], strict=False):
+        if lv[after].get("verify_incoming_rpc"):
+            assert lv[before]["verify_outgoing"], (before, after)
+        if lv[after].get("verify_outgoing"):
+            assert lv[before].get("cert_file") and lv[before].get("ca_file"), (before, after)
+
+
+def test_what_a_host_already_enforces_is_never_relaxed():
+    secure = _final()
+    assert not needed(secure, secure)
+    for level in LEVELS:
+        assert relaxed(secure, secure, level) == secure
+    # a secured host whose config changes for another reason goes straight to it
+    changed = {**secure, "retry_join": ["10.0.0.9"]}
+    assert not needed(changed, secure) and relaxed(changed, secure, "offer") == changed
+
+
+def test_acl_only_migration_allow_first_then_deny():
+    final = {**OPEN, "acl": {"enabled": True, "default_policy": "deny"}}
+    assert needed(final, OPEN)
+    assert relaxed(final, OPEN, "offer")["acl"]["default_policy"] == "allow"
+    assert relaxed(final, OPEN, "outgoing") == final
+    # ACLs already on with allow: tightened at the outgoing level too
+    allow = {**OPEN, "acl": {"enabled": True, "default_policy": "allow"}}
+    assert relaxed(final, allow, "offer")["acl"]["default_policy"] == "allow"
+
+
+def test_tls_only_migration_keeps_acl_off():
+    final = dict(OPEN, **tls.agent_config(server=True, address="10.0.0.1"))
+    offer = relaxed(final, OPEN, "offer")
+    assert "acl" not in offer and offer["verify_incoming_rpc"] is False and needed(final, OPEN)
+
+
+def test_an_existing_loopback_http_binding_is_kept():
+    existing = {**OPEN, "addresses": {"http": "127.0.0.1"}, "acl": {"enabled": True, "default_policy": "deny"}}
+    final = _final()
+    assert relaxed(final, existing, "offer")["addresses"] == {"http": "127.0.0.1"}
+
+
+def test_migrate_order_servers_offer_then_acls_then_clients_then_enforce(tmp_path, monkeypatch):
+    """Every server is at a level before any goes to the next; ACLs and clients between offer and outgoing;
+    a server that is new to the cluster starts only once the others enforce TLS."""
+    from foundation_cli.core import cluster_config as cc
+    from foundation_cli.core import orchestrator, secure_migration
+    from foundation_cli.core.bootstrap import HostResult, Probe, render_config
+
+    monkeypatch.setenv("FOUNDATION_STATE_DIR", str(tmp_path))
+    cfg = cc.parse("hosts: [a, b, c, d, e]\nservers: 3\ntls: {enabled: false}\n")
+    run = orchestrator.UpRun(
+        cfg=cfg,
+        hosts=cfg.hosts,
+        opts=orchestrator.ssh_options(cfg),
+        say=lambda _h, _m: None,
+        results={h.address: HostResult(alias=h.address) for h in cfg.hosts},
+        parallel=1,  # the events in a fixed order
+    )
+    run.probes = {h.address: Probe(hostname=h.address, addr=f"10.0.0.{i}") for i, h in enumerate(cfg.hosts, 1)}
+    orchestrator.plan(run)
+    from foundation_cli.core.secure_up import secure_plan
+
+    secure_plan(run)
+    events: list[tuple[str, str]] = []
+    servers = [h for h in cfg.hosts if run.plans[h.address].server]
+    for h in servers[:2] + cfg.hosts[3:4]:  # two running open servers, one running open client
+        p = run.probes[h.address]
+        conf = dict(run.plans[h.address].consul_config)
+        conf.pop("acl")
+        run.probes[h.address] = dataclasses.replace(p, config=render_config(conf), consul_running=True)
+    run.probes["c"] = dataclasses.replace(run.probes["c"], consul_running=False)  # a new server
+
+    def restart(run, h, config):
+        events.append((h.address, config["acl"]["default_policy"]))
+        run.probes[h.address] = dataclasses.replace(run.probes[h.address], config=render_config(config))
+
+    monkeypatch.setattr(secure_migration, "_restart_with", restart)
+    monkeypatch.setattr(secure_migration, "wait_after", lambda *a, **k: None)
+    monkeypatch.setattr(secure_migration, "order", lambda run, servers: servers)
+    monkeypatch.setattr(secure_migration, "tolerance", lambda run, servers: (1, None))
+    monkeypatch.setattr(secure_migration.secure_up, "acl_bootstrap", lambda run: events.append(("acl", "")))
+    rolling = servers[:2]
+    rest = [h for h in cfg.hosts if h not in rolling]
+    secure_migration.migrate(
+        run,
+        rolling,
+        rest,
+        apply_host=lambda run, h: events.append((h.address, "apply")),
+        set_http_addrs=lambda run: None,
+    )
+    assert events == [
+        ("a", "allow"),
+        ("b", "allow"),
+        ("acl", ""),
+        ("a", "apply"),  # node agents on the servers: their tokens (their Consul config unchanged)
+        ("b", "apply"),
+        ("d", "apply"),  # clients (and a host with no Consul yet) at their final config
+        ("e", "apply"),
+        ("a", "deny"),  # ACL-only migration: the next level is the final one
+        ("b", "deny"),
+        ("c", "apply"),  # the new server last
+    ]
+    assert run.acl_bootstrapped
