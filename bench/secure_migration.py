@@ -95,29 +95,42 @@ class Witness(threading.Thread):
             return False
         return proc.returncode == 0
 
+    def _one(self, ip: str, token: str | None, ca: Path | None, n: int) -> tuple[bool, bool]:
+        led = False
+        for base in self._bases(ip):
+            led = led or self._leader(base, token, ca)
+            if self._write(base, token, ca, n):
+                return True, led
+        return False, led
+
     def run(self) -> None:
+        """Each tick asks every server at once and counts when the first write succeeds: the
+        restarting server's timeouts do not delay the tick (a slow one finishes in the background)."""
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
         n = 0
-        while self.stop_at is None or time.monotonic() < self.stop_at:
-            n += 1
-            self.ticks += 1
-            token, ca = self._token(), self._ca()
-            wrote = led = False
-            for ip in self.ips[n % len(self.ips) :] + self.ips[: n % len(self.ips)]:
-                for base in self._bases(ip):
-                    led = led or self._leader(base, token, ca)
-                    if self._write(base, token, ca, n):
-                        wrote = True
+        with ThreadPoolExecutor(max_workers=4 * len(self.ips)) as pool:
+            while self.stop_at is None or time.monotonic() < self.stop_at:
+                n += 1
+                self.ticks += 1
+                token, ca = self._token(), self._ca()
+                pending = {pool.submit(self._one, ip, token, ca, n) for ip in self.ips}
+                wrote = led = False
+                while pending and not wrote:
+                    done, pending = wait(pending, timeout=5, return_when=FIRST_COMPLETED)
+                    if not done:
                         break
+                    for f in done:
+                        ok, saw = f.result()
+                        wrote, led = wrote or ok, led or saw
+                now = time.monotonic()
                 if wrote:
-                    break
-            now = time.monotonic()
-            if wrote:
-                self.writes.append(now)
-            else:
-                self.failures += 1
-            if led:
-                self.leaders.append(now)
-            time.sleep(TICK)
+                    self.writes.append(now)
+                else:
+                    self.failures += 1
+                if led:
+                    self.leaders.append(now)
+                time.sleep(TICK)
 
     def finish(self) -> None:
         self.stop_at = time.monotonic()

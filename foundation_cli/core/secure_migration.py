@@ -117,10 +117,16 @@ def _client(run: UpRun, hosts: list[HostConfig], restarting: str | None):
     current = run.probes[h.address].existing_config
     addr = _api(run, plan.address, current)
     return consul_tool.connect(
-        Settings(consul_addr=addr, token=run.token, cacert=run.cacert if addr.startswith("https") else None),
+        Settings(consul_addr=addr, token=_token(run), cacert=run.cacert if addr.startswith("https") else None),
         recorder=Recorder(),
         timeout=3,
     )
+
+
+def _token(run: UpRun) -> str | None:
+    """The management token: made by this run's ACL step, else the one we hold (the ACL step runs after
+    ``apply``: on a secured cluster an anonymous client sees no members and no autopilot health)."""
+    return run.token or run.explicit_token or secure_up.held_token(run)
 
 
 def order(run: UpRun, servers: list[HostConfig]) -> list[HostConfig]:

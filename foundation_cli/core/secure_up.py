@@ -183,6 +183,11 @@ def acl_bootstrap(run: UpRun) -> None:
         run.say("cluster", "ACLs bootstrapped: the management token is in the state file (0600)")
 
 
+def held_token(run: UpRun) -> str | None:
+    """The management token we hold before the ACL step: ``acl.token_file``, else the state file's."""
+    return _token_file(run) or (run.state.get("token") if run.state.get("mode") == "ssh" else None)
+
+
 def _token_file(run: UpRun) -> str | None:
     if not run.cfg.acl.token_file:
         return None

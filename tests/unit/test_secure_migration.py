@@ -161,3 +161,20 @@ def test_migrate_order_servers_offer_then_acls_then_clients_then_enforce(tmp_pat
         ("c", "apply"),  # the new server last
     ]
     assert run.acl_bootstrapped
+
+
+def test_the_health_wait_uses_the_token_we_hold_before_the_acl_step(tmp_path, monkeypatch):
+    """On a secured cluster anonymous sees no members and no autopilot health: the wait would never end."""
+    from foundation_cli.core import cluster_config as cc
+    from foundation_cli.core import orchestrator, secure_migration
+
+    monkeypatch.setenv("FOUNDATION_STATE_DIR", str(tmp_path))
+    cfg = cc.parse("hosts: [a]\n")
+    run = orchestrator.UpRun(cfg=cfg, hosts=cfg.hosts, opts=orchestrator.ssh_options(cfg), say=lambda _h, _m: None)
+    assert secure_migration._token(run) is None
+    run.state = {"mode": "ssh", "token": "held"}
+    assert secure_migration._token(run) == "held"
+    run.explicit_token = "given"
+    assert secure_migration._token(run) == "given"
+    run.token = "made"
+    assert secure_migration._token(run) == "made"
