@@ -11,12 +11,11 @@ node directory and writes the index entry; then it prunes the index to
 management token), which the agent's own token does not have. ``foundation
 up`` puts a separate snapshot token on **server hosts only**
 (``/etc/foundation/snapshot.token``, 0600 root; ``FOUNDATION_SNAPSHOT_TOKEN_FILE``
-names another file) and the agent sends it with that one call only; the leader
+names another file), and the agent uses it for the snapshot and its index
+entries only (its own policy cannot write ``foundation/snapshots/``); the leader
 is always a server, so a client never needs it (docs/security.md says why that
-adds nothing root on a server does not already have). The index entries are
-written with it too (the agents' own policy cannot write ``foundation/snapshots/``).
-Without the file the calls go with the agent's token, and the 403 is logged
-once with what to do.
+adds nothing root on a server does not already have). Without the file the
+calls go with the agent's token, and the 403 is logged once with what to do.
 """
 
 from __future__ import annotations

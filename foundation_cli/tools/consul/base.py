@@ -42,7 +42,6 @@ class Endpoint:
         allow: tuple[int, ...] = (),
         with_index: bool = False,
         raw: bool = False,
-        headers: dict[str, str] | None = None,
     ) -> Any:
         """Send through the gateway; raise the translated error unless the status is allowed; parse."""
 
@@ -54,9 +53,9 @@ class Endpoint:
 
         http = self.client.http
         if method == "GET":
-            return http.get(callback, path, params=params, raw=raw, headers=headers)
+            return http.get(callback, path, params=params, raw=raw)
         if method == "PUT":
-            return http.put(callback, path, params=params, data=data if data is not None else "", headers=headers)
+            return http.put(callback, path, params=params, data=data if data is not None else "")
         if method == "DELETE":
             return http.delete(callback, path, params=params)
         if method == "POST":

@@ -7,15 +7,10 @@ from foundation_cli.tools.consul.gateway import as_bool
 
 
 class Snapshot(Endpoint):
-    def save(self, stale: bool = False, *, token: str | None = None) -> bytes:
-        """``GET /v1/snapshot`` → the gzipped snapshot archive (``?stale``: any server may answer).
-
-        ``token`` is sent instead of the client's own (the node agent's snapshot token)."""
+    def save(self, stale: bool = False) -> bytes:
+        """``GET /v1/snapshot`` → the gzipped snapshot archive (``?stale``: any server may answer)."""
         params: Params = [("stale", "true")] if stale else []
-        headers = {"X-Consul-Token": token} if token else None
-        return self._call(
-            "GET", "/v1/snapshot", params, parse=lambda r: r.body, allow_404=False, raw=True, headers=headers
-        )
+        return self._call("GET", "/v1/snapshot", params, parse=lambda r: r.body, allow_404=False, raw=True)
 
     def restore(self, archive: bytes) -> bool:
         """``PUT /v1/snapshot`` with an archive from :meth:`save` (replaces the servers' state)."""
