@@ -26,6 +26,7 @@ class Upgrader:
         self.client = client
         self.dry_run = dry_run
         self.say = say
+        self._bundles = None  # agent_bundle.Selector: one bundle per (python, arch), built when first needed
 
     def plan(self, *, force: bool) -> tuple[list[UpgradeStep], int]:
         raft = self.client.operator.raft_config()
@@ -165,7 +166,11 @@ class Upgrader:
             server=step.role != "client",
             consul_config={},
         )
-        result = bootstrap.install_agent(conn, p, host_plan, agent_bundle.build(), self.say)
+        if self._bundles is None:
+            self._bundles = agent_bundle.Selector()
+        # The host's own Python and architecture (Debian 11's 3.9, arm64 …), as `up` chooses it.
+        bundle = self._bundles(p.python or "", p.arch or "")
+        result = bootstrap.install_agent(conn, p, host_plan, bundle, self.say)
         conn.run(plan.RESTART_AGENT, timeout=60, check=True)
         return f"agent {result.state}"
 

@@ -4,9 +4,10 @@ Run it with: ``sudo -E python3 -m pytest -m slow tests/integration/test_upgrade_
 
 3 servers made by a plain `foundation up` (ACLs and TLS on): two network-namespace hosts (Consul in
 the supervised loop) and one Debian 11 root booted with systemd (tests/lab/nspawn.py), where `up`
-installs the ``foundation-consul`` and ``foundation-agent`` units. `upgrade --consul-binary` with the
-same consul 1.8.7 plus appended bytes (another sha256) restarts the systemd host through
-``systemctl restart foundation-consul``: followers first, the leader last; afterwards every node
+installs the ``foundation-consul`` and ``foundation-agent`` units. `upgrade --consul-binary … --agent` with
+the same consul 1.8.7 plus appended bytes (another sha256) restarts the systemd host through
+``systemctl restart foundation-consul`` (and installs the agent bundle for its Python 3.9, then
+``systemctl restart foundation-agent``): followers first, the leader last; afterwards every node
 runs the new file (read from /proc/<MainPID>/exe on the systemd host), autopilot is healthy with
 failure tolerance 1, nothing is left drained, and a singleton pinned to the systemd host and one
 namespace host was handed over before its node restarted (a shared witness log: never two at once).
@@ -120,7 +121,7 @@ def _exe_sha(run_on, consul_exe: str) -> str:
 
 
 def test_upgrade_restarts_the_systemd_host_through_its_unit(mixed, witness, consul_bin):
-    from foundation_cli.core.upgrade import CONSUL_EXE, CONSUL_PID
+    from foundation_cli.core.upgrade import AGENT_PID, CONSUL_EXE, CONSUL_PID
 
     deb = mixed.deb
     on_deb = lambda cmd: deb.exec(cmd).stdout  # noqa: E731
@@ -134,10 +135,14 @@ def test_upgrade_restarts_the_systemd_host_through_its_unit(mixed, witness, cons
     wait_for(lambda: witness_runs(log), 60, "the witness to start")
     main_pid_before = on_deb(CONSUL_PID).strip()
     assert main_pid_before == on_deb("systemctl show -p MainPID --value foundation-consul").strip()
+    agent_pid_before = on_deb(AGENT_PID).strip()
+    # What --agent must install there: the bundle for Debian 11's Python 3.9, not this machine's.
+    deb_bundle = next(Path(mixed.env["FOUNDATION_AGENT_BUNDLE"]).glob("agent-3.9-x86_64-*.tar.gz"))
+    deb_bundle_sha = hashlib.sha256(deb_bundle.read_bytes()).hexdigest()
 
     dry = json.loads(mixed.run("upgrade", "--consul-binary", str(new), "--dry-run", "--json").stderr)
     assert [s["role"] for s in dry["steps"]] == ["follower", "follower", "leader"]
-    out = mixed.run("upgrade", "--consul-binary", str(new), "--json")
+    out = mixed.run("upgrade", "--consul-binary", str(new), "--agent", "--json")
     steps = json.loads(out.stdout)["steps"]
     assert [s["node"] for s in steps] == [s["node"] for s in dry["steps"]], steps
     assert all(s["result"] == "done" for s in steps), steps
@@ -147,6 +152,11 @@ def test_upgrade_restarts_the_systemd_host_through_its_unit(mixed, witness, cons
     assert on_deb("systemctl is-active foundation-consul").strip() == "active"
     assert on_deb(CONSUL_PID).strip() not in ("", main_pid_before)
     assert _exe_sha(on_deb, CONSUL_EXE) == digest
+    # --agent: the 3.9 bundle installed and the foundation-agent unit restarted (a new MainPID).
+    assert on_deb("cat /opt/foundation/agent/.bundle-sha256").strip() == deb_bundle_sha
+    assert on_deb("systemctl is-active foundation-agent").strip() == "active"
+    assert on_deb(AGENT_PID).strip() not in ("", agent_pid_before)
+    wait_for(lambda: len(mixed.http("/v1/health/service/foundation-agent?passing=1")) == 3, 60, "3 agents passing")
     for host in node_hosts.values():
         assert _exe_sha(lambda cmd, h=host: h.exec(cmd).stdout, CONSUL_EXE) == digest, host.name
     health = mixed.http("/v1/operator/autopilot/health")
