@@ -15,6 +15,7 @@ import hashlib
 import shlex
 import time
 from collections.abc import Callable
+from typing import Any
 
 from foundation_cli.core import upgrade as plan
 from foundation_cli.core.upgrade import UpgradeStep
@@ -26,7 +27,7 @@ class Upgrader:
         self.client = client
         self.dry_run = dry_run
         self.say = say
-        self._bundles = None  # agent_bundle.Selector: one bundle per (python, arch), built when first needed
+        self._bundles: Any = None  # agent_bundle.Selector: one bundle per (python, arch), built when first needed
 
     def plan(self, *, force: bool) -> tuple[list[UpgradeStep], int]:
         raft = self.client.operator.raft_config()
