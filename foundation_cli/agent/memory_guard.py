@@ -7,7 +7,9 @@ when the agent starts and every :data:`CHECK_EVERY` seconds; above the bound it 
 error and stops the agent the ordinary way (as SIGTERM would) with exit status
 :data:`EXIT_OVER_BOUND`, so whatever supervises it starts a fresh one: systemd
 (``Restart=on-failure``) or the supervising loop ``foundation up`` uses on hosts without
-systemd. A leak then costs one agent restart, not the node.
+systemd. A leak then costs one agent restart, not the node — and, as any ordinary stop,
+the instances it ran on this node: its singletons are released at once (another node
+takes them), the fresh agent starts the replicated ones again.
 
 Why not systemd's ``MemoryMax=`` on the agent's unit: the services the agent runs are its
 children and stay in its cgroup, so a unit limit would cap them too, and the kernel's OOM

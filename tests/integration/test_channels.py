@@ -224,6 +224,36 @@ def test_explain_shows_the_kv_spill_and_the_event_fire(consul_agent) -> None:
     assert '"r":"blobs"' in err and '"sz":1000' in err
 
 
+def test_explain_of_listen_shows_both_readers_blocking_queries_and_the_history_read(consul_agent) -> None:
+    """What the reader threads send is shown too: the event list, the history's keys, the KV read of a catch-up."""
+    listener = subprocess.Popen(
+        [sys.executable, "-m", "foundation_cli", "listen", "seen", "--explain", "--json", "--count", "1"]
+        + ["--timeout", "8s"],
+        env=consul_agent.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    before = b""
+    for _ in range(40):  # the initial reads are shown first, then "listening on"
+        line = listener.stderr.readline()
+        before += line
+        if not line or b"listening on" in line:
+            break
+    assert b"listening on" in before, before
+    try:
+        # A durable message whose event never reaches this node (filtered away): read from the history.
+        sent = Channels(client_for(consul_agent)).broadcast("seen", b"kept", durable=True, node="^no-such-node$")
+        code, out, err = finish(listener)
+    finally:
+        if listener.poll() is None:
+            listener.kill()
+            listener.wait()
+    assert code == 1 and out == "" and "received 0 of 1" in err  # not for this node: not delivered
+    assert re.search(r"/v1/event/list\?name=foundation%3Aseen&index=\d+&wait=\d+s", err), err
+    assert re.search(r"/v1/kv/foundation/channels/seen/history/\?index=\d+&wait=\d+s&keys=True", err), err
+    assert f"/v1/kv/foundation/channels/seen/history/{sent.id}" in err  # read, found filtered away, not shown
+
+
 def test_agent_sweep_deletes_expired_payloads_on_idle_channels(consul_agent) -> None:
     import logging
     from types import SimpleNamespace
