@@ -428,8 +428,9 @@ def apply(run: UpRun) -> None:
     """Bring each host to its plan: servers first, in parallel; running servers whose config changes
     restart one at a time (quorum kept). The gossip key is kept locally first, then the HTTP address chosen."""
     plans, probes = run.plans, run.probes
-    if not run.dry_run:  # kept before any host gets it: an `up` killed half-way finds it when run again
+    if not run.dry_run:  # kept before any host gets them: an `up` killed half-way finds them when run again
         _save_gossip_key(run.gossip)
+        _keep_node_tokens(run)
     ordered = sorted((h for h in run.hosts if h.address in plans), key=lambda h: 0 if plans[h.address].server else 1)
     rolling = [h for h in ordered if plans[h.address].server and _config_changes(probes[h.address], plans[h.address])]
     if len(rolling) < 2 or run.dry_run:
@@ -478,6 +479,25 @@ def _warn_single_server(run: UpRun, ordered: list[HostConfig]) -> None:
                 "the only server restarts to enforce ACLs/TLS: the cluster has no leader until it is back "
                 "(quorum cannot be kept with one server)",
             )
+
+
+def _keep_node_tokens(run: UpRun) -> None:
+    """The nodes' ACL tokens (and the cluster id) into the state file before any host gets them.
+
+    The state file is otherwise written by ``record`` at the very end: an ``up`` killed after some
+    hosts got their tokens made the next run mint new ones, so every host's Consul config changed,
+    every server restarted one at a time and every agent restarted (a 48 s re-run instead of a few
+    seconds on the 5-host lab). Only over no state or an SSH cluster's (a local cluster's is left alone).
+    """
+    if not run.node_tokens:
+        return
+    current = cluster_state.load() or {}
+    if current.get("mode") not in (None, "ssh"):
+        return
+    kept = {**(current.get("node_tokens") or {}), **{node: t.to_dict() for node, t in run.node_tokens.items()}}
+    if current.get("node_tokens") == kept and current.get("cluster_id") == run.cluster_id:
+        return
+    cluster_state.save({**current, "mode": "ssh", "cluster_id": run.cluster_id, "node_tokens": kept})
 
 
 def _apply_tokens_first(run: UpRun, servers: list[HostConfig], clients: list[HostConfig]) -> None:

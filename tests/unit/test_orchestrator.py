@@ -133,3 +133,37 @@ def test_plan_step_decides_roles_names_and_one_plan_per_probed_host(tmp_path, mo
     assert [run.plans[a].node_name for a in "abcd"] == [f"pi-10-0-0-{i}" for i in range(1, 5)]
     assert all(p.consul_config["encrypt"] == run.gossip for p in run.plans.values())
     assert run.results["d"].role == "client" and run.results["e"].role == ""
+
+
+def test_node_tokens_are_kept_in_the_state_file_before_any_host_gets_them(tmp_path, monkeypatch):
+    """An `up` killed half-way must not make the next one mint new tokens (every host would restart)."""
+    monkeypatch.setenv("FOUNDATION_STATE_DIR", str(tmp_path))
+    from foundation_cli.core import cluster_state
+    from foundation_cli.core.acl import NodeTokens
+    from foundation_cli.core.orchestrator import UpRun, _keep_node_tokens, ssh_options
+
+    cfg = cc.parse("hosts: [a, b]\n")
+    run = UpRun(cfg=cfg, hosts=cfg.hosts, opts=ssh_options(cfg), say=lambda _h, _m: None, cluster_id="c1")
+    run.node_tokens = {"a": NodeTokens(consul="ca", agent="aa")}
+    _keep_node_tokens(run)  # no state yet
+    assert cluster_state.load() == {
+        "mode": "ssh",
+        "cluster_id": "c1",
+        "node_tokens": {"a": {"consul": "ca", "agent": "aa"}},
+    }
+
+    cluster_state.save(
+        {"mode": "ssh", "cluster_id": "c1", "token": "t", "node_tokens": {"b": {"consul": "cb", "agent": "ab"}}}
+    )
+    _keep_node_tokens(run)  # an SSH cluster's state: merged, nothing else lost
+    assert cluster_state.load() == {
+        "mode": "ssh",
+        "cluster_id": "c1",
+        "token": "t",
+        "node_tokens": {"a": {"consul": "ca", "agent": "aa"}, "b": {"consul": "cb", "agent": "ab"}},
+    }
+
+    local = {"mode": "local", "consul_http_addr": "http://127.0.0.1:8500"}
+    cluster_state.save(local)
+    _keep_node_tokens(run)  # a local cluster's state is not this run's to change
+    assert cluster_state.load() == local
