@@ -9,8 +9,11 @@ starts the singleton's command, and so outlives nothing it guards.
 Protocol, on two pipes from the agent:
 
 - LEASE_FD (agent → guard): the first line is JSON ``{"argv": [...],
-  "deadline": D, "grace": G, "marker": PATH}``; every later line is a new
-  deadline. Deadlines are ``CLOCK_MONOTONIC`` seconds (``time.monotonic()``,
+  "deadline": D, "grace": G, "marker": PATH}`` (and ``"env": {...}`` when the
+  guard was started before the command's environment was known: a *warm*
+  guard, started while lock-delay runs out, so its start-up is not on the
+  takeover's path); every later line is a new deadline. A guard whose lease
+  pipe closes before the first line exits having started nothing. Deadlines are ``CLOCK_MONOTONIC`` seconds (``time.monotonic()``,
   one clock for every process of the machine): the send time of the agent's
   last successful ``?consistent`` session confirmation plus the fence timeout.
   A lease only ever grows.
@@ -102,7 +105,7 @@ def main(argv):
     marker = config.get("marker")
     try:
         # Inherits cwd, environment, stdio (the log) and this process group; handlers reset at exec.
-        child = subprocess.Popen(config["argv"], close_fds=True)
+        child = subprocess.Popen(config["argv"], close_fds=True, env=config.get("env"))
     except OSError as exc:
         os.write(status_fd, f"err {exc.errno or 0} {exc.strerror or exc}\n".encode())
         return 127

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from foundation_cli.agent.context import AgentContext, _short, backoff
 from foundation_cli.agent.session import NodeSession
-from foundation_cli.agent.supervisor import Instance, Lease
+from foundation_cli.agent.supervisor import Instance, Lease, WarmGuard
 from foundation_cli.core import drain, keys
 from foundation_cli.core.agent_requests import lock_value, service_registration
 from foundation_cli.core.service_spec import ServiceSpec
@@ -43,6 +43,9 @@ MEMBERS_REFRESH = 1.0  # the local gossip member list, read this often while a f
 # current for PREFLIGHT_FRESH.
 PREFLIGHT_AHEAD = 0.3
 PREFLIGHT_FRESH = 1.0
+# At most this many fence guards started ahead (supervisor.WarmGuard) per agent: one per singleton whose
+# lock-delay is about to end here, so a node crash that frees many does not start a crowd of them.
+WARM_GUARDS_MAX = 4
 # The agent on the Raft leader's node lets the others acquire first (see _singleton): the leader's own
 # writes are the fastest, so singletons gathered there, and a crash of their node then needs a Raft
 # election before anyone can take over (≈ 6 s instead of ≈ 3 s, docs/reliability.md).
@@ -82,6 +85,7 @@ class Placement:
         self.acquire_at: dict[str, float] = {}  # lock name -> the next acquire attempt (monotonic)
         self.free_since: dict[str, float] = {}  # lock name -> when its lock-delay started, as far as we know
         self.preflight: dict[str, tuple[float, bool, bool]] = {}  # lock name -> (checked at, on leader, spec ok)
+        self.warm: dict[str, WarmGuard] = {}  # lock name -> a fence guard started ahead of its acquire
         self._self_addr: str | None = None
         self.registered: dict[str, str] = {}  # name -> digest registered
         self.status_sent: dict[str, str] = {}
@@ -377,6 +381,7 @@ class Placement:
                     self._ensure_running(spec, timers)
                 else:
                     self._singleton(spec, timers)
+            self._drop_warm(set(self.acquire_at))
             for name in [n for n in self.status_sent if n not in self.instances]:
                 self._delete_status(name)
             self._sync_maintenance()
@@ -431,6 +436,8 @@ class Placement:
             check = self.preflight[name] = (now, self._on_leader_node(), self._spec_current(spec))
         now = time.monotonic()
         if now < attempt_at:  # checked ahead: at attempt_at the acquire goes out with nothing before it
+            if check[2] and not check[1] and attempt_at >= free_since + lock_delay - 0.01:
+                self._warm_up(spec)  # the attempt at the end of lock-delay (not a slow retry before it)
             timers.append(attempt_at)
             return
         _checked, on_leader, spec_ok = check
@@ -462,6 +469,21 @@ class Placement:
         else:
             self.acquire_at[name] = next_acquire(time.monotonic(), free_since, lock_delay, self.timing)
             timers.append(self._wake_for(name, self.acquire_at[name]))
+
+    def _warm_up(self, spec: ServiceSpec) -> None:
+        """Start its fence guard now (lock-delay ends within PREFLIGHT_AHEAD): its start-up is then off the
+        takeover's path. It starts nothing until the acquire succeeds (:meth:`_spawn`)."""
+        if spec.name in self.warm or len(self.warm) >= WARM_GUARDS_MAX:
+            return
+        try:
+            self.warm[spec.name] = WarmGuard(spec, self.services_dir / spec.name)
+        except OSError as exc:  # the spawn will say so (and start its guard then)
+            self.log.debug("%s: no warm fence guard: %s", spec.name, _short(exc))
+
+    def _drop_warm(self, keep: set[str]) -> None:
+        """Discard the warm guards of locks no longer being contended here."""
+        for name in [n for n in self.warm if n not in keep]:
+            self.warm.pop(name).discard()
 
     def _wake_for(self, name: str, attempt_at: float) -> float:
         """When the reconciler must wake for an attempt at ``attempt_at``: its checks' time if they will be stale."""
@@ -597,7 +619,7 @@ class Placement:
                 t = self.session.timing
                 lease = Lease(self.session.last_confirmed + t.fence_timeout, t.fence_kill_grace)
             try:
-                inst.spawn(extra, self._on_exit, lease)
+                inst.spawn(extra, self._on_exit, lease, self.warm.pop(spec.name, None) if lease else None)
             except OSError as exc:
                 inst.state, inst.error, inst.exit_code = "failed", f"cannot execute: {exc.strerror}", 127
                 self.restart_at[spec.name] = time.monotonic() + restart_delay(inst.restarts)
@@ -780,6 +802,7 @@ class Placement:
     def _shutdown(self) -> None:
         """SIGTERM: stop every process; release each singleton lock as soon as its process is gone."""
         self.log.info("shutting down: stopping %d instance(s)", len(self.instances))
+        self._drop_warm(set())
 
         def stop_one(name: str) -> None:
             inst = self.instances.get(name)

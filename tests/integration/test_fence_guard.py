@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from foundation_cli.agent.supervisor import Instance, Lease
+from foundation_cli.agent.supervisor import Instance, Lease, WarmGuard
 from foundation_cli.core.service_spec import ServiceSpec
 from tests.integration.test_placement_support import wait_for
 from tests.lab.procs import pid_alive
@@ -122,3 +122,43 @@ def test_frozen_agent_loses_its_singleton_and_a_dead_one_too(tmp_path):
         assert "agent gone" in (tmp_path / "s" / "fenced").read_text()
     finally:
         _cleanup(agent, pgid)
+
+
+def test_a_warm_guard_runs_the_command_with_its_late_environment_and_still_fences(tmp_path):
+    """Started ahead (before the fencing token is known), it runs the command only when spawn sends it."""
+    out = tmp_path / "token"
+    command = ["sh", "-c", f'echo "$FOUNDATION_FENCING_TOKEN $MARK" > {out}; exec sleep 300']
+    spec = ServiceSpec(name="s", mode="singleton", command=command, env={"MARK": "m"})
+    warm = WarmGuard(spec, tmp_path / "s")
+    time.sleep(0.3)
+    assert warm.fits(spec) and not out.exists()  # waiting, nothing started
+    inst = Instance(spec, tmp_path / "s", "n")
+    exited = threading.Event()
+    inst.spawn({"FOUNDATION_FENCING_TOKEN": "42"}, lambda i: exited.set(), Lease(time.monotonic() + 0.6, 0.2), warm)
+    try:
+        assert inst.proc is warm.proc and inst.pgid == warm.proc.pid != inst.pid
+        wait_for(lambda: out.exists() and out.read_text().strip() == "42 m", 10, "the command's environment")
+        warm.discard()  # taken by the instance: a no-op, the lease pipe stays open
+        assert inst.alive()
+        assert exited.wait(10), "an unrenewed lease stops it, as with a guard started at spawn"
+        assert "lease expired" in (inst.fence_fired() or "")
+    finally:
+        inst.terminate(1.0)
+
+
+def test_a_discarded_or_stale_warm_guard_starts_nothing(tmp_path):
+    marker = tmp_path / "ran"
+    spec = ServiceSpec(name="s", mode="singleton", command=["touch", str(marker)])
+    warm = WarmGuard(spec, tmp_path / "s")
+    warm.discard()
+    wait_for(lambda: warm.proc.poll() is not None, 10, "the discarded guard to exit")
+    assert not warm.fits(spec) and not marker.exists()
+
+    # Started for another version of the spec: spawn discards it and starts its own guard.
+    stale = WarmGuard(ServiceSpec(name="s", mode="singleton", command=["sleep", "1"]), tmp_path / "s")
+    inst = Instance(spec, tmp_path / "s", "n")
+    exited = threading.Event()
+    inst.spawn({}, lambda i: exited.set(), Lease(time.monotonic() + 30, 0.2), stale)
+    assert inst.proc is not stale.proc
+    assert exited.wait(10) and inst.exit_code == 0 and marker.exists()
+    wait_for(lambda: stale.proc.poll() is not None, 10, "the stale guard to exit")

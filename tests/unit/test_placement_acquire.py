@@ -76,6 +76,7 @@ def rig(monkeypatch, tmp_path):
     p.session.id, p.session.last_confirmed = "S", clock.now
     started = []
     monkeypatch.setattr(p, "_ensure_running", lambda spec, timers: started.append(clock.now))
+    monkeypatch.setattr(placement_mod, "WarmGuard", lambda spec, directory: ("warm", spec.name, clock.now))
     monkeypatch.setattr(p, "_renew_leases", lambda deadline: None)
     return p, clock, client, started
 
@@ -104,6 +105,8 @@ def test_after_its_own_destroy_it_acquires_right_when_lock_delay_ends(rig):
     assert [w for _t, w in before] == ["leader", "get services"]
     assert all(t >= 102.5 - PREFLIGHT_AHEAD - 1e-9 for t, _w in before)
     assert started == [102.55] and p.holders["wit"] == "S" and p.tokens["wit"] == 42
+    # its fence guard was started ahead too, with the checks (handed to the spawn, not shown here)
+    assert p.warm["wit"] == ("warm", "wit", pytest.approx(102.5 - PREFLIGHT_AHEAD))
     assert "wit" not in p.acquire_at and "wit" not in p.free_since
 
 
@@ -115,6 +118,7 @@ def test_seen_free_by_its_watch_it_tries_once_then_at_the_expected_end(rig):
     # at once (a released lock has no lock-delay), then every 0.5 s at most, then at 100 + 2.5
     assert acquires == [100.0, 100.5, 101.0, 101.5, 102.0, 102.5]
     assert started == [102.5]
+    assert p.warm["wit"][2] >= 102.5 - PREFLIGHT_AHEAD  # not for the slow retries before the end
 
 
 def test_the_leader_node_lets_the_others_go_first(rig):
@@ -125,6 +129,7 @@ def test_the_leader_node_lets_the_others_go_first(rig):
     step(p, clock, 104.0)
     acquires = [t for t, w in client.calls if w.startswith("acquire")]
     assert acquires == [pytest.approx(102.5 + placement_mod.LEADER_HANDICAP)]
+    assert p.warm == {}  # the leader's node is the least likely winner: no guard ahead
 
 
 def test_a_spec_gone_in_a_consistent_read_is_not_acquired(rig, monkeypatch):
