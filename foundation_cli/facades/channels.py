@@ -395,7 +395,11 @@ class Channels:
         env_mod.validate_channel(channel)
         name = env_mod.event_name(channel)
         stop = stop or threading.Event()
-        history_index, history_ids = self._history_ids(channel)
+        try:
+            history_index, history_ids = self._history_ids(channel)
+            history_refused = None
+        except PermissionDeniedError as exc:  # a token that may read events but not the channel's KV
+            history_index, history_ids, history_refused = None, [], exc
         index, events = self.client.event.list(name=name)
         if on_ready:
             on_ready(self.sender_node())
@@ -406,20 +410,25 @@ class Channels:
                 yield message
         inbox: queue.Queue = queue.Queue(maxsize=QUEUE_MAX)
         halt = threading.Event()  # ends the readers when this generator ends, however it ends
-        readers = [
+        if history_refused is not None and on_gap:
+            on_gap(_HistoryReader.refusal(history_refused))
+        readers: list[_Reader] = [
             _EventReader(connect() if connect else self.client, name, index, events, inbox, halt, wait, deadline),
-            _HistoryReader(
-                connect() if connect else self.client,
-                self,
-                channel,
-                history_index,
-                history_ids,
-                inbox,
-                halt,
-                wait,
-                deadline,
-            ),
         ]
+        if history_refused is None:
+            readers.append(
+                _HistoryReader(
+                    connect() if connect else self.client,
+                    self,
+                    channel,
+                    history_index,
+                    history_ids,
+                    inbox,
+                    halt,
+                    wait,
+                    deadline,
+                )
+            )
         for reader in readers:
             reader.start()
         pending: dict[str, float] = {}  # durable ids seen in the history but not (yet) as events → when due
@@ -635,9 +644,11 @@ class _HistoryReader(_Reader):
 
     def refused(self, exc: FoundationError) -> None:
         # Live events still work without the history: say what is lost and carry on.
-        self.put(
-            "gap", f"cannot read the durable history ({exc.message}): durable messages missed as events stay missed"
-        )
+        self.put("gap", self.refusal(exc))
+
+    @staticmethod
+    def refusal(exc: FoundationError) -> str:
+        return f"cannot read the durable history ({exc.message}): durable messages missed as events stay missed"
 
 
 def _as_int(index) -> int:

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -252,6 +253,39 @@ def test_explain_of_listen_shows_both_readers_blocking_queries_and_the_history_r
     assert re.search(r"/v1/event/list\?name=foundation%3Aseen&index=\d+&wait=\d+s", err), err
     assert re.search(r"/v1/kv/foundation/channels/seen/history/\?index=\d+&wait=\d+s&keys=True", err), err
     assert f"/v1/kv/foundation/channels/seen/history/{sent.id}" in err  # read, found filtered away, not shown
+
+
+def test_a_token_that_may_not_read_the_channel_kv_still_gets_live_messages(consul_agent_acl, consul_bin) -> None:
+    """Before the history reader, `listen` needed no KV read for inline messages: it still does not."""
+    admin = {**consul_agent_acl.env, "CONSUL_HTTP_TOKEN": consul_agent_acl.token}
+    rules = 'event_prefix "" { policy = "read" }\nagent_prefix "" { policy = "read" }'
+    made = subprocess.run(
+        [consul_bin, "acl", "policy", "create", "-name", "events-only", "-rules", rules],
+        env=admin,
+        capture_output=True,
+        timeout=30,
+    )
+    assert made.returncode == 0, made.stderr
+    token = subprocess.run(
+        [consul_bin, "acl", "token", "create", "-policy-name", "events-only", "-format", "json"],
+        env=admin,
+        capture_output=True,
+        timeout=30,
+    )
+    assert token.returncode == 0, token.stderr
+    reader = SimpleNamespace(env={**consul_agent_acl.env, "CONSUL_HTTP_TOKEN": json.loads(token.stdout)["SecretID"]})
+    listener = start_listener(reader, "acl", "--json", "--count", "1", "--timeout", "30s")
+    try:
+        sent = cli(SimpleNamespace(env=admin), "broadcast", "acl", "hello", "--json")
+        assert sent.returncode == 0, sent.stderr
+        code, out, err = finish(listener)
+    finally:
+        if listener.poll() is None:
+            listener.kill()
+            listener.wait()
+    # Consul 1.8 lists only the keys a token may read (no 403 unless acl.enable_key_list_policy): the
+    # history simply looks empty to this listener, so nothing is caught up and nothing is said.
+    assert code == 0 and json.loads(out)["data"] == "hello" and "Traceback" not in err, err
 
 
 def test_agent_sweep_deletes_expired_payloads_on_idle_channels(consul_agent) -> None:

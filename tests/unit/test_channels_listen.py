@@ -159,6 +159,15 @@ def test_without_read_access_to_the_history_live_events_still_flow() -> None:
     assert got == [A] and len(gaps) == 1 and "durable history" in gaps[0]
 
 
+def test_a_token_that_cannot_read_the_history_still_listens() -> None:
+    a = event("e1", A)
+    refused = PermissionDeniedError("Consul refused GET /v1/kv/…: permission denied (403)")
+    client = ScriptedConsul([("h0", []), ("h1", [a]), ("h1", [a])], history=[refused, refused])
+    client.done["history"].set()  # no history reader is started
+    got, gaps = run(client)
+    assert got == [A] and len(gaps) == 1 and "durable history" in gaps[0]
+
+
 class BufferedAgent:
     """An agent that keeps the last ``size`` events, which arrive in the background every ``every`` seconds."""
 
