@@ -1,13 +1,14 @@
 """The secure defaults of ``foundation up`` over SSH: two steps in :data:`orchestrator.UP_STEPS`.
 
 - :func:`secure_plan` (after ``plan``): every host's plan gets its own ACL tokens (the Consul
-  agent's, with the node identity, in its Consul config; the node agent's in a 0600 file), the
+  agent's, with the node identity, in its Consul config; the node agent's in a 0600 file; on
+  servers only, the snapshot token for scheduled snapshots, see :func:`acl.snapshot_rules`), the
   TLS files (CA certificate everywhere; a certificate and key per server, made here with
   ``consul tls``) and the TLS part of its Consul config (HTTPS on the LAN address, plain HTTP on
   loopback only, verified RPC, clients by ``auto_encrypt``).
 - :func:`acl_bootstrap` (after ``apply``, before ``wait_cluster``): the management token (one
   we already hold and Consul accepts, else ``PUT /v1/acl/bootstrap``), then each node's policy
-  and tokens. The management token goes to the local state file only.
+  and tokens and the snapshot token. The management token goes to the local state file only.
 
 A cluster made before these defaults (no ACLs, no TLS) is migrated by the same run: its configs
 change, so running servers restart one at a time with a leader between (``apply``'s rolling
