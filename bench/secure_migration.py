@@ -56,6 +56,7 @@ class Witness(threading.Thread):
         self.writes: list[float] = []  # monotonic times of successful writes
         self.leaders: list[float] = []  # times some server reported a leader
         self.failures = 0
+        self.denied: list[float] = []  # times a server refused a write for ACL reasons
         self.ticks = 0
         self.consul = shutil.which("consul") or "consul"
 
@@ -93,6 +94,8 @@ class Witness(threading.Thread):
             proc = subprocess.run([*argv, "witness/tick", str(n)], env=env, capture_output=True, timeout=2)
         except subprocess.TimeoutExpired:
             return False
+        if proc.returncode != 0 and (b"ACL not found" in proc.stderr or b"ermission denied" in proc.stderr):
+            self.denied.append(time.monotonic())  # a server up, but refusing this write (ACL state)
         return proc.returncode == 0
 
     def _one(self, ip: str, token: str | None, ca: Path | None, n: int) -> tuple[bool, bool]:
@@ -216,6 +219,11 @@ def main() -> int:
             "    gaps over 1 s without a write (seconds after up started): "
             + ", ".join(f"{a:.1f}+{b - a:.1f}" for a, b in w.gaps(1.0))
         )
+        if w.denied:
+            print(
+                f"    writes refused by some server for ACL reasons: {len(w.denied)}, from "
+                f"{min(w.denied) - w.t0:.1f} s to {max(w.denied) - w.t0:.1f} s after up started"
+            )
         print(
             f"witness during the migration: {w.ticks} ticks, {len(w.writes)} writes ok, {w.failures} ticks "
             f"without a write; longest without a write {write_gap:.1f} s, without a leader {leader_gap:.1f} s"

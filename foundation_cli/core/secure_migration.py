@@ -105,6 +105,11 @@ def _api(run: UpRun, address: str, config: dict[str, Any]) -> str:
     return secure_up.api_url(run, address, https=False)
 
 
+def _acl_enabled(config: dict[str, Any]) -> bool:
+    acl = config.get("acl")
+    return isinstance(acl, dict) and _on(acl.get("enabled"))
+
+
 def _client(run: UpRun, hosts: list[HostConfig], restarting: str | None):
     """A quiet client on a server other than the one restarting (its current config says how)."""
     from foundation_cli.raw.recorder import Recorder
@@ -112,6 +117,11 @@ def _client(run: UpRun, hosts: list[HostConfig], restarting: str | None):
     from foundation_cli.tools import consul as consul_tool
 
     others = [h for h in hosts if h.address != restarting] or hosts
+    # Before the ACL bootstrap nobody holds a token, and a server with ACLs on answers anonymous
+    # with "ACL not found" (403) as long as the leader has them off (Consul 1.8 resolves the
+    # anonymous token locally in the primary datacenter; only a leader with ACLs on creates it):
+    # ask a server that still has them off while there is one.
+    others.sort(key=lambda o: _acl_enabled(run.probes[o.address].existing_config))
     h = others[0]
     plan = run.plans[h.address]
     current = run.probes[h.address].existing_config

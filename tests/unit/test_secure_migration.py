@@ -178,3 +178,30 @@ def test_the_health_wait_uses_the_token_we_hold_before_the_acl_step(tmp_path, mo
     assert secure_migration._token(run) == "given"
     run.token = "made"
     assert secure_migration._token(run) == "made"
+
+
+def test_before_the_bootstrap_the_health_wait_asks_a_server_with_acls_still_off(tmp_path, monkeypatch):
+    """A server with ACLs on answers anonymous 403 ("ACL not found") while the leader has them off."""
+    from foundation_cli.core import cluster_config as cc
+    from foundation_cli.core import orchestrator, secure_migration
+    from foundation_cli.core.bootstrap import HostResult, Probe, render_config
+    from foundation_cli.tools import consul as consul_tool
+
+    monkeypatch.setenv("FOUNDATION_STATE_DIR", str(tmp_path))
+    cfg = cc.parse("hosts: [a, b, c]\ntls: {enabled: false}\n")
+    run = orchestrator.UpRun(
+        cfg=cfg,
+        hosts=cfg.hosts,
+        opts=orchestrator.ssh_options(cfg),
+        say=lambda _h, _m: None,
+        results={h.address: HostResult(alias=h.address) for h in cfg.hosts},
+    )
+    run.probes = {h.address: Probe(hostname=h.address, addr=f"10.0.0.{i}") for i, h in enumerate(cfg.hosts, 1)}
+    orchestrator.plan(run)
+    with_acl = render_config({**OPEN, "acl": {"enabled": True, "default_policy": "allow"}})
+    run.probes["a"] = dataclasses.replace(run.probes["a"], config=with_acl)  # restarted at the offer level
+    run.probes["c"] = dataclasses.replace(run.probes["c"], config=render_config(OPEN))
+    asked: list[str] = []
+    monkeypatch.setattr(consul_tool, "connect", lambda settings, **_k: asked.append(settings.consul_addr))
+    secure_migration._client(run, cfg.hosts, "b")
+    assert asked == ["http://10.0.0.3:8500"]  # c, not a
