@@ -495,9 +495,14 @@ def _keep_node_tokens(run: UpRun) -> None:
     if current.get("mode") not in (None, "ssh"):
         return
     kept = {**(current.get("node_tokens") or {}), **{node: t.to_dict() for node, t in run.node_tokens.items()}}
-    if current.get("node_tokens") == kept and current.get("cluster_id") == run.cluster_id:
+    snapshot = {"snapshot_token": run.snapshot_token} if run.snapshot_token else {}  # the servers' (secure_up)
+    if (
+        current.get("node_tokens") == kept
+        and current.get("cluster_id") == run.cluster_id
+        and current.get("snapshot_token") == (run.snapshot_token or current.get("snapshot_token"))
+    ):
         return
-    cluster_state.save({**current, "mode": "ssh", "cluster_id": run.cluster_id, "node_tokens": kept})
+    cluster_state.save({**current, "mode": "ssh", "cluster_id": run.cluster_id, "node_tokens": kept, **snapshot})
 
 
 def _apply_tokens_first(run: UpRun, servers: list[HostConfig], clients: list[HostConfig]) -> None:

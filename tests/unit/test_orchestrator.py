@@ -163,6 +163,10 @@ def test_node_tokens_are_kept_in_the_state_file_before_any_host_gets_them(tmp_pa
         "node_tokens": {"a": {"consul": "ca", "agent": "aa"}, "b": {"consul": "cb", "agent": "ab"}},
     }
 
+    run.snapshot_token = "s1"  # the servers' snapshot token is kept as early as the nodes' tokens
+    _keep_node_tokens(run)
+    assert cluster_state.load()["snapshot_token"] == "s1" and cluster_state.load()["token"] == "t"
+
     local = {"mode": "local", "consul_http_addr": "http://127.0.0.1:8500"}
     cluster_state.save(local)
     _keep_node_tokens(run)  # a local cluster's state is not this run's to change
