@@ -84,8 +84,8 @@ def test_root_help_is_what_typer_draws(monkeypatch, width, color):
 def test_root_help_imports_no_command_module_nor_typer():
     code = (
         "import sys; sys.argv = ['foundation', '--help']\n"
-        "from foundation_cli.commands.app import main\n"
-        "main()\n"
+        "from foundation_cli.commands.app import run\n"
+        "run()\n"
         "loaded = sorted(m for m in sys.modules if m.startswith(('typer', 'click', 'foundation_cli.commands.')))\n"
         "print(loaded, file=sys.stderr)\n"
     )
@@ -99,8 +99,8 @@ def test_root_help_imports_no_command_module_nor_typer():
 def test_a_command_loads_only_its_module():
     code = (
         "import sys; sys.argv = ['foundation', 'kv', '--help']\n"
-        "from foundation_cli.commands.app import main\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "from foundation_cli.commands.app import run\n"
+        "run()\n"
         "print(sorted(m.rsplit('.', 1)[1] for m in sys.modules if m.startswith('foundation_cli.commands.')),"
         " file=sys.stderr)\n"
     )
