@@ -90,7 +90,8 @@ def start_listeners(hosts, argv_for, ready_on: str) -> list[tuple[subprocess.Pop
     for host in hosts:
         proc = host.popen(
             argv_for(host),
-            env={"CONSUL_HTTP_ADDR": f"http://{host.ip}:8500"},
+            # This checkout's code, not whatever copy is installed.
+            env={"CONSUL_HTTP_ADDR": f"http://{host.ip}:8500", "PYTHONPATH": str(ROOT)},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
