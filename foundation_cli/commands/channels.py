@@ -65,8 +65,11 @@ def broadcast(
         try:
             with open(path, "rb") as fh:
                 data = fh.read()
-        except OSError as exc:
-            raise UsageError(f"{path}: cannot read: {exc.strerror or exc}", hint="@FILE sends that file") from None
+        except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
+            reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+            raise UsageError(
+                f"message @FILE {path!r}: cannot read: {reason}", hint="@FILE sends that file (@@ for a leading @)"
+            ) from None
         if ctype is None and not data_json and path.endswith(".json"):
             try:
                 json.loads(data)
