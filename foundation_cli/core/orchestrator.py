@@ -433,6 +433,8 @@ def apply(run: UpRun) -> None:
         _keep_node_tokens(run)
     ordered = sorted((h for h in run.hosts if h.address in plans), key=lambda h: 0 if plans[h.address].server else 1)
     rolling = [h for h in ordered if plans[h.address].server and _config_changes(probes[h.address], plans[h.address])]
+    if run.dry_run:
+        secure_migration.dry_run_note(run, rolling)
     if len(rolling) < 2 or run.dry_run:
         rolling = []
     together = [h for h in ordered if h not in rolling]

@@ -252,8 +252,7 @@ def migrate(
     """The levels (module docstring) over the running ``servers``; ``rest`` (clients, new hosts) between."""
     original = {h.address: run.probes[h.address].existing_config for h in servers}
     before, warning = tolerance(run, servers)
-    if warning:
-        run.result.warnings.append(warning)
+    if warning:  # said, not a result warning: those make `up` fail (the cluster did not form)
         run.say("cluster", "warning: " + warning)
     run.say(
         "cluster",
@@ -289,3 +288,21 @@ def _agent_only(run: UpRun, h: HostConfig, apply_host: Callable[[UpRun, HostConf
     finally:
         run.plans[h.address] = plan
         run.results[h.address].steps = steps + run.results[h.address].steps
+
+
+def dry_run_note(run: UpRun, servers: list[HostConfig]) -> None:
+    """``up --dry-run`` of a migration: the script shows each host's final config only, so say how it goes."""
+    moving = [
+        h
+        for h in servers
+        if run.probes[h.address].consul_running
+        and needed(run.plans[h.address].consul_config, run.probes[h.address].existing_config)
+    ]
+    if len(moving) < 2:
+        return
+    run.result.warnings.append(
+        f"{len(moving)} running servers would be migrated to ACLs/TLS in rolling levels ({', '.join(LEVELS)}; "
+        "ACL bootstrap and the clients after the first), one server at a time with a health wait after each; "
+        "the commands shown are each host's final state only: replayed as they are, they would restart the "
+        "servers straight into enforced TLS and lose quorum. Run `foundation up` itself."
+    )
