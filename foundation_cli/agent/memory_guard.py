@@ -2,7 +2,7 @@
 
 The bound is on the agent's own resident memory (``VmRSS`` in ``/proc/self/status``):
 ``FOUNDATION_AGENT_MEMORY_MAX`` MiB (default :data:`DEFAULT_MAX_MB`; ``0`` turns the
-guard off; set it per host with ``agent.env`` in foundation.yaml). The task looks at it
+guard off; set it with ``agent.env`` in foundation.yaml). The task looks at it
 when the agent starts and every :data:`CHECK_EVERY` seconds; above the bound it logs an
 error and stops the agent the ordinary way (as SIGTERM would) with exit status
 :data:`EXIT_OVER_BOUND`, so whatever supervises it starts a fresh one: systemd
