@@ -78,7 +78,7 @@ def test_cluster_wide_config_applied_by_every_agent_and_placed_service_discovere
     agents = [
         h.popen(
             ["python3", "-m", "foundation_cli", "agent", "run", "--node", h.name],
-            env={"CONSUL_HTTP_ADDR": f"http://{h.ip}:8500"},
+            env={"CONSUL_HTTP_ADDR": f"http://{h.ip}:8500", "PYTHONPATH": str(CHECKOUT)},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
