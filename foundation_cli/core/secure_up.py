@@ -146,9 +146,10 @@ def acl_bootstrap(run: UpRun) -> None:
 
     dry = run.dry_run
     fresh = dry and not any(p.consul_running for p in run.probes.values())
-    client = consul_tool.connect(
-        Settings(consul_addr=run.http_addrs[0], cacert=run.cacert), recorder=current_recorder(), timeout=5
-    )
+    addr, cacert = run.http_addrs[0], run.cacert
+    if dry:  # nothing was changed: ask the servers as they run now (an open cluster has no HTTPS, no CA yet)
+        addr, cacert = _current_api(run, working)
+    client = consul_tool.connect(Settings(consul_addr=addr, cacert=cacert), recorder=current_recorder(), timeout=5)
     candidates = [t for t in (run.explicit_token, _token_file(run), run.state.get("token")) if t]
     run.say("cluster", "ACLs: bootstrap and node tokens")
     mgmt = None
@@ -182,6 +183,17 @@ def acl_bootstrap(run: UpRun) -> None:
         acl.ensure_snapshot_token(client, mgmt, run.snapshot_token, dry_run=dry, fresh=fresh)
     if made and not dry:
         run.say("cluster", "ACLs bootstrapped: the management token is in the state file (0600)")
+
+
+def _current_api(run: UpRun, working: list[str]) -> tuple[str, str | None]:
+    """(URL, CA) of the first server as it runs now: HTTPS only when its config has the port and the CA exists."""
+    servers = [a for a in working if run.plans[a].server and run.probes[a].consul_running]
+    if not servers:
+        return run.http_addrs[0], run.cacert
+    plan = run.plans[servers[0]]
+    conf = run.probes[servers[0]].existing_config
+    https = bool((conf.get("ports") or {}).get("https")) and bool(run.cacert and os.path.isfile(run.cacert))
+    return api_url(run, plan.address, https=https), run.cacert if https else None
 
 
 def held_token(run: UpRun) -> str | None:

@@ -231,3 +231,32 @@ def test_dry_run_says_the_script_is_the_final_state_only(tmp_path, monkeypatch):
         )
     secure_migration.dry_run_note(run, cfg.hosts)
     assert len(run.result.warnings) == 1 and "lose quorum" in run.result.warnings[0]
+
+
+def test_dry_run_acl_step_asks_an_open_cluster_as_it_runs_now(tmp_path, monkeypatch):
+    """`up --dry-run` on an open cluster: no HTTPS and no CA file yet, so plain HTTP (was an internal error)."""
+    from foundation_cli.core import cluster_config as cc
+    from foundation_cli.core import orchestrator, secure_up
+    from foundation_cli.core.bootstrap import HostResult, Probe, render_config
+
+    monkeypatch.setenv("FOUNDATION_STATE_DIR", str(tmp_path))
+    cfg = cc.parse("hosts: [a]\n")
+    run = orchestrator.UpRun(
+        cfg=cfg,
+        hosts=cfg.hosts,
+        opts=orchestrator.ssh_options(cfg),
+        say=lambda _h, _m: None,
+        results={h.address: HostResult(alias=h.address) for h in cfg.hosts},
+    )
+    run.probes = {"a": Probe(hostname="a", addr="10.0.0.1")}
+    orchestrator.plan(run)
+    run.probes["a"] = dataclasses.replace(run.probes["a"], config=render_config(OPEN), consul_running=True)
+    run.http_addrs, run.cacert = ["https://10.0.0.1:8501"], str(tmp_path / "tls" / "missing-ca.pem")
+    assert secure_up._current_api(run, ["a"]) == ("http://10.0.0.1:8500", None)
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    run.cacert = str(ca)
+    run.probes["a"] = dataclasses.replace(
+        run.probes["a"], config=render_config({**OPEN, "ports": {"http": 8500, "https": 8501}})
+    )
+    assert secure_up._current_api(run, ["a"]) == ("https://10.0.0.1:8501", str(ca))
