@@ -31,8 +31,31 @@ MASK = "****"
 _lock = threading.Lock()
 _secrets: set[str] = set()
 
+
+class _Pattern:
+    """A regular expression compiled on first use: most commands print nothing secret-shaped."""
+
+    __slots__ = ("_args", "_compiled")
+
+    def __init__(self, *args: Any) -> None:
+        self._args = args
+        self._compiled: re.Pattern[str] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._compiled is None:
+            self._compiled = re.compile(*self._args)
+        return getattr(self._compiled, name)
+
+
+# Every shape below contains one of these (a percent-encoded ?token= contains "%"): text without any
+# of them is only searched for registered secrets. Same case rules as the shapes (re's IGNORECASE).
+_TRIGGER = _Pattern(
+    r"(?i)encrypt|token|passw|secret|agent_master|initial_management|authorization"
+    r"|-install|-use|-remove|://|private key|%"
+)
+
 # key = "..." / "encrypt": "..." style values in configs and command lines.
-_SECRET_FIELD = re.compile(
+_SECRET_FIELD = _Pattern(
     r"""(?ix)
     (?P<key>["']?(?:encrypt|token|password|passwd|secret|agent_master|initial_management
         |x-consul-token|authorization)["']?\s*[:=]\s*(?:bearer\s+)?)
@@ -40,9 +63,9 @@ _SECRET_FIELD = re.compile(
     """
 )  # a value never starts with { or [: "auto_encrypt": {…} is a block, not a secret
 # ?token= with the parameter name percent-encoded in any letter (?%74oken=, ?TOK%45N=).
-_TOKEN_PARAM = re.compile(r"(?i)[?&](?:t|%[57]4)(?:o|%[46]f)(?:k|%[46]b)(?:e|%[46]5)(?:n|%[46]e)=(?P<val>[^&\s'\"#]+)")
+_TOKEN_PARAM = _Pattern(r"(?i)[?&](?:t|%[57]4)(?:o|%[46]f)(?:k|%[46]b)(?:e|%[46]5)(?:n|%[46]e)=(?P<val>[^&\s'\"#]+)")
 # -token VALUE / -token=VALUE / --token "VALUE"; keyring -install KEY; -encrypt KEY.
-_FLAG = re.compile(
+_FLAG = _Pattern(
     r"""(?ix)(?<![\w-])
     (?:--?(?:token|http-token|acl-token|agent-token|encrypt|password|secret)|-(?:install|use|remove))
     (?P<sep>=|[ \t]+)
@@ -50,25 +73,25 @@ _FLAG = re.compile(
     """
 )
 # Bounded repeats: an unbounded scheme or user part made masking quadratic ("a.a.a…" took minutes).
-_URL_PASSWORD = re.compile(r"(?i)\b[a-z][a-z0-9+.-]{0,31}://[^/\s:@]{0,256}:(?P<val>[^@\s]{1,512})@(?=[\w\[])")
-_PEM = re.compile(
+_URL_PASSWORD = _Pattern(r"(?i)\b[a-z][a-z0-9+.-]{0,31}://[^/\s:@]{0,256}:(?P<val>[^@\s]{1,512})@(?=[\w\[])")
+_PEM = _Pattern(
     r"-----BEGIN (?P<kind>[A-Z0-9 ]*)PRIVATE KEY-----(?P<val>.*?)(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",
     re.S,
 )
 # acl tokens blocks: JSON/HCL braces, YAML indentation, dotted keys.
-_TOKENS_BRACES = re.compile(r"""(?i)["']?\btokens["']?\s*[:=]?\s*\{(?P<body>[^{}]*)\}""")
-_TOKENS_YAML = re.compile(
+_TOKENS_BRACES = _Pattern(r"""(?i)["']?\btokens["']?\s*[:=]?\s*\{(?P<body>[^{}]*)\}""")
+_TOKENS_YAML = _Pattern(
     r"(?im)^(?P<indent>[ \t]*)[\"']?tokens[\"']?[ \t]*:[ \t]*(?:#.*)?\n(?P<body>(?:(?P=indent)[ \t]+.*(?:\n|\Z)|[ \t]*\n)*)"
 )
-_TOKENS_DOTTED = re.compile(
+_TOKENS_DOTTED = _Pattern(
     r"""(?i)\btokens\.[\w-]+["']?\s*[:=]\s*(?:"(?P<dq>[^"\n]*)"|'(?P<sq>[^'\n]*)'|(?P<val>[^\s,}'"]+))"""
 )
 # Values inside a tokens block: "name": "value", name = "value", name: value.
-_BLOCK_VALUE = re.compile(
+_BLOCK_VALUE = _Pattern(
     r"""(?im)["']?[\w-]+["']?[ \t]*[:=][ \t]*(?:\\?"(?P<dq>[^"\\\n]*)\\?"|'(?P<sq>[^'\n]*)'|(?P<val>[^\s,}'"#][^\s,}'"]*))"""
 )
 
-_YAML_VALUE = re.compile(
+_YAML_VALUE = _Pattern(
     r"""(?m)^[ \t]*(?:-[ \t]+)?["']?[\w-]+["']?[ \t]*:[ \t]*(?:"(?P<dq>[^"\n]*)"|'(?P<sq>[^'\n]*)'|(?P<val>[^\s#][^\n]*?))[ \t]*(?:[ \t]#.*)?$"""
 )
 
@@ -110,6 +133,8 @@ def spans(text: str) -> list[tuple[int, int]]:
         while start >= 0:
             found.append((start, start + len(secret)))
             start = text.find(secret, start + len(secret))
+    if _TRIGGER.search(text) is None:
+        return _merge(found)
     for m in _SECRET_FIELD.finditer(text):
         if _is_value(m.group("val")):
             found.append((m.start("val"), m.end("val")))
@@ -157,7 +182,7 @@ def mask(text: str) -> str:
     return "".join(out)
 
 
-_SECRET_KEYS = re.compile(
+_SECRET_KEYS = _Pattern(
     r"(?i)^(?:encrypt|token|.*_token|password|passwd|secret|agent_master|initial_management|master|private_key)$"
 )
 

@@ -124,3 +124,51 @@ def test_config_show_never_prints_acl_tokens_from_the_yaml(args, tmp_path, monke
     for secret in (TOKEN, "hostile value", "x1"):
         assert secret not in res.output
     assert "enabled: true" in res.output or '"enabled": true' in res.output
+
+
+# Each shape alone, with no other trigger word of the masker's quick precheck around it.
+BARE_SHAPES = [
+    *(f'{key}: "{{s}}"' for key in ("encrypt", "token", "passwd", "secret", "agent_master", "authorization")),
+    *(f"{key} = {{s}}" for key in ("password", "initial_management", "x-consul-token")),
+    *(f"keyring {flag} {{s}}" for flag in ("-install", "-use", "-remove", "--password", "-secret")),
+    "a?%74oken={s}&b",
+    "?tO%4BeN={s}",
+    "-----BEGIN RSA PRIVATE KEY-----\n{s}\n-----END RSA PRIVATE KEY-----",
+    "x {s}",
+]
+# Characters re's IGNORECASE takes as the same letter (the long s, the Kelvin sign, the dotted I).
+_FOLDS = {"s": "sSſ", "k": "kK\u212a", "i": "iIİı", "t": "tT", "o": "oO", "e": "eE", "n": "nN", "a": "aA"}
+
+
+def _spans_without_precheck(text: str) -> list[tuple[int, int]]:
+    from foundation_cli.raw import secrets
+
+    trigger = secrets._TRIGGER
+    try:
+        secrets._TRIGGER = secrets._Pattern(r"")  # matches everything: every shape is searched
+        return spans(text)
+    finally:
+        secrets._TRIGGER = trigger
+
+
+@pytest.mark.parametrize("template", [*TEMPLATES, *BARE_SHAPES])
+def test_the_quick_precheck_lets_every_shape_through(template):
+    """spans() skips the shapes for text without a trigger word: every shape has one."""
+    text = template.format(s=TOKEN)
+    assert spans(text) == _spans_without_precheck(text)
+    assert spans(text) or template == "x {s}"
+
+
+@st.composite
+def _shaped_text(draw):
+    """A secret-shaped text in odd letter cases, after a little noise."""
+    text = draw(st.sampled_from([*TEMPLATES, *BARE_SHAPES])).format(s=draw(_value))
+    chars = [draw(st.sampled_from(_FOLDS.get(c.lower(), c))) if draw(st.booleans()) else c for c in text]
+    return draw(st.text(max_size=5)) + "".join(chars)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_shaped_text() | st.text(max_size=60))
+def test_the_quick_precheck_never_hides_a_shape(text):
+    """The precheck folds case as the shapes do (re's IGNORECASE): it finds exactly what they would."""
+    assert spans(text) == _spans_without_precheck(text)
