@@ -486,9 +486,13 @@ class Placement:
             self.warm.pop(name).discard()
 
     def _wake_for(self, name: str, attempt_at: float) -> float:
-        """When the reconciler must wake for an attempt at ``attempt_at``: its checks' time if they will be stale."""
+        """When the reconciler must wake for an attempt at ``attempt_at``: PREFLIGHT_AHEAD before it if its
+        checks will be stale by then or its fence guard is still to be started ahead (the attempt at the
+        end of lock-delay); else at the attempt itself."""
         check = self.preflight.get(name)
-        if check is not None and attempt_at - check[0] <= PREFLIGHT_FRESH:
+        end = self.free_since.get(name, attempt_at) + self.session.timing.lock_delay
+        warm_due = name not in self.warm and attempt_at >= end - 0.01
+        if check is not None and attempt_at - check[0] <= PREFLIGHT_FRESH and not warm_due:
             return attempt_at
         return attempt_at - PREFLIGHT_AHEAD
 

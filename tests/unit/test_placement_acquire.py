@@ -138,3 +138,13 @@ def test_a_spec_gone_in_a_consistent_read_is_not_acquired(rig, monkeypatch):
     step(p, clock, 103.0)
     assert not [w for _t, w in client.calls if w.startswith("acquire")]
     assert started == []
+
+
+def test_the_fence_guard_is_started_ahead_even_when_the_checks_are_still_fresh(rig, monkeypatch):
+    p, clock, client, started = rig
+    monkeypatch.setattr(placement_mod, "PREFLIGHT_FRESH", 5.0)  # one check covers the whole lock-delay
+    client.lock_free_at = 102.5
+    step(p, clock, 104.0)
+    assert [w for _t, w in client.calls].count("get services") == 1
+    assert started == [102.5]
+    assert 102.5 - PREFLIGHT_AHEAD - 1e-9 <= p.warm["wit"][2] < 102.5
