@@ -31,6 +31,7 @@ from foundation_cli.core import drain, keys
 from foundation_cli.core.agent_requests import lock_value, service_registration
 from foundation_cli.core.service_spec import ServiceSpec
 from foundation_cli.core.timing import Timing, next_acquire, session_lock_delay
+from foundation_cli.errors import PermissionDeniedError
 
 BLOCKING_WAIT = "60s"
 HOLDER_CHECK_INTERVAL = 0.1
@@ -239,7 +240,17 @@ class Placement:
                                 wait = PROBE_RECHECK
                     if verdict and self.session.confirmed():
                         self.log.warning("holder node %s %s: destroying its session %s", node, verdict, holder)
-                        client.session.destroy(holder)
+                        try:
+                            client.session.destroy(holder)
+                        except PermissionDeniedError:
+                            # The default ACLs let an agent write its own node's sessions only: the
+                            # servers invalidate this one when they see the node fail. Said once, not
+                            # retried every probe (after an open cluster's migration the holder's HTTP
+                            # port, once reachable on the LAN, is on loopback: it looks down for ever).
+                            self.log.warning("not allowed to destroy %s (ACL): left to the servers", holder)
+                            destroyed.add(holder)
+                            failures.pop(node, None)
+                            continue
                         # The leader applied the destroy (and started lock-delay) before it answered:
                         # now is a bound on that start that is never early, and late by half a round
                         # trip at most (a destroy held up by a Raft election answers only after it).
