@@ -257,16 +257,18 @@ class Channels:
         if not message.ref:
             return message
         key = env_mod.channel_key(message.channel, message.ref, message.id)
-        # The copy was committed before the event was fired: any server usually has it already, so ask
-        # the nearest one (?stale) and go to the leader only if that one is behind.
-        _index, item = self.client.kv.get(key, consistency="stale")
+        # The broadcaster stores a spilled payload while its event travels (_fire_while_storing), so
+        # the event may come first. Ask the nearest server (?stale); if it has not applied the write
+        # yet, wait on it with a blocking query (it wakes when the write lands there): one request
+        # when the copy is there, two when the event won. Only a server that stays behind (cut off
+        # from the leader) sends us to the leader before the copy is called missing.
+        index, item = self.client.kv.get(key, consistency="stale")
+        deadline = time.monotonic() + RESOLVE_WAIT
+        while item is None and index and (left := deadline - time.monotonic()) > 0:
+            wait = f"{max(10, int(left * 1000))}ms"
+            index, item = self.client.kv.get(key, index=index, wait=wait, consistency="stale")
         if item is None:
-            index, item = self.client.kv.get(key)
-            # The broadcaster stores a spilled payload while its event travels (_fire_while_storing):
-            # an event can arrive first, so wait a moment for the key (blocking query, wakes on writes).
-            deadline = time.monotonic() + RESOLVE_WAIT
-            while item is None and index and (left := deadline - time.monotonic()) > 0:
-                index, item = self.client.kv.get(key, index=index, wait=f"{max(10, int(left * 1000))}ms")
+            _index, item = self.client.kv.get(key)
         if item is None or item.get("Value") is None:
             message.via = "missing"
             message.extra["error"] = f"payload expired or deleted from KV ({key})"
