@@ -87,6 +87,12 @@ def run() -> int | str | None:
 
 def main() -> None:
     """Console-script entry point: :func:`run`, then end the process (:func:`_exit`)."""
+    import gc
+
+    # With the default threshold (700) a `kv get` runs ~80 young collections while it imports its
+    # stack, ~3% of its instructions, and they free ~500 of its ~31,000 objects. Commands that run
+    # for long still collect: every 100,000 new container objects.
+    gc.set_threshold(100_000, 10, 10)
     _exit(run())
 
 

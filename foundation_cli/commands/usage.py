@@ -11,9 +11,10 @@ them the same way, exit status 2. ``foundation`` alone still prints the help.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 from typer.core import TyperGroup
@@ -79,12 +80,15 @@ class LazyGroup(FoundationGroup):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._loaded: dict[str, Any] = {}
+        self._pending: dict[str, Callable[[], Any]] = {}  # imported, not yet converted to click
         self._modules: set[str] = set()
         super().__init__(*args, **kwargs)
 
     @property  # type: ignore[override]
     def commands(self) -> dict[str, Any]:
         for name in self.index:
+            self._load(name)
+        for name in list(self._pending):
             self._load(name)
         return {name: self._loaded[name] for name in self.index if name in self._loaded} | {
             k: v for k, v in self._loaded.items() if k not in self.index
@@ -102,19 +106,26 @@ class LazyGroup(FoundationGroup):
 
     def _load(self, name: str) -> Any:
         if name in self._loaded or name not in self.index:
+            if name in self._pending:
+                self._loaded[name] = self._pending.pop(name)()
             return self._loaded.get(name)
         module_name, _panel, _summary = self.index[name]
         if module_name not in self._modules:
             self._modules.add(module_name)
             self._load_module(module_name)
+        if name in self._pending:
+            self._loaded[name] = self._pending.pop(name)()
         return self._loaded.get(name)
 
     def _load_module(self, module_name: str) -> None:
-        """Import ``commands.<module_name>``, let it register on a scratch Typer, convert only that."""
+        """Import ``commands.<module_name>`` and let it register on a scratch Typer.
+
+        Nothing is converted to click yet: each command is, when it is asked for (a module's other
+        commands, and a group's other subcommands, never are on the way to the one being run).
+        """
         import importlib
 
         import typer
-        import typer.main
 
         module = importlib.import_module(f"foundation_cli.commands.{module_name}")
         scratch = typer.Typer()
@@ -123,12 +134,26 @@ class LazyGroup(FoundationGroup):
             register(scratch)
         else:  # a module that is one command group (kv): its Typer app under its own name
             scratch.add_typer(module.app)
-        group = typer.main.get_group(scratch)
-        for name, cmd in group.commands.items():
-            entry = self.index.get(name)
-            if entry is not None:
-                cmd.rich_help_panel = entry[1]  # where `foundation --help` shows it (the man page too)
-            self._loaded[name] = cmd
+        style = {
+            "pretty_exceptions_short": scratch.pretty_exceptions_short,
+            "rich_markup_mode": scratch.rich_markup_mode,
+        }
+        for info in scratch.registered_commands:
+            self._pending[_command_name(info)] = functools.partial(self._convert_command, info, style)
+        for group_info in scratch.registered_groups:
+            group = _lazy_group(group_info, style)
+            self._pending[group.name] = functools.partial(self._placed, group)
+
+    def _convert_command(self, info: Any, style: dict[str, Any]) -> Any:
+        import typer.main
+
+        return self._placed(typer.main.get_command_from_info(info, **style))
+
+    def _placed(self, cmd: Any) -> Any:
+        entry = self.index.get(cmd.name)
+        if entry is not None:
+            cmd.rich_help_panel = entry[1]  # where `foundation --help` shows it (the man page too)
+        return cmd
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         if ctx.parent is None and self.index:  # the root: drawn from the index, no module imported
@@ -137,3 +162,65 @@ class LazyGroup(FoundationGroup):
             root_help.show()
             return
         super().format_help(ctx, formatter)
+
+
+def _command_name(info: Any) -> str:
+    import typer.main
+
+    return info.name or typer.main.get_command_name(info.callback.__name__)
+
+
+def _lazy_group(group_info: Any, style: dict[str, Any]) -> Any:
+    """Typer's click group for ``group_info``, its subcommands converted when first asked for."""
+    import typer.main
+
+    sub = group_info.typer_instance
+    infos = sub.registered_commands
+    sub.registered_commands = []  # get_group_from_info converts every command it finds here
+    try:
+        group = typer.main.get_group_from_info(group_info, **style)
+    finally:
+        sub.registered_commands = infos
+    commands = LazyCommands(
+        {_command_name(info): functools.partial(typer.main.get_command_from_info, info, **style) for info in infos}
+    )
+    for name, cmd in group.commands.items():  # its nested groups, already converted
+        commands[name] = cmd
+    group.commands = commands
+    return group
+
+
+class LazyCommands(MutableMapping[str, Any]):
+    """A group's subcommands by name, each made (converted from Typer to click) on first access."""
+
+    def __init__(self, pending: dict[str, Callable[[], Any]]) -> None:
+        self._pending = dict(pending)
+        self._made: dict[str, Any] = {}
+        self._order = list(pending)
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._made:
+            self._made[name] = self._pending.pop(name)()  # KeyError for an unknown name, as a dict
+        return self._made[name]
+
+    def __setitem__(self, name: str, cmd: Any) -> None:
+        self._pending.pop(name, None)
+        self._made[name] = cmd
+        if name not in self._order:
+            self._order.append(name)
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self._order:
+            raise KeyError(name)
+        self._pending.pop(name, None)
+        self._made.pop(name, None)
+        self._order.remove(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._order))
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._order

@@ -134,3 +134,30 @@ def test_every_command_is_reachable_in_a_fresh_process():
         [sys.executable, "-c", script], input="\n".join(" ".join(p) for p in paths), capture_output=True, text=True
     )
     assert out.stdout.strip() == "", out.stdout
+
+
+def test_a_group_converts_only_the_subcommand_asked_for():
+    root, ctx = _root()
+    kv = root.get_command(ctx, "kv")
+    assert list(kv.commands) == ["get", "put", "delete", "list"]  # names known, nothing converted
+    assert kv.commands._made == {}
+    get = kv.get_command(ctx, "get")
+    assert get.name == "get" and [p.name for p in get.params][0] == "key"
+    assert set(kv.commands._made) == {"get"}
+    assert kv.get_command(ctx, "nope") is None
+
+
+def test_lazy_commands_is_an_ordered_mapping():
+    from foundation_cli.commands.usage import LazyCommands
+
+    made = []
+    commands = LazyCommands({"b": lambda: made.append("b") or "B", "a": lambda: made.append("a") or "A"})
+    assert list(commands) == ["b", "a"] and len(commands) == 2 and "a" in commands and made == []
+    assert commands["a"] == "A" and commands["a"] == "A" and made == ["a"]
+    commands["c"] = "C"
+    del commands["b"]
+    assert dict(commands) == {"a": "A", "c": "C"} and made == ["a"]
+    with pytest.raises(KeyError):
+        commands["b"]
+    with pytest.raises(KeyError):
+        del commands["b"]
