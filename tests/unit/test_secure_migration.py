@@ -260,3 +260,44 @@ def test_dry_run_acl_step_asks_an_open_cluster_as_it_runs_now(tmp_path, monkeypa
         run.probes["a"], config=render_config({**OPEN, "ports": {"http": 8500, "https": 8501}})
     )
     assert secure_up._current_api(run, ["a"]) == ("https://10.0.0.1:8501", str(ca))
+
+
+class _FakeCluster:
+    """members() and autopilot_health() answers in turn (a unit test of the shared wait only)."""
+
+    def __init__(self, members, health):
+        self.members_seq, self.health_seq = list(members), list(health)
+        self.agent = self
+        self.operator = self
+
+    def members(self):
+        item = self.members_seq.pop(0) if len(self.members_seq) > 1 else self.members_seq[0]
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def autopilot_health(self):
+        return self.health_seq.pop(0) if len(self.health_seq) > 1 else self.health_seq[0]
+
+
+def test_wait_recovered_needs_alive_member_then_healthy_at_the_old_tolerance():
+    import pytest
+
+    from foundation_cli.core import upgrade
+    from foundation_cli.errors import FoundationError, UnreachableError
+
+    alive = [{"Name": "n2", "Status": 1}]
+    cluster = _FakeCluster(
+        [UnreachableError("restarting"), [{"Name": "n2", "Status": 4}], alive],
+        [
+            {"Healthy": False, "FailureTolerance": 0},
+            {"Healthy": True, "FailureTolerance": 0},
+            {"Healthy": True, "FailureTolerance": 1},
+        ],
+    )
+    upgrade.wait_recovered(cluster, "n2", server=True, tolerance=1, timeout=5, interval=0)
+    assert cluster.health_seq == [{"Healthy": True, "FailureTolerance": 1}]  # waited through both unhealthy answers
+    client = _FakeCluster([alive], [{"Healthy": False, "FailureTolerance": 0}])
+    upgrade.wait_recovered(client, "n2", server=False, tolerance=1, timeout=5, interval=0)  # a client: alive is enough
+    with pytest.raises(FoundationError, match="n2 not healthy within 0s after its restart: autopilot healthy=False"):
+        upgrade.wait_recovered(client, "n2", server=True, tolerance=1, timeout=0, interval=0)
