@@ -148,3 +148,16 @@ def test_the_fence_guard_is_started_ahead_even_when_the_checks_are_still_fresh(r
     assert [w for _t, w in client.calls].count("get services") == 1
     assert started == [102.5]
     assert 102.5 - PREFLIGHT_AHEAD - 1e-9 <= p.warm["wit"][2] < 102.5
+
+
+def test_probe_tells_a_refused_connect_from_an_answer():
+    import socket
+
+    from foundation_cli.agent.placement import _probe
+
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        port = srv.getsockname()[1]
+        assert _probe("127.0.0.1", port, 0.5) == "ok"
+    assert _probe("127.0.0.1", port, 0.5) == "refused"  # closed: nothing listens there any more
