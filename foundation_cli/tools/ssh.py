@@ -289,6 +289,7 @@ class Connection:
                 hint=f"is {t.hostname} on, on this network, with sshd on port {t.port}? "
                 "(ssh.port / ssh.connect_timeout in foundation.yaml)",
             ) from None
+        _no_delay(client.get_transport().sock)
         self._client = client
         return self
 
@@ -556,6 +557,20 @@ def _quiet_paramiko() -> None:
     if not logger.handlers:
         logger.addHandler(logging.NullHandler())
         logger.propagate = False
+
+
+def _no_delay(sock: object) -> None:
+    """Send each SSH packet at once (TCP_NODELAY, as OpenSSH does).
+
+    paramiko leaves Nagle's algorithm on: a command's small packets (the exec request, stdin,
+    its end) then wait for the host's delayed ACK, ~40 ms each time, so that a 37-byte upload
+    took ~90 ms. A ProxyJump channel is not a socket: the bastion's own connection has it set.
+    """
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # not worth failing a connection for
+            pass
 
 
 def _short(command: str) -> str:
