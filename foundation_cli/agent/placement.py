@@ -168,10 +168,11 @@ class Placement:
         wrong verdict costs a handover, never an overlap. Hence it may be fast:
 
         - gossip: the local member list (no server round trip) says ``failed``;
-        - reachability: a TCP connect to the holder node's Consul HTTP port,
-          every 0.1 s, fails ``PROBE_FAILURES`` times in a row — used only for
-          nodes where it has succeeded before (an HTTP API bound to loopback
-          never counts as a failure). A refused connect (the host answers,
+        - reachability: a TCP connect to the holder node's Serf LAN port (the
+          gossip port every Consul agent listens on, on its LAN address, with
+          or without TLS; the HTTP API is on loopback in a cluster made by
+          ``up``), every 0.1 s, fails ``PROBE_FAILURES`` times in a row — used
+          only for nodes where it has succeeded before. A refused connect (the host answers,
           nothing listens: its Consul died with it) is probed again 0.05 s
           later; a timeout (host gone or cut off) waits for the next tick. A
           connect needs only the holder's kernel, so a stalled but live Consul
@@ -186,12 +187,11 @@ class Placement:
         another node holds a singleton this node could run.
         """
         client = self.ctx.consul(timeout=2.0)
-        port = self.ctx.settings.address.port
         session_nodes: dict[str, tuple[str | None, float]] = {}  # session -> (node, its lock-delay)
         destroyed: set[str] = set()
         reachable_once: set[str] = set()
         failures: dict[str, int] = {}
-        members: dict[str, tuple[int, str]] = {}
+        members: dict[str, tuple[int, str, int]] = {}  # node -> (serf status, address, serf port)
         members_due = 0.0
         wait = HOLDER_CHECK_INTERVAL
         while not self.stop.wait(wait):
@@ -213,7 +213,9 @@ class Placement:
                 continue
             try:
                 if time.monotonic() >= members_due or not members:
-                    members = {m["Name"]: (m["Status"], m["Addr"]) for m in client.agent.members()}
+                    members = {
+                        m["Name"]: (m["Status"], m["Addr"], int(m.get("Port") or 0)) for m in client.agent.members()
+                    }
                     members_due = time.monotonic() + MEMBERS_REFRESH
                 for holder in foreign:
                     if holder not in session_nodes:
@@ -223,11 +225,11 @@ class Placement:
                     node, holder_delay = session_nodes[holder]
                     if not node or node == self.ctx.node:
                         continue
-                    status, addr = members.get(node, (None, None))
+                    status, addr, port = members.get(node, (None, None, 0))
                     verdict = None
                     if status in (SERF_LEFT, SERF_FAILED):
                         verdict = "failed in gossip"
-                    elif addr:
+                    elif addr and port:
                         probe = _probe(addr, port, PROBE_TIMEOUT)
                         if probe == "ok":
                             reachable_once.add(node)
@@ -235,7 +237,7 @@ class Placement:
                         elif node in reachable_once:
                             failures[node] = failures.get(node, 0) + 1
                             if failures[node] >= PROBE_FAILURES:
-                                verdict = f"Consul at {addr}:{port} unreachable {failures[node]} times"
+                                verdict = f"gossip port {addr}:{port} unreachable {failures[node]} times"
                             elif probe == "refused":
                                 wait = PROBE_RECHECK
                     if verdict and self.session.confirmed():
@@ -243,10 +245,9 @@ class Placement:
                         try:
                             client.session.destroy(holder)
                         except PermissionDeniedError:
-                            # The default ACLs let an agent write its own node's sessions only: the
-                            # servers invalidate this one when they see the node fail. Said once, not
-                            # retried every probe (after an open cluster's migration the holder's HTTP
-                            # port, once reachable on the LAN, is on loopback: it looks down for ever).
+                            # A token made before agents could destroy other nodes' sessions (core/acl.py
+                            # agent_rules; the next `up` updates the policy): the servers invalidate this
+                            # one when they see the node fail. Said once, not retried every probe.
                             self.log.warning("not allowed to destroy %s (ACL): left to the servers", holder)
                             destroyed.add(holder)
                             failures.pop(node, None)

@@ -9,7 +9,7 @@ Who holds what (docs/security.md draws the whole trust model):
 - each node's **Foundation agent token** has the policy ``foundation-agent-<node>``
   (:func:`agent_rules`): read everything under ``foundation/``, write only the keys an agent
   writes (locks, status, config-status/<node>, channels, optimizer/last, discovered), sessions
-  and the agent endpoints of its own node, services registered on its node, events. It cannot
+  (any node's: to destroy a dead holder's), the agent endpoints of its own node, services registered on its node, events. It cannot
   write ``foundation/services/`` (a spec there runs a command on every node) nor
   ``foundation/config/``, ``foundation/kv/`` or ``foundation/cluster``; it sits in a 0600 file;
 - the **snapshot token** (policy ``foundation-snapshot``, :func:`snapshot_rules`) lets the node
@@ -78,8 +78,11 @@ def agent_rules(node: str) -> str:
         f'key_prefix "{keys.CHANNELS}" {{ policy = "write" }}',
         f'key_prefix "{keys.DISCOVERED}" {{ policy = "write" }}',
         f'key "{keys.OPTIMIZER_LAST}" {{ policy = "write" }}',
-        f'session "{node}" {{ policy = "write" }}',
-        'session_prefix "" { policy = "read" }',
+        # Any node's sessions: an agent that sees a holder's node dead destroys its session so the
+        # singleton moves in seconds, not when the servers get round to it (agent/placement.py
+        # _watch_holders). A wrong or hostile destroy costs a handover, never an overlap: the
+        # holder fences itself before lock-delay lets anyone acquire (core/timing.py).
+        'session_prefix "" { policy = "write" }',
         f'node "{node}" {{ policy = "write" }}',
         'node_prefix "" { policy = "read" }',
         f'agent "{node}" {{ policy = "write" }}',  # its own agent only: maintenance mode, leave on `down`

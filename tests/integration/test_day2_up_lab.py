@@ -14,6 +14,8 @@
   change: followers, the leader last, then the client; every node runs the new file with the
   new config and a restarted agent; raft healthy after; a singleton handed over, never twice at
   once. (The same on a systemd host: test_upgrade_systemd.py, marked slow.)
+- last, a holder's host crashed: its peers' detector destroys the session (allowed by the agent
+  policy, seen through the Serf port since the HTTP API is on loopback) and the singleton moves.
 """
 
 from __future__ import annotations
@@ -267,3 +269,26 @@ def test_upgrade_rolls_servers_leader_last_then_the_client(cluster, tmp_path, wi
     assert overlaps(runs) == [] and len(runs) >= 2, runs
     wait_for(lambda: [r for r in cluster.ps("wit") if r["state"] == "running"], 30, "the singleton running")
     cluster.run("stop", "wit")
+
+
+def test_a_crashed_holder_is_taken_over_by_its_peers_detector_under_default_acls(cluster, witness_dir):
+    """Last (it kills a host): with ACLs on and the HTTP API on loopback, the peers still see the
+    holder's node die (its Serf port stops answering) and may destroy its session (the agent policy
+    allows it), so the singleton moves at once rather than when the servers get round to it."""
+    script, log = write_witness(witness_dir)
+    cluster.run("start-singleton", "wit2", "--", "python3", str(script), str(log))
+    rows = wait_for(lambda: [r for r in cluster.ps("wit2") if r["state"] == "running"], 30, "wit2 running")
+    holder = next(h for h in cluster.lab.hosts if h.name == rows[0]["node"])
+    survivors = [h for h in cluster.lab.hosts if h is not holder]
+    live_server = next(h for h in cluster.servers if h is not holder)
+    holder.crash()  # every process on it: consul, the agent, the witness
+    moved = wait_for(
+        lambda: [r for r in witness_runs(log) if r.node != holder.name and r.node != rows[0]["node"]], 60, "a new copy"
+    )
+    logs = {h.name: h.path("/var/log/foundation/agent.log").read_text(errors="replace") for h in survivors}
+    acted = [n for n, text in logs.items() if f"holder node {holder.name}" in text and "destroying its session" in text]
+    assert acted, {n: t[-2000:] for n, t in logs.items()}
+    assert not any("not allowed to destroy" in t for t in logs.values()), logs
+    runs = witness_runs(log)
+    assert overlaps(runs) == [] and moved, runs
+    assert cluster.http("/v1/kv/foundation/locks/wit2", host=live_server)[0].get("Session")
