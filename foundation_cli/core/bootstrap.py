@@ -465,8 +465,12 @@ def apply(
     bundle,
     say: Progress,
     around_consul: tuple[Callable[[], None], Callable[[], None]] | None = None,
+    steps: list[StepResult] | None = None,
 ) -> list[StepResult]:
     """Bring one host to its plan; returns what each step did.
+
+    ``steps``: a list to append each step to as it is done (so a host that fails half-way, e.g. its
+    SSH connection lost, still shows what was changed on it); returned.
 
     ``around_consul``: ``(before, after)`` called right before and after Consul is (re)started (the
     orchestrator holds a new client there until the servers know its ACL token).
@@ -478,7 +482,7 @@ def apply(
     preflight(p, plan)
     if callable(bundle):
         bundle = bundle(p.python, p.arch)
-    steps: list[StepResult] = []
+    steps = [] if steps is None else steps
     say("consul binary")
     step, consul_path = ensure_consul(conn, p, plan, local_binary=local_binary, say=say)
     steps.append(step)

@@ -590,7 +590,9 @@ def _apply_host(run: UpRun, h: HostConfig, around_consul=None) -> None:
     from foundation_cli.core import agent_bundle, consul_binary
 
     arch = run.probes[h.address].arch  # consul and the agent's deps must fit the host (core/consul_binary.py)
-    run.results[h.address].steps = bootstrap.apply(
+    done: list[bootstrap.StepResult] = []
+    run.results[h.address].steps = done  # filled as it goes: a host failing half-way shows what changed on it
+    bootstrap.apply(
         run.conns[h.address],
         run.probes[h.address],
         run.plans[h.address],
@@ -600,6 +602,7 @@ def _apply_host(run: UpRun, h: HostConfig, around_consul=None) -> None:
         bundle=agent_bundle.Selector(run.bundle, wheelhouse=run.cfg.agent.wheelhouse),
         say=lambda msg: run.say(h.address, msg),
         around_consul=around_consul,
+        steps=done,
     )
     run.say(h.address, "done")
 
