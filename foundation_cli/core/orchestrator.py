@@ -34,7 +34,7 @@ from foundation_cli.core import bootstrap, cluster_state, keys, secure_migration
 from foundation_cli.core.acl import operator_token
 from foundation_cli.core.bootstrap import HostPlan, HostResult, Probe
 from foundation_cli.core.cluster_config import ClusterConfig, HostConfig, merge_consul
-from foundation_cli.errors import FoundationError, UnreachableError
+from foundation_cli.errors import FoundationError, PartialFailure, UnreachableError
 from foundation_cli.raw import secrets
 from foundation_cli.raw.recorder import current_recorder
 from foundation_cli.tools import ssh
@@ -532,6 +532,7 @@ def _apply_tokens_first(run: UpRun, servers: list[HostConfig], clients: list[Hos
     def make_tokens() -> None:
         servers_started.wait()
         try:
+            _refuse_a_cluster_that_cannot_form(run)
             _set_http_addrs(run)
             run.say("cluster", "ACL tokens, while the clients are being set up")
             secure_up.acl_bootstrap(run)
@@ -569,7 +570,46 @@ def _tokens_before_clients(run: UpRun, clients: list[HostConfig]) -> bool:
 def acl_bootstrap(run: UpRun) -> None:
     """The ACL step (:func:`secure_up.acl_bootstrap`), unless :func:`apply` already ran it between waves."""
     if not run.acl_bootstrapped:
+        _refuse_a_cluster_that_cannot_form(run)
         secure_up.acl_bootstrap(run)
+
+
+def cannot_form(run: UpRun) -> str | None:
+    """Why a *new* cluster cannot elect its first leader, or ``None``.
+
+    Consul's servers of a new cluster wait for all ``bootstrap_expect`` of them before the first
+    election: a server host that failed before its Consul started (unreachable, its SSH connection
+    lost, …) leaves the others leaderless. Only for a new cluster made by this whole run (no
+    ``--host`` / join, no Consul running on any host, no cluster in the state file).
+    """
+    if run.dry_run or run.only or run.join or run.state.get("consul_http_addr"):
+        return None
+    if any(p.consul_running for p in run.probes.values()):
+        return None
+    lost = [
+        a
+        for a in sorted(run.servers)
+        if not any(s.step == "consul" for s in (run.results[a].steps if a in run.results else []))
+    ]
+    failed = [a for a in lost if a in run.results and run.results[a].error]
+    if not failed:
+        return None
+    why = run.results[failed[0]].error
+    return (
+        f"the new cluster cannot elect a leader: its {len(run.servers)} servers wait for each other "
+        f"(bootstrap_expect) and {', '.join(failed)} failed before its Consul started ({why})"
+    )
+
+
+def _refuse_a_cluster_that_cannot_form(run: UpRun) -> None:
+    """Stop at once instead of waiting 90 s for an ACL bootstrap no leader will answer."""
+    why = cannot_form(run)
+    if why and secure_up.acl_on(run):
+        raise PartialFailure(
+            why,
+            hint="fix that host (or pin other servers with role: server in foundation.yaml), then run "
+            "`foundation up` again: it only redoes what is missing",
+        )
 
 
 def _set_http_addrs(run: UpRun) -> None:

@@ -15,8 +15,9 @@
    five alive members, a correct state file) and right after the kill there is never more than one
    consul or agent on a host. The kill is not a delay: it is sent when `up -v` prints the line that
    starts the phase (or, for the plan, when its first server certificate appears in the state dir),
-   and what the kill left behind is checked to be that phase's. CI runs :data:`CI_POINTS`;
-   ``FOUNDATION_UP_KILL_POINTS=all`` runs every point (docs/reliability.md).
+   and what the kill left behind is checked to be that phase's. CI runs :data:`CI_POINTS` and the
+   client cut; ``FOUNDATION_UP_FAULTS=all`` runs every point and also cuts a server of the new
+   cluster (`up` then stops at once, exit 7, naming it) (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -268,41 +269,60 @@ def assert_converged(ctx: Ctx) -> None:
 # -- 3. the SSH connection to one host lost half-way -----------------------------------------------
 
 
-def test_ssh_lost_to_one_host_mid_run_others_finish_exit_7_then_a_rerun_completes(ctx):
-    wipe(ctx)
-    victim = ctx.lab.hosts[4]  # a client: the four others can form the cluster without it
-    keys = victim.path("/root/.ssh/authorized_keys")
-    saved = keys.read_text()
+FULL = os.environ.get("FOUNDATION_UP_FAULTS") == "all"  # every kill point and the server cut (docs/reliability.md)
+
+
+def cut_ssh(victim):
+    """The action: ``victim`` refuses our key from now on and its SSH sessions are cut (SIGKILL)."""
 
     def cut(_proc) -> None:
-        keys.write_text("")  # a reconnect would now fail authentication too
+        victim.path("/root/.ssh/authorized_keys").write_text("")  # a reconnect would fail authentication too
         procs = ssh_sessions(victim)
         assert procs, "no SSH session to cut"
         for pid in procs:
             os.kill(pid, signal.SIGKILL)
 
+    return cut
+
+
+@pytest.mark.parametrize("role", ("client", "server") if FULL else ("client",))
+def test_ssh_lost_to_one_host_mid_run_others_finish_exit_7_then_a_rerun_completes(ctx, role):
+    wipe(ctx)
+    # a client: the four others form the cluster without it; a server of a new cluster: the other two
+    # wait for it (bootstrap_expect), so `up` stops at once, naming it, instead of waiting 90 s
+    victim = ctx.lab.hosts[4 if role == "client" else 2]
+    keys = victim.path("/root/.ssh/authorized_keys")
+    saved = keys.read_text()
     try:
-        w = watch_up(ctx, "--json", line=f"{victim.ip}: consul config", action=cut)
+        w = watch_up(ctx, "--json", line=f"{victim.ip}: consul config", action=cut_ssh(victim))
         assert w.fired_at is not None, "\n".join(w.lines[-20:])
         stderr = "\n".join(w.lines)
         assert w.returncode == 7, stderr[-3000:]
         assert "Traceback" not in stderr
-        assert f"1 of 5 hosts failed: {victim.ip}" in stderr, stderr[-2000:]
-        hosts = json.loads(w.stdout)["hosts"]
-        assert [h["state"] != "failed" for h in hosts] == [True, True, True, True, False], hosts
-        assert "SSH connection lost" in hosts[4]["error"], hosts[4]
-        # what was done on it before the cut is reported, and the state file knows the host was touched
-        assert [s["step"] for s in hosts[4]["steps"]][:2] == ["consul binary", "secrets"], hosts[4]["steps"]
-        assert victim.ip in json.loads((ctx.root / "state" / "state.json").read_text())["hosts"]
         settle(ctx)
-        assert [processes(h) for h in ctx.lab.hosts[:4]] == [(1, 1)] * 4
-        assert processes(victim)[1] == 0  # it never got as far as the agent
-        members = ctx.run("consul", "members")
-        assert members.returncode == 0 and members.stdout.count("alive") == 4, members.stdout + members.stderr
+        if role == "server":
+            why = f"{victim.ip} failed before its Consul started ({victim.ip}: SSH connection lost"
+            assert "the new cluster cannot elect a leader" in stderr and why in stderr, stderr[-2000:]
+            assert w.took < 60, w.took  # not the 90 s ACL bootstrap wait
+            error = why
+        else:
+            assert f"1 of 5 hosts failed: {victim.ip}" in stderr, stderr[-2000:]
+            hosts = json.loads(w.stdout)["hosts"]
+            assert [h["state"] != "failed" for h in hosts] == [True, True, True, True, False], hosts
+            error = hosts[4]["error"]
+            assert "SSH connection lost" in error, hosts[4]
+            # what was done on it before the cut is reported, and the state file knows the host was touched
+            assert [s["step"] for s in hosts[4]["steps"]][:2] == ["consul binary", "secrets"], hosts[4]["steps"]
+            assert victim.ip in json.loads((ctx.root / "state" / "state.json").read_text())["hosts"]
+            assert [processes(h) for h in ctx.lab.hosts[:4]] == [(1, 1)] * 4
+            assert processes(victim)[1] == 0  # it never got as far as the agent
+            members = ctx.run("consul", "members")
+            assert members.returncode == 0 and members.stdout.count("alive") == 4, members.stdout + members.stderr
 
-        refused = ctx.run("up", "--json")  # the key still refused: now it is authentication, at connect
-        assert refused.returncode == 7, refused.stderr
-        assert "SSH authentication failed" in json.loads(refused.stdout)["hosts"][4]["error"]
+            refused = ctx.run("up", "--json")  # the key still refused: now it is authentication, at connect
+            assert refused.returncode == 7, refused.stderr
+            assert "SSH authentication failed" in json.loads(refused.stdout)["hosts"][4]["error"]
+        assert all(c <= 1 and a <= 1 for c, a in (processes(h) for h in ctx.lab.hosts))
     finally:
         keys.write_text(saved)
     t0 = time.monotonic()
@@ -310,8 +330,8 @@ def test_ssh_lost_to_one_host_mid_run_others_finish_exit_7_then_a_rerun_complete
     assert again.returncode == 0, again.stderr
     assert_converged(ctx)
     print(  # figures for docs/reliability.md (pytest -rP shows them)
-        f"ssh-cut: cut at {w.fired_at:.1f} s, up exit {w.returncode} after {w.took:.1f} s "
-        f"({hosts[4]['error']}); re-run with the key back: {time.monotonic() - t0:.1f} s"
+        f"ssh-cut {role}: cut at {w.fired_at:.1f} s, up exit {w.returncode} after {w.took:.1f} s "
+        f"({error}); re-run with the key back: {time.monotonic() - t0:.1f} s"
     )
 
 
@@ -356,7 +376,7 @@ KILL_POINTS = {
     "verify": KillPoint(line="cluster: checking every host's consul and node agent"),
 }
 CI_POINTS = ("acl_bootstrap", "verify")  # the ACL step runs beside the clients' apply
-POINTS = tuple(KILL_POINTS) if os.environ.get("FOUNDATION_UP_KILL_POINTS") == "all" else CI_POINTS
+POINTS = tuple(KILL_POINTS) if FULL else CI_POINTS
 
 
 @pytest.mark.parametrize("phase", POINTS)

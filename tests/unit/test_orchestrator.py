@@ -171,3 +171,44 @@ def test_node_tokens_are_kept_in_the_state_file_before_any_host_gets_them(tmp_pa
     cluster_state.save(local)
     _keep_node_tokens(run)  # a local cluster's state is not this run's to change
     assert cluster_state.load() == local
+
+
+def test_a_new_cluster_missing_a_server_is_refused_at_once_not_after_a_90_s_wait(tmp_path, monkeypatch):
+    monkeypatch.setenv("FOUNDATION_STATE_DIR", str(tmp_path))
+    from foundation_cli.core.bootstrap import HostResult, StepResult
+    from foundation_cli.core.orchestrator import UpRun, cannot_form, ssh_options
+    from foundation_cli.errors import UnreachableError
+
+    cfg = cc.parse("hosts: [a, b, c, d]\nservers: 3\n")
+
+    def run_with(*, running: bool = False, state: dict | None = None) -> UpRun:
+        run = UpRun(
+            cfg=cfg,
+            hosts=cfg.hosts,
+            opts=ssh_options(cfg),
+            say=lambda _h, _m: None,
+            results={h.address: HostResult(alias=h.address) for h in cfg.hosts},
+            state=state or {},
+        )
+        run.servers = {"a", "b", "c"}
+        run.probes = {x: Probe(hostname=x, addr=x, consul_running=running) for x in "abcd"}
+        for x in "abd":
+            run.results[x].steps = [StepResult("consul", "started")]
+        return run
+
+    run = run_with()
+    assert cannot_form(run) is None  # c has not failed (yet)
+    run.results["c"].steps = [StepResult("secrets", "written")]
+    run.results["c"].fail(UnreachableError("c: SSH connection lost: SSH session not active"))
+    why = cannot_form(run)
+    assert why and "c failed before its Consul started (c: SSH connection lost" in why and "3 servers" in why
+    run.results["c"].steps.append(StepResult("consul", "started"))
+    assert cannot_form(run) is None  # its Consul runs: the other two can elect with it
+    assert cannot_form(run_with(running=True)) is None  # an existing cluster has its leader
+    existing = run_with(state={"consul_http_addr": "https://a:8501"})
+    existing.results["c"].fail(UnreachableError("lost"))
+    assert cannot_form(existing) is None
+    client = run_with()
+    client.results["d"].steps = []
+    client.results["d"].fail(UnreachableError("lost"))
+    assert cannot_form(client) is None  # a client is not waited for
