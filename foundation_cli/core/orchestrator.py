@@ -592,7 +592,8 @@ def cannot_form(run: UpRun) -> str | None:
         if not any(s.step == "consul" for s in (run.results[a].steps if a in run.results else []))
     ]
     failed = [a for a in lost if a in run.results and run.results[a].error]
-    if not failed:
+    waiting = [a for a in sorted(run.servers) if a not in lost and not run.results[a].error]
+    if not failed or not waiting:  # nobody waits for it (every server failed): the host errors say it all
         return None
     why = run.results[failed[0]].error
     return (

@@ -363,18 +363,22 @@ def ssh_line(op: RawOperation) -> str:
     return mask(f"# upload {size} bytes to {target}:{op.path}{mode}")
 
 
-def upload_command(path: str, mode: int | None) -> str:
+def upload_command(path: str, mode: int | None, size: int | None = None) -> str:
     """The remote command an ssh-upload runs, content on stdin (the SSH adapter sends exactly this)."""
     import posixpath
 
     # The temporary file is private from its first byte (umask 077 in a subshell, after removing a
     # leftover that could keep a looser mode), gets its final mode, then replaces the target at once:
     # a secret is never readable by others, not even between the write and the chmod.
+    # ``size``: a connection lost half-way is end-of-input to `cat` on the host, which then installed
+    # a truncated file (seen in the lab); only a file of exactly that size replaces the target, and a
+    # failed upload leaves no temporary file behind.
     tmp = _q(path + ".foundation-tmp")
+    check = f" && [ $(wc -c < {tmp}) -eq {int(size)} ]" if size is not None else ""
     chmod = f" && chmod {mode:o} {tmp}" if mode is not None else ""
     return (
-        f"mkdir -p {_q(posixpath.dirname(path) or '/')} && rm -f {tmp} && (umask 077 && cat > {tmp})"
-        f"{chmod} && mv -f {tmp} {_q(path)}"
+        f"mkdir -p {_q(posixpath.dirname(path) or '/')} && rm -f {tmp} && {{ (umask 077 && cat > {tmp})"
+        f"{check}{chmod} && mv -f {tmp} {_q(path)} || {{ rm -f {tmp}; false; }}; }}"
     )
 
 
@@ -402,7 +406,7 @@ def upload_script(op: RawOperation, refs: SecretRefs | None = None) -> str:
     the host gets the same bytes; without, the content is masked (for display only).
     """
     content = op.content or b""
-    head = f"ssh{_port_flag(op)} {_q(_target(op))} {_q(upload_command(op.path or '', op.mode))}"
+    head = f"ssh{_port_flag(op)} {_q(_target(op))} {_q(upload_command(op.path or '', op.mode, len(content)))}"
     if _is_text(content) and len(content) <= 64 * 1024:
         text = content.decode("utf-8")
         if refs is None:

@@ -479,7 +479,7 @@ class Connection:
             return
         from foundation_cli.raw.render import upload_command
 
-        command = upload_command(path, mode)  # the same command the renderer shows
+        command = upload_command(path, mode, len(content))  # the same command the renderer shows
         try:
             wrapped, handshake = self._sudo_wrap(command)
             result = self._raw_exec(wrapped, content, timeout, sudo=handshake)

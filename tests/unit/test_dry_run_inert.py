@@ -143,7 +143,7 @@ def test_ssh_upload_and_local_process_scripts_are_inert(tmp_path, host, command,
     (exec_argv, _), (up_argv, up_stdin) = calls
     assert exec_argv == [b"ssh", b"-p", b"2222", f"root@{host}".encode(), command.encode()]
     assert up_argv[:2] == [b"ssh", f"root@{host}".encode()]
-    assert up_argv[2].decode() == render.upload_command(path, 0o600)
+    assert up_argv[2].decode() == render.upload_command(path, 0o600, len(content.encode()))
     assert up_stdin == content.encode()
 
 

@@ -208,6 +208,11 @@ def test_a_new_cluster_missing_a_server_is_refused_at_once_not_after_a_90_s_wait
     existing = run_with(state={"consul_http_addr": "https://a:8501"})
     existing.results["c"].fail(UnreachableError("lost"))
     assert cannot_form(existing) is None
+    alone = run_with()  # every server failed: no one is left waiting, the hosts' own errors say it all
+    for x in "abc":
+        alone.results[x].steps = []
+        alone.results[x].fail(UnreachableError("unreachable"))
+    assert cannot_form(alone) is None
     client = run_with()
     client.results["d"].steps = []
     client.results["d"].fail(UnreachableError("lost"))
