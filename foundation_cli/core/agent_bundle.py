@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -186,11 +187,29 @@ def _write_bundle(target: Path, add: Callable[[tarfile.TarFile], None], *, compr
     tmp = target.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_bytes(buf.getvalue())
     os.replace(tmp, target)
+    prune_bundles(target)
+
+
+STALE_BUNDLE_SECONDS = 3600.0
+"""Another bundle for the same Python and architecture is deleted once it is this old: a second
+checkout (or an `up` of another version) building at the same time still has its own."""
+
+
+def prune_bundles(target: Path, *, now: float | None = None) -> None:
+    """Drop bundles of the same Python and architecture as ``target`` not used for an hour."""
+    now = time.time() if now is None else now
     prefix = target.name.rsplit("-", 1)[0]
     for old in target.parent.glob(f"{prefix}-*.tar.gz"):
-        if old != target:
-            with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):
+            if old != target and now - old.stat().st_mtime > STALE_BUNDLE_SECONDS:
                 old.unlink()
+
+
+def _used(target: Path) -> Path:
+    """A cached bundle taken again: its mtime says it is in use (see :func:`prune_bundles`)."""
+    with contextlib.suppress(OSError):
+        os.utime(target)
+    return target
 
 
 def python_tag() -> str:
@@ -245,7 +264,7 @@ def build() -> Bundle:
                     _add_pyc(tar, name, path)
 
         _write_bundle(target, add, compresslevel=1)
-    data = target.read_bytes()
+    data = _used(target).read_bytes()
     return Bundle(
         path=target,
         sha256=hashlib.sha256(data).hexdigest(),
@@ -402,7 +421,7 @@ def _for_target(python: str, arch: str, *, wheelhouse: str | None) -> Bundle:
                         tar.addfile(info, io.BytesIO(data))
 
         _write_bundle(target, add, compresslevel=6)
-    data = target.read_bytes()
+    data = _used(target).read_bytes()
     have = {_norm(w.name.split("-", 1)[0]) for w in wheels}
     missing = [r for r in OPTIONAL_REQUIREMENTS if _norm(r) not in have]
     return Bundle(target, hashlib.sha256(data).hexdigest(), python, arch, len(data), compiled, missing)
