@@ -116,7 +116,7 @@ def _with_stack_room(func):
     call: `foundation discover` did ~5,500 mmap/munmap pairs, ~35 ms of kernel time, where and how
     often depending only on how deep the stack happened to be. This frame declares a 56 KiB value
     stack, so the interpreter gives it a 128 KiB chunk and every frame called below it fits in the
-    remaining ~70 KiB: no boundary is crossed (docs/performance.md, "Start-up").
+    remaining ~70 KiB: no boundary is crossed (docs/performance.md, "Latest figures").
     """
     return func()
 
