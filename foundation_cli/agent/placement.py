@@ -189,6 +189,7 @@ class Placement:
         client = self.ctx.consul(timeout=2.0)
         session_nodes: dict[str, tuple[str | None, float]] = {}  # session -> (node, its lock-delay)
         destroyed: set[str] = set()
+        announced: set[str] = set()  # sessions whose destroy was logged
         reachable_once: set[str] = set()
         failures: dict[str, int] = {}
         members: dict[str, tuple[int, str, int]] = {}  # node -> (serf status, address, serf port)
@@ -241,7 +242,9 @@ class Placement:
                             elif probe == "refused":
                                 wait = PROBE_RECHECK
                     if verdict and self.session.confirmed():
-                        self.log.warning("holder node %s %s: destroying its session %s", node, verdict, holder)
+                        if holder not in announced:  # once: with no leader the destroy fails, retried each tick
+                            announced.add(holder)
+                            self.log.warning("holder node %s %s: destroying its session %s", node, verdict, holder)
                         try:
                             client.session.destroy(holder)
                         except PermissionDeniedError:
