@@ -94,14 +94,30 @@ def write_config(path: Path, labs: list[Lab]) -> None:
 
 def host_cpu(labs: list[Lab]) -> float:
     """CPU seconds of every process in the hosts, with their reaped children (sshd sessions)."""
-    total = 0
+    return sum(host_cpu_by_kind(labs).values())
+
+
+def host_cpu_by_kind(labs: list[Lab]) -> dict[str, float]:
+    """The same, by what spent it: sshd (its finished sessions: the shells, tar, ...), consul, agent, other."""
+    totals = dict.fromkeys(("sshd", "consul", "agent", "other"), 0)
     for lab in labs:
         for h in lab.hosts:
             for pid in h.pids():
                 with contextlib.suppress(OSError, IndexError, ValueError):
-                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                    total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-    return total / TICK
+                    stat = Path(f"/proc/{pid}/stat").read_text()
+                    fields = stat.rsplit(")", 1)[1].split()
+                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                    kind = (
+                        "sshd"
+                        if "sshd" in cmd
+                        else "agent"
+                        if "foundation_cli.agent" in cmd
+                        else "consul"
+                        if "consul agent" in cmd and "while" not in cmd
+                        else "other"
+                    )
+                    totals[kind] += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return {kind: ticks / TICK for kind, ticks in totals.items()}
 
 
 def timed(argv: list[str], cwd: Path, env: dict) -> tuple[float, float, str]:
@@ -147,6 +163,7 @@ def main() -> None:
     cli = [sys.executable, "-m", "foundation_cli"]
     extra = ["--parallel", str(opts.parallel)] if opts.parallel else []
     rows = []
+    split: dict[int, dict[str, float]] = {}
     rerun = None
     with tempfile.TemporaryDirectory(prefix="bench-up-") as tmp:
         base = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_HTTP")}
@@ -160,12 +177,14 @@ def main() -> None:
             env = {**base, "FOUNDATION_STATE_DIR": str(d / "state")}
             with hosts_lab(n, plain_bashrc=not opts.keep_bashrc, own_disk=opts.own_disk) as labs:
                 write_config(d / "foundation.yaml", labs)
-                cpu0 = host_cpu(labs)
+                cpu0 = host_cpu_by_kind(labs)
                 load0 = os.getloadavg()[0]
                 wall, op_cpu, err = timed(cli + ["up", "-v", *extra], d, env)
                 time.sleep(1.0)
-                hosts = host_cpu(labs) - cpu0
+                kinds = {k: v - cpu0[k] for k, v in host_cpu_by_kind(labs).items()}
+                hosts = sum(kinds.values())
                 rows.append((n, wall, last_done(err), op_cpu, hosts, load0))
+                split[n] = kinds
                 print(f"  measured {n:>2} hosts: {wall:6.2f} s", file=sys.stderr, flush=True)
                 if n == 10 and not opts.no_rerun:
                     time.sleep(SETTLE)  # let the just-started agents finish booting, as before a later re-run
@@ -189,6 +208,10 @@ def main() -> None:
             f"{n:>5} {wall:>7.2f} {ratio:>8.2f} {verdict:>6} {done:>11.2f} {wall - done:>7.2f}"
             f" {op_cpu:>8.2f} {hosts:>10.2f} {hosts / n:>8.2f} {load:>5.1f}"
         )
+    print(
+        "host CPU s per host, by process: "
+        + "; ".join(f"{n}: " + " ".join(f"{k} {v / n:.2f}" for k, v in kinds.items()) for n, kinds in split.items())
+    )
     if rerun:
         again, again_cpu, down, down_cpu = rerun
         print(f"up 10 hosts (no change)  {again:6.2f} s, op cpu {again_cpu:.2f} s (goal <= 3 s; {SETTLE:.0f} s after)")
