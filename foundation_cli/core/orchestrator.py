@@ -855,14 +855,14 @@ def _wait_cluster(result: UpResult, plans, results, cfg: ClusterConfig, *, timeo
     say("cluster", "waiting for the node agents to register")
     reg_deadline = time.monotonic() + 10
     unregistered = set(expected)
+    index = None  # a blocking query: answered as soon as an agent registers, not on the next poll
     while time.monotonic() < reg_deadline and unregistered:
         try:
-            _i, nodes = client.catalog.service(AGENT_SERVICE)
+            index, nodes = client.catalog.service(AGENT_SERVICE, index=index, wait="1s")
         except Exception:  # noqa: BLE001
-            nodes = []
-        unregistered = set(expected) - {n.get("Node") for n in nodes}
-        if unregistered:
+            index, nodes = None, []
             time.sleep(0.3)
+        unregistered = set(expected) - {n.get("Node") for n in nodes}
     for node in sorted(unregistered):
         results[expected[node]].warnings.append(f"node agent not registered as {AGENT_SERVICE!r} yet")
 

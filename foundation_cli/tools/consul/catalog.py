@@ -28,9 +28,12 @@ class Catalog(Endpoint):
         self._consistency(params, consistency)
         return self._call("GET", "/v1/catalog/services", params, with_index=True)
 
-    def service(self, service: str, consistency: str | None = None) -> tuple[str | None, list[dict]]:
-        """``GET /v1/catalog/service/<name>`` → (index, its instances, no health)."""
+    def service(
+        self, service: str, consistency: str | None = None, index: Any = None, wait: str | None = None
+    ) -> tuple[str | None, list[dict]]:
+        """``GET /v1/catalog/service/<name>`` → (index, its instances, no health); blocking with ``index``."""
         params: Params = []
+        self._blocking(params, index, wait)
         self._consistency(params, consistency)
         return self._call("GET", f"/v1/catalog/service/{service}", params, with_index=True)
 
