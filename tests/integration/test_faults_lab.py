@@ -94,7 +94,20 @@ def test_no_quorum_then_back_and_a_leader_killed_under_config_set(consul_cluster
         time.sleep(0.2)
         consul_cluster.procs[hosts[leader].netns].kill()
         out, err = setter.communicate(timeout=60)
-        assert setter.returncode == 0 and "Traceback" not in err, err
+        assert "Traceback" not in err, err
+        if setter.returncode != 0:
+            # The answer was lost with the leader ("rpc error making call: EOF"): said in one line, exit 3,
+            # and the command run again lands the value once (or finds it there).
+            assert setter.returncode == 3 and "may or may not have been applied" in err, err
+            assert len([line for line in err.splitlines() if line.startswith("error: ")]) == 1, err
+            again = subprocess.run(
+                [sys.executable, "-m", "foundation_cli", "config", "set", "test.key", "v1"],
+                env=_env(addr[other]),
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert again.returncode == 0, again.stderr
         entry = wait_for(lambda: http_json(f"{addr[other]}/v1/kv/foundation/config/test.key"), 15, "the value")
         assert base64.b64decode(entry[0]["Value"]) == b"v1"
         consul_cluster.start_server(hosts[leader])

@@ -83,3 +83,12 @@ def test_explain_shows_the_session_the_agent_creates():
         "/v1/agent/service/register",
         "/v1/kv/foundation/status/web/NODE",
     ]
+
+
+def test_a_write_whose_answer_was_lost_with_the_leader_says_it_may_have_landed():
+    with pytest.raises(UnreachableError) as write:
+        raise_for_status("PUT", "/v1/kv/foundation/config/k", Response(500, {}, b"rpc error making call: EOF"))
+    assert "may or may not have been applied" in write.value.message and "again" in (write.value.hint or "")
+    with pytest.raises(UnreachableError) as read:
+        raise_for_status("GET", "/v1/kv/foundation/config/k", Response(500, {}, b"rpc error making call: EOF"))
+    assert "no cluster leader" in read.value.message

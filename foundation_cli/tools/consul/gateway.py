@@ -137,7 +137,15 @@ def raise_for_status(method: str, path: str, response: Response, *, allow_404: b
         )
     if code == 409:
         raise ConflictError(f"Consul reported a conflict ({where}): {text}")
-    if code == 500 and ("No cluster leader" in text or _LEADER_CHANGE in text):
+    if code == 500 and method != "GET" and any(m in text for m in _MAYBE_APPLIED):
+        raise UnreachableError(
+            f"Consul lost its leader while {where} was in flight: the write may or may not have been applied "
+            f"({text[:80]})",
+            hint="run the command again: Foundation's writes are check-and-set, so it lands once or says unchanged",
+        )
+    if code == 500 and (
+        "No cluster leader" in text or _LEADER_CHANGE in text or any(m in text for m in _MAYBE_APPLIED)
+    ):
         raise UnreachableError(
             f"Consul has no cluster leader right now ({where}: {text[:120]})",
             hint="servers may be electing a leader or have lost quorum; see `foundation status`",
