@@ -17,6 +17,7 @@ the whole witness file (two copies at once: must be 0).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -47,6 +48,7 @@ GOAL_MEDIAN, GOAL_P95, RAW_CONSUL_LOCK = 3.0, 5.0, 21.0
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=10)
+    ap.add_argument("--keep-logs", metavar="DIR", help="copy the agents' logs of every slow trial (> 4 s) here")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("needs root (network-namespace lab)", file=sys.stderr)
@@ -123,6 +125,13 @@ def main() -> int:
                 f"trial {trial:2d}: holder {holder_node} ({role}) killed, copy on {new[0].node} after {took:.2f} s",
                 flush=True,
             )
+            if took > GOAL_MEDIAN + 1 and args.keep_logs:  # a slow one: keep every agent's log to see why
+                keep = Path(args.keep_logs) / f"trial-{trial:02d}"
+                keep.mkdir(parents=True, exist_ok=True)
+                for host in lab.hosts:
+                    with contextlib.suppress(OSError):
+                        shutil.copy(host.path("/var/log/foundation/agent.log"), keep / f"{host.name}.log")
+                print(f"          agents' logs kept in {keep}", flush=True)
             cli("up")  # repairs the crashed host: consul and the agent started again
         all_runs = witness_runs(log)
         both = overlaps(all_runs)
