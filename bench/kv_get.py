@@ -17,12 +17,8 @@ discover, services) <= 1.3x; foundation --help <= 100 ms.
 Then prints where the time of `foundation kv get` goes (`python -X importtime`), by top-level package.
 Starts and kills its own Consul agent (loopback, free ports, disable_update_check).
 
-Measured 2026-11-28 on the shared 2-CPU dev machine (load ~12, so CPU-time ratios are the reliable part):
-floor 152 ms CPU, consul kv get 26 ms, foundation kv get 325 ms (2.14x the floor), --help 232 ms.
-Where it goes: Typer 0.29 imports pydantic and builds a TypeAdapter for every parameter it parses
-(~25 with the global options on the root and on the command): with typer 0.19.2 in a venv the same
-run gave 1.42x the floor. --help renders with rich (rich, markdown_it, pygments, attrs: ~130 ms CPU
-here; TYPER_USE_RICH=0 halves --help). The rest is typer/click import and the command tree.
+Figures, their baselines and what changed them: docs/performance.md. For a comparison that machine load
+does not move, count instructions instead: bench/startup_icount.py (valgrind).
 """
 
 from __future__ import annotations
