@@ -6,7 +6,7 @@ bench/faults.py runs its campaign on a hand-made open lab (HTTP on the LAN, no A
 takeover there, with the defaults. Each trial: a witness singleton runs; every process on its
 host but sshd is SIGKILLed (consul, the node agent, the copy: the machine dying); the takeover
 is the new copy's first line minus the kill; then a plain `foundation up` repairs the host
-(consul and the agent started again) and the next trial waits for three agents passing.
+(consul and the agent started again) and the next trial waits until all three agents hold a session.
 Prints each trial, then the median / p95 / max side by side with the issue's goal (median
 <= 3 s, p95 <= 5 s) and its baseline (raw `consul lock`: 21 s), and the overlaps counted over
 the whole witness file (two copies at once: must be 0).
@@ -93,8 +93,10 @@ def main() -> int:
                     continue
             return None
 
-        def passing() -> int:
-            return len(api("/v1/health/service/foundation-agent?passing=1") or [])
+        def contenders() -> int:
+            """Nodes whose agent holds a session: ready to take the singleton. (A repaired host's old
+            agent registration stays "passing" until its TTL runs out; its old session was destroyed.)"""
+            return len({s.get("Node") for s in api("/v1/session/list") or []})
 
         def leader_ip() -> str:
             return str(api("/v1/status/leader") or "").rsplit(":", 1)[0]
@@ -107,7 +109,7 @@ def main() -> int:
         times: list[float] = []
         leader_times: list[float] = []
         for trial in range(1, args.trials + 1):
-            wait_for(lambda: passing() == 3, 120, "3 agents passing")
+            wait_for(lambda: contenders() == 3, 120, "3 agents with a session")
             runs = wait_for(lambda: [r for r in witness_runs(log) if r.last > time.time() - 0.5], 60, "a live copy")
             holder_node = runs[-1].node
             holder = next(h for h in lab.hosts if h.name == holder_node)
