@@ -146,8 +146,10 @@ def main() -> int:
             f"  median {median:.2f} s (goal <= {GOAL_MEDIAN} s), p95 {p95:.2f} s (goal <= {GOAL_P95} s), "
             f"max {times[-1]:.2f} s; raw `consul lock` baseline {RAW_CONSUL_LOCK} s = {RAW_CONSUL_LOCK / median:.1f}x faster"
         )
-        others = sorted(set(times) - set(leader_times)) if leader_times else times
-        if leader_times:
+        others = list(times)
+        for t in leader_times:
+            others.remove(t)
+        if leader_times and others:
             print(
                 f"  holder was the Raft leader in {len(leader_times)} trials: {', '.join(f'{t:.2f}' for t in sorted(leader_times))} s"
                 f" (an election first); the other {len(others)}: median {statistics.median(others):.2f} s, max {others[-1]:.2f} s"
