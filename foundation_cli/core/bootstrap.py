@@ -334,6 +334,15 @@ def _supervised_start(name: str, argv: list[str], env: dict[str, str]) -> str:
     )
 
 
+# Whether a process of group $p still runs. Not `kill -0 -- -$p`: that is true for zombies too, and an
+# init that reaps slowly (seen: ~1.5 s) kept every stop waiting for exited processes. /proc/PID/stat
+# after the last ')': state, ppid, pgrp; no ps needed (minimal Debian has none).
+_GROUP_RUNNING = (
+    "sed -n 's/^.*) \\([A-Za-z]\\) [0-9-]* \\([0-9]*\\) .*$/\\1 \\2/p' /proc/[0-9]*/stat 2>/dev/null"
+    ' | grep -qx "[^ZX] $p"'
+)
+
+
 def _supervised_stop(name: str, *, before_kill: str = "") -> str:
     """Stop the loop first (so it does not restart the child), then the child's process group.
 
@@ -344,7 +353,7 @@ def _supervised_stop(name: str, *, before_kill: str = "") -> str:
     ours = f"tr '\\0' ' ' <\"/proc/$p/cmdline\" 2>/dev/null | grep -q 'foundation: {name} exited'"
     return (
         f'if [ -f {pid} ]; then p=$(cat {pid}); if [ -n "$p" ] && {ours}; then kill -TERM "$p" 2>/dev/null; {before_kill}'
-        f'kill -TERM -- "-$p" 2>/dev/null; for i in $(seq 100); do kill -0 -- "-$p" 2>/dev/null || break; sleep 0.1; done; '
+        f'kill -TERM -- "-$p" 2>/dev/null; for i in $(seq 100); do {_GROUP_RUNNING} || break; sleep 0.1; done; '
         f'kill -KILL -- "-$p" 2>/dev/null; fi; rm -f {pid}; fi; true'
     )
 
