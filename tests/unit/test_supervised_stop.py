@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 from foundation_cli.core.bootstrap import _GROUP_RUNNING
 
@@ -21,7 +22,8 @@ def test_a_live_group_runs_and_its_zombie_does_not():
         assert _running(child.pid)
         os.kill(child.pid, signal.SIGKILL)
         deadline = time.monotonic() + 5
-        while open(f"/proc/{child.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+        stat = Path(f"/proc/{child.pid}/stat")
+        while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
             assert time.monotonic() < deadline
             time.sleep(0.01)
         assert not _running(child.pid)  # exited, not yet reaped: `kill -0` would still say yes
