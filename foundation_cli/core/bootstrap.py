@@ -475,6 +475,7 @@ def apply(
     say: Progress,
     around_consul: tuple[Callable[[], None], Callable[[], None]] | None = None,
     steps: list[StepResult] | None = None,
+    agent_first: bool = False,
 ) -> list[StepResult]:
     """Bring one host to its plan; returns what each step did.
 
@@ -482,7 +483,9 @@ def apply(
     SSH connection lost, still shows what was changed on it); returned.
 
     ``around_consul``: ``(before, after)`` called right before and after Consul is (re)started (the
-    orchestrator holds a new client there until the servers know its ACL token).
+    orchestrator holds a new client there until the servers know its ACL token). ``agent_first``:
+    upload and unpack the node agent before that (a client waiting for its token spends the wait on
+    the upload instead of after it); the agent still starts after Consul.
 
     ``bundle`` is the agent bundle, or a callable ``(python, arch) -> bundle`` choosing the one for
     this host (:class:`foundation_cli.core.agent_bundle.Selector`). A host the agent cannot run on,
@@ -502,6 +505,11 @@ def apply(
     say("consul config")
     cfg_step = write_consul_config(conn, p, plan)
     steps.append(cfg_step)
+    inst = None
+    if agent_first:
+        say("node agent")
+        inst = install_agent(conn, p, plan, bundle, say)
+        steps.append(inst)
     say("consul service")
     if around_consul:
         around_consul[0]()
@@ -521,9 +529,10 @@ def apply(
     )
     if around_consul:
         around_consul[1]()
-    say("node agent")
-    inst = install_agent(conn, p, plan, bundle, say)
-    steps.append(inst)
+    if inst is None:
+        say("node agent")
+        inst = install_agent(conn, p, plan, bundle, say)
+        steps.append(inst)
     steps.append(
         ensure_service(
             conn,

@@ -549,7 +549,10 @@ def _apply_tokens_first(run: UpRun, servers: list[HostConfig], clients: list[Hos
             finally:
                 server_started(h.address)  # also when it failed before Consul started: never hold the clients
         else:
-            _apply_host(run, h, around_consul=(lambda: tokens_made.wait(run.wait_timeout), lambda: None))
+            # The agent's upload (~2.7 MB, unpacked) goes on while the ACL step runs, not after it.
+            _apply_host(
+                run, h, around_consul=(lambda: tokens_made.wait(run.wait_timeout), lambda: None), agent_first=True
+            )
 
     side = threading.Thread(target=contextvars.copy_context().run, args=(make_tokens,), daemon=True)
     side.start()
@@ -627,7 +630,7 @@ def _set_http_addrs(run: UpRun) -> None:
         result.http_addr = http_addrs[0]
 
 
-def _apply_host(run: UpRun, h: HostConfig, around_consul=None) -> None:
+def _apply_host(run: UpRun, h: HostConfig, around_consul=None, *, agent_first: bool = False) -> None:
     from foundation_cli.core import agent_bundle, consul_binary
 
     arch = run.probes[h.address].arch  # consul and the agent's deps must fit the host (core/consul_binary.py)
@@ -644,6 +647,7 @@ def _apply_host(run: UpRun, h: HostConfig, around_consul=None) -> None:
         say=lambda msg: run.say(h.address, msg),
         around_consul=around_consul,
         steps=done,
+        agent_first=agent_first,
     )
     run.say(h.address, "done")
 
