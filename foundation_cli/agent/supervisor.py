@@ -158,17 +158,13 @@ class Instance:
                     self.proc = warm.proc
                 else:
                     popen = _GuardedStart() if lease is not None else None
-                    self.proc = subprocess.Popen(
+                    self.proc = _spawn(
                         popen.argv if popen else self.spec.command,
-                        cwd=self.spec.cwd or None,
+                        cwd=self.spec.cwd,
                         env=env,
-                        stdin=subprocess.DEVNULL,
-                        stdout=log_fd,
-                        stderr=log_fd,
-                        start_new_session=True,
-                        close_fds=True,
+                        log_fd=log_fd,
                         pass_fds=popen.pass_fds if popen else (),
-                        **as_user,
+                        as_user=as_user,
                     )
                 self.pid = self.proc.pid
                 self.pgid = self.proc.pid
@@ -407,6 +403,22 @@ GUARD_SCRIPT = Path(__file__).with_name("fence_guard.py")
 GUARD_START_TIMEOUT = 10.0
 
 
+def _spawn(argv, *, cwd: str | None, env: dict[str, str], log_fd: int, pass_fds, as_user: dict) -> subprocess.Popen:
+    """An instance's process: its own session (so its group can be signalled), output to its log."""
+    return subprocess.Popen(
+        argv,
+        cwd=cwd or None,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log_fd,
+        stderr=log_fd,
+        start_new_session=True,
+        close_fds=True,
+        pass_fds=pass_fds,
+        **as_user,
+    )
+
+
 def _service_env(extra_env: dict[str, str]) -> dict[str, str]:
     """The agent's environment without its own ACL tokens (not the service's), plus ``extra_env``."""
     env = dict(os.environ)
@@ -478,17 +490,8 @@ class WarmGuard:
         self.start = _GuardedStart()
         log_fd = os.open(directory / "output.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         try:
-            self.proc = subprocess.Popen(
-                self.start.argv,
-                cwd=spec.cwd or None,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_fd,
-                stderr=log_fd,
-                start_new_session=True,
-                close_fds=True,
-                pass_fds=self.start.pass_fds,
-                **as_user,
+            self.proc = _spawn(
+                self.start.argv, cwd=spec.cwd, env=env, log_fd=log_fd, pass_fds=self.start.pass_fds, as_user=as_user
             )
         except OSError:
             self.start.close_child_ends()
