@@ -18,18 +18,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.lab.consul import port_free, reserve_port
+
 pytestmark = pytest.mark.timeout(180)
 
 
 def _free_base_port() -> int:
-    for _ in range(100):
+    """HTTP port of a local cluster, and the two after it (server, serf): free and reserved for this process."""
+    for _ in range(200):
         port = random.randint(20000, 29000)
-        ok = True
-        for p in (port, port + 1, port + 2):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", p)) == 0:
-                    ok = False
-        if ok:
+        trio = (port, port + 1, port + 2)
+        if all(port_free(p) for p in trio) and all(reserve_port(p) for p in trio):
             return port
     raise RuntimeError("no free port")
 

@@ -71,7 +71,7 @@ def http_get(url: str, *, token: str | None = None, timeout: float = 2.0) -> tup
         return 0, b""
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
     for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
         with socket.socket(socket.AF_INET, kind) as s:
             try:
@@ -81,12 +81,33 @@ def _port_free(port: int) -> bool:
     return True
 
 
+PORT_LOCKS = Path(tempfile.gettempdir()) / "foundation-test-ports"
+_held_ports: list[int] = []  # open lock files: this process keeps its ports for as long as it runs
+
+
+def reserve_port(port: int) -> bool:
+    """Claim ``port`` for this process (an flock other test processes respect), if nobody holds it."""
+    import fcntl
+
+    PORT_LOCKS.mkdir(exist_ok=True)
+    fd = os.open(PORT_LOCKS / str(port), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    _held_ports.append(fd)
+    return True
+
+
 def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports in 20000–29999 free for TCP and UDP on loopback right now."""
+    """``n`` distinct ports in 20000–29999 free for TCP and UDP on loopback right now, and reserved
+    for this process: two test workers picking at random between "is it free?" and the agent's bind
+    once took the same port ("address already in use")."""
     ports: list[int] = []
     while len(ports) < n:
         port = random.randint(20000, 29999)
-        if port not in ports and _port_free(port):
+        if port not in ports and port_free(port) and reserve_port(port):
             ports.append(port)
     return ports
 
@@ -192,18 +213,21 @@ class ConsulAgent:
         return ""
 
     def wait_ready(self, *, timeout: float = 30.0) -> None:
-        """Until a leader is elected (and, with ACLs, the master token works)."""
+        """Until a leader is elected, the agent's node is in the catalog (its first anti-entropy sync:
+        a test reading node names right after start saw none) and, with ACLs, the master token works."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"consul exited ({self.proc.returncode}): {self.log()[-1500:]}")
             status, body = http_get(self.http_addr + "/v1/status/leader", token=self.token)
             if status == 200 and body.strip() not in (b"", b'""'):
-                if not self.acl:
-                    return
-                status, _ = http_get(self.http_addr + "/v1/acl/token/self", token=self.token)
-                if status == 200:
-                    return
+                status, nodes = http_get(self.http_addr + "/v1/catalog/nodes", token=self.token)
+                if status == 200 and json.loads(nodes or b"[]"):
+                    if not self.acl:
+                        return
+                    status, _ = http_get(self.http_addr + "/v1/acl/token/self", token=self.token)
+                    if status == 200:
+                        return
             time.sleep(0.05)
         raise RuntimeError(f"consul at {self.http_addr} had no leader after {timeout:.0f}s: {self.log()[-1500:]}")
 
