@@ -446,6 +446,14 @@ class _GuardedStart:
             os.close(self.lease_r)
             os.close(self.status_w)
 
+    def close_parent_ends(self) -> None:
+        """Our ends of both pipes: the guard reads EOF on its lease pipe and exits having started nothing."""
+        for fd in (self.lease_w, self.status_r):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
     def handshake(self, proc: subprocess.Popen, first: dict) -> tuple[int, int]:
         """Send the command and first lease; return (the command's pid, the lease pipe's write end)."""
         self.close_child_ends()
@@ -495,8 +503,7 @@ class WarmGuard:
             )
         except OSError:
             self.start.close_child_ends()
-            os.close(self.start.lease_w)
-            os.close(self.start.status_r)
+            self.start.close_parent_ends()
             raise
         finally:
             os.close(log_fd)
@@ -511,11 +518,7 @@ class WarmGuard:
         if self.taken or self.closed:
             return
         self.closed = True
-        for fd in (self.start.lease_w, self.start.status_r):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        self.start.close_parent_ends()
         threading.Thread(target=self.proc.wait, daemon=True, name="warm-guard-reap").start()
 
 
