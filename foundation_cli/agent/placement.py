@@ -172,9 +172,9 @@ class Placement:
           gossip port every Consul agent listens on, on its LAN address, with
           or without TLS; the HTTP API is on loopback in a cluster made by
           ``up``), every 0.1 s, fails ``PROBE_FAILURES`` times in a row — used
-          only for nodes where it has succeeded before. A refused connect (the host answers,
-          nothing listens: its Consul died with it) is probed again 0.05 s
-          later; a timeout (host gone or cut off) waits for the next tick. A
+          only for nodes where it has succeeded before. A refused connect (the
+          host answers, nothing listens: its Consul died with it) is probed
+          again 0.05 s later; a timeout (host gone or cut off) waits for the next tick. A
           connect needs only the holder's kernel, so a stalled but live Consul
           still passes.
 

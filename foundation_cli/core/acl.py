@@ -9,9 +9,10 @@ Who holds what (docs/security.md draws the whole trust model):
 - each node's **Foundation agent token** has the policy ``foundation-agent-<node>``
   (:func:`agent_rules`): read everything under ``foundation/``, write only the keys an agent
   writes (locks, status, config-status/<node>, channels, optimizer/last, discovered), sessions
-  (any node's: to destroy a dead holder's), the agent endpoints of its own node, services registered on its node, events. It cannot
-  write ``foundation/services/`` (a spec there runs a command on every node) nor
-  ``foundation/config/``, ``foundation/kv/`` or ``foundation/cluster``; it sits in a 0600 file;
+  (any node's: to destroy a dead holder's), the agent endpoints of its own node, services
+  registered on its node, events. It cannot write ``foundation/services/`` (a spec there runs
+  a command on every node) nor ``foundation/config/``, ``foundation/kv/`` or
+  ``foundation/cluster``; it sits in a 0600 file;
 - the **snapshot token** (policy ``foundation-snapshot``, :func:`snapshot_rules`) lets the node
   agent on a *server* take the scheduled snapshots. Consul 1.8 allows ``GET /v1/snapshot`` only
   to ``acl = "write"`` (its docs say "management"): that is management-equivalent power (it can
