@@ -40,6 +40,7 @@ from tests.integration.test_placement_support import (  # noqa: E402
     witness_runs,
     write_witness,
 )
+from tests.lab.cli import foundation  # noqa: E402
 from tests.lab.netns import Lab  # noqa: E402
 
 GOAL_MEDIAN, GOAL_P95, RAW_CONSUL_LOCK = 3.0, 5.0, 21.0
@@ -65,18 +66,8 @@ def main() -> int:
             f"  known_hosts: {lab.known_hosts}\n  connect_timeout: 3\n"
         )
 
-        def cli(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess:
-            proc = subprocess.run(
-                [sys.executable, "-m", "foundation_cli", *argv],
-                cwd=root,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-            )
-            if proc.returncode != 0:
-                raise RuntimeError(f"foundation {' '.join(argv)} exited {proc.returncode}: {proc.stderr[-2000:]}")
-            return proc
+        def cli(*argv: str) -> subprocess.CompletedProcess:
+            return foundation(argv, env=env, cwd=root, timeout=300, check=True)
 
         def api(path: str):
             """A server's answer (HTTPS, the CA and management token `up` made), any server that answers."""

@@ -26,7 +26,6 @@ import os
 import shutil
 import ssl
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -34,6 +33,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.test_placement_support import overlaps, shared_dir, wait_for, witness_runs, write_witness
+from tests.lab.cli import foundation
 from tests.lab.netns import Lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(300)]
@@ -61,17 +61,7 @@ class Cluster:
         return self.lab.hosts[1]
 
     def run(self, *args: str, check: bool = True, timeout: float = 240) -> subprocess.CompletedProcess:
-        proc = subprocess.run(
-            [sys.executable, "-m", "foundation_cli", *args],
-            cwd=self.root,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(f"foundation {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
-        return proc
+        return foundation(args, env=self.env, cwd=self.root, timeout=timeout, check=check)
 
     def state(self) -> dict:
         return json.loads((self.root / "state" / "state.json").read_text())

@@ -17,8 +17,10 @@ def foundation(
     input: bytes | str | None = None,
     timeout: float = 60,
     check: bool = False,
+    cwd: str | os.PathLike | None = None,
 ) -> subprocess.CompletedProcess:
-    """``python -m foundation_cli ARGS``; text output unless ``input`` is bytes (then bytes)."""
+    """``python -m foundation_cli ARGS`` in ``cwd`` (default: the checkout; a cluster's directory finds its
+    foundation.yaml); text output unless ``input`` is bytes (then bytes)."""
     text = not isinstance(input, bytes)
     proc = subprocess.run(
         [sys.executable, "-m", "foundation_cli", *args],
@@ -27,7 +29,7 @@ def foundation(
         capture_output=True,
         text=text,
         timeout=timeout,
-        cwd=ROOT,
+        cwd=ROOT if cwd is None else cwd,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"foundation {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
