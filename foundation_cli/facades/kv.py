@@ -56,7 +56,7 @@ def validate_key(key: str, *, allow_empty: bool = False) -> str:
         raise UsageError(f"invalid key {key!r}: '.' and '..' segments are not allowed")
     if _BAD_KEY_CHARS.search(key):
         raise UsageError(f"invalid key {key!r}: whitespace and control characters are not allowed")
-    odd = unprintable(key)
+    odd = None if key.isascii() else unprintable(key)  # ASCII controls were refused just above
     if odd is not None:
         raise UsageError(
             f"invalid key {ascii(key)}: {odd} is not a printable character",
