@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from foundation_cli.core import bootstrap, cluster_state, keys, secure_migration, secure_up, up_verify
+from foundation_cli.core import bootstrap, cluster_state, host_ssh, keys, secure_migration, secure_up, up_verify
 from foundation_cli.core.acl import operator_token
 from foundation_cli.core.bootstrap import HostPlan, HostResult, Probe
 from foundation_cli.core.cluster_config import ClusterConfig, HostConfig, merge_consul
@@ -327,13 +327,7 @@ def connect_and_probe(run: UpRun) -> None:
 
 def _connect_probe_host(run: UpRun, h: HostConfig) -> None:
     run.say(h.address, "connecting")
-    conn = ssh.connect(
-        h.address,
-        run.opts,
-        user=h.user,
-        port=h.port,
-        identity=os.path.expanduser(h.identity_file) if h.identity_file else None,
-    )
+    conn = host_ssh.connect(h.address, run.opts, host_ssh.merge(host_ssh.own(h)))
     run.conns[h.address] = conn
     run.say(h.address, "probing")
     run.probes[h.address] = bootstrap.probe(
@@ -710,23 +704,11 @@ def record(run: UpRun) -> None:
                 "sudo_password_file": cfg.ssh.sudo_password_file,
             },
             "config_path": cfg.source,
-            # Per-host SSH settings from foundation.yaml (ssh, logs, exec use them; facades/remote.py).
+            # Per-host SSH settings from foundation.yaml (ssh, logs, exec and down use them; core/host_ssh.py).
+            # A host gone from foundation.yaml keeps its own, so `down` still reaches it (its bastion too).
             "host_ssh": {
                 **(state.get("host_ssh") or {}),
-                **{
-                    h.address: {
-                        k: v
-                        for k, v in (
-                            ("user", h.user),
-                            ("port", h.port),
-                            ("identity_file", h.identity_file),
-                            ("proxy_jump", h.proxy_jump),
-                        )
-                        if v
-                    }
-                    for h in cfg.hosts
-                    if h.user or h.port or h.identity_file or h.proxy_jump
-                },
+                **{h.address: host_ssh.own(h) for h in cfg.hosts if host_ssh.own(h)},
             },
         }
     )
@@ -928,16 +910,10 @@ def down(
     def agent_phase(h: HostConfig) -> None:
         try:
             say(h.address, "connecting")
-            # The same SSH settings `up` used: foundation.yaml's host entry, else what the state file kept.
-            kept = (state.get("host_ssh") or {}).get(h.address) or {}
-            identity = h.identity_file or kept.get("identity_file")
-            conn = ssh.connect(
-                h.address,
-                opts,
-                user=h.user or kept.get("user"),
-                port=h.port or kept.get("port"),
-                identity=os.path.expanduser(identity) if identity else None,
-            )
+            # The same SSH settings `up` used: foundation.yaml's host entry, else what the state file kept
+            # (a host gone from foundation.yaml keeps its user, port, key and bastion there).
+            own = host_ssh.merge(host_ssh.own(h), host_ssh.kept(state, h.address))
+            conn = host_ssh.connect(h.address, opts, own)
             conns[h.address] = conn
             p = bootstrap.probe(conn, install_root=h.install_root or cfg.agent.install_root, python="python3")
             probes[h.address] = p

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from foundation_cli.core import host_ssh as host_ssh_settings
 from foundation_cli.errors import NotFoundError
 
 
@@ -52,14 +53,14 @@ def host_ssh(address: str, state: dict | None = None) -> HostSSH:
 
         state = cluster_state.load() or {}
     glob = state.get("ssh") or {}
-    own = (state.get("host_ssh") or {}).get(address) or {}
+    own = host_ssh_settings.merge(host_ssh_settings.kept(state, address), glob)
     return HostSSH(
         address=address,
-        user=own.get("user") or glob.get("user"),
-        port=own.get("port") or glob.get("port"),
-        identity_file=_expand(own.get("identity_file") or glob.get("identity_file")),
+        user=own.user,
+        port=own.port,
+        identity_file=own.identity_file,
         known_hosts=_expand(glob.get("known_hosts")),
-        proxy_jump=own.get("proxy_jump") or glob.get("proxy_jump"),
+        proxy_jump=own.proxy_jump,
         sudo_password_env=glob.get("sudo_password_env"),
         sudo_password_file=_expand(glob.get("sudo_password_file")),
     )
