@@ -672,7 +672,8 @@ def record(run: UpRun) -> None:
     known = set(state.get("hosts") or [])
     # A new host that failed before anything was done on it (no key, no route) is not part of the cluster.
     untouched = {r.alias for r in result.hosts if r.error and not r.steps and r.alias not in known}
-    current_addrs = {h.address for h in cfg.hosts} - untouched
+    listed = {h.address for h in cfg.hosts}
+    current_addrs = listed - untouched
     cluster_state.save(
         {
             "cluster_id": run.cluster_id,
@@ -705,9 +706,9 @@ def record(run: UpRun) -> None:
             },
             "config_path": cfg.source,
             # Per-host SSH settings from foundation.yaml (ssh, logs, exec and down use them; core/host_ssh.py).
-            # A host gone from foundation.yaml keeps its own, so `down` still reaches it (its bastion too).
+            # A host gone from foundation.yaml keeps what it had, so `down` still reaches it (its bastion too).
             "host_ssh": {
-                **(state.get("host_ssh") or {}),
+                **{a: s for a, s in (state.get("host_ssh") or {}).items() if a not in listed},
                 **{h.address: host_ssh.own(h) for h in cfg.hosts if host_ssh.own(h)},
             },
         }

@@ -70,3 +70,29 @@ def test_down_reaches_a_host_gone_from_the_config_through_the_bastion_up_used(tm
     assert targets["10.0.0.1"].proxy_jump is None and targets["10.0.0.1"].user == "root"
     assert cluster_state.load()["hosts"] == ["10.0.0.1", "10.0.1.7"]  # a failed down forgets nothing
 
+
+def test_up_keeps_the_settings_of_hosts_gone_from_the_config_and_replaces_the_listed_ones(tmp_path, monkeypatch):
+    monkeypatch.setenv("FOUNDATION_STATE_DIR", str(tmp_path))
+    from foundation_cli.core.bootstrap import HostResult, Probe
+    from foundation_cli.core.orchestrator import UpRun, plan, record, ssh_options
+
+    cluster_state.save(
+        {
+            "hosts": ["a", "b", "gone"],
+            "host_ssh": {"gone": {"proxy_jump": "root@a"}, "b": {"proxy_jump": "root@old-bastion"}},
+        }
+    )
+    cfg = cc.parse("hosts:\n  - {address: a, user: pi}\n  - b\n")  # b is reached directly now
+    run = UpRun(
+        cfg=cfg,
+        hosts=cfg.hosts,
+        opts=ssh_options(cfg),
+        say=lambda _h, _m: None,
+        results={h.address: HostResult(alias=h.address) for h in cfg.hosts},
+        state=cluster_state.load(),
+    )
+    run.probes = {h.address: Probe(hostname=h.address, addr=f"10.0.0.{i}") for i, h in enumerate(cfg.hosts, 1)}
+    plan(run)
+    run.http_addrs = ["http://10.0.0.1:8500"]
+    record(run)
+    assert cluster_state.load()["host_ssh"] == {"gone": {"proxy_jump": "root@a"}, "a": {"user": "pi"}}
