@@ -145,8 +145,8 @@ def order(run: UpRun, servers: list[HostConfig]) -> list[HostConfig]:
         raft = _client(run, servers, None).operator.raft_config()
     except Exception:  # noqa: BLE001 - no raft view: keep the file's order
         return servers
-    leader = next((s.get("Address", "").rsplit(":", 1)[0] for s in raft.get("Servers") or [] if s.get("Leader")), "")
-    return sorted(servers, key=lambda h: 1 if run.plans[h.address].address == leader else 0)
+    leader = upgrade.raft_leader(raft)
+    return sorted(servers, key=lambda h: 1 if leader and run.plans[h.address].address == leader.host else 0)
 
 
 def tolerance(run: UpRun, servers: list[HostConfig]) -> tuple[int, str | None]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 from foundation_cli.errors import ConflictError, FoundationError
 
@@ -40,10 +41,24 @@ class UpgradeStep:
         return asdict(self)
 
 
+class RaftLeader(NamedTuple):
+    node: str | None  # its Consul node name
+    host: str  # its server RPC address without the port
+
+
+def raft_leader(raft: dict) -> RaftLeader | None:
+    """The leader in ``/v1/operator/raft/configuration``'s answer, or None (no leader now)."""
+    entry = next((s for s in raft.get("Servers") or [] if s.get("Leader")), None)
+    if entry is None:
+        return None
+    return RaftLeader(node=entry.get("Node"), host=(entry.get("Address") or "").rsplit(":", 1)[0])
+
+
 def plan_order(raft: dict, catalog_nodes: list[dict]) -> list[UpgradeStep]:
     """Followers (by name), then the leader, then every other catalog node (clients)."""
     servers = raft.get("Servers") or []
-    leader = next((s.get("Node") for s in servers if s.get("Leader")), None)
+    found = raft_leader(raft)
+    leader = found.node if found else None
     addresses: dict[str, str | None] = {n["Node"]: n.get("Address") for n in catalog_nodes if n.get("Node")}
     followers = sorted(n for s in servers if (n := s.get("Node")) and n != leader)
     server_names = {s.get("Node") for s in servers}
