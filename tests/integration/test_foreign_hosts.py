@@ -14,7 +14,8 @@ up brings all five to "every agent registered" with real systemd units and an ar
 arm64 host → a singleton pinned to the two Debian machines moves when its holder crashes, and the
 crashed machine comes back on reboot → a replicated service runs on all five and `logs` reaches
 each (through the bastion, with sudo's password) → a host whose agent cannot run makes `up` exit 7 naming the
-cause → `down --purge` leaves the machines without a trace of Foundation.
+cause → `down --purge` leaves the machines without a trace of Foundation (the arm64 host, gone from
+foundation.yaml by then, reached through its bastion with the settings the state file kept).
 """
 
 from __future__ import annotations
@@ -68,16 +69,17 @@ class Mixed:
     def bastion(self):
         return self.lab.hosts[0]
 
-    def write_config(self, *, deb13_extra: str = "") -> None:
+    def write_config(self, *, deb13_extra: str = "", arm: bool = True) -> None:
         n1, n2 = self.lab.hosts
         f = self.foreign
+        arm_entry = f"  - {{address: {f['arm'].ip}, port: 2222, proxy_jump: root@{n1.ip}}}\n" if arm else ""
         (self.root / "foundation.yaml").write_text(
             "hosts:\n"
             f"  - {n1.ip}\n"
             f"  - {n2.ip}\n"
             f"  - {{address: {f['deb11'].ip}, user: labpw}}\n"
             f"  - {{address: {f['deb13'].ip}, user: labnopw{deb13_extra}}}\n"
-            f"  - {{address: {f['arm'].ip}, port: 2222, proxy_jump: root@{n1.ip}}}\n"
+            f"{arm_entry}"
             "ssh:\n"
             "  user: root\n"
             f"  identity_file: {self.lab.ssh_key}\n"
@@ -383,7 +385,9 @@ def bootstrap_config() -> str:
 
 
 def test_down_purge_leaves_the_machines_clean(mixed):
-    mixed.write_config()
+    # The arm64 host is gone from foundation.yaml but the state file still knows it: `down` reaches it
+    # the way `up` did, through the bastion (a direct login is refused), with what the state file kept.
+    mixed.write_config(arm=False)
     proc = mixed.run("down", "--purge")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for name, h in mixed.foreign.items():
