@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from foundation_cli.commands.common import current
-from foundation_cli.errors import PartialFailure
+from foundation_cli.errors import FoundationError, PartialFailure
 
 
 def _prompt(text: str) -> str:
@@ -92,23 +92,30 @@ def up_remote(
     join: list[str] | None = None,
     parallel: int = 10,
 ) -> None:
+    """Run `up`, then say what it did on every host (table or ``--json``), also when it stopped early;
+    then the one-line error, if any, with its exit status."""
     from foundation_cli.core import orchestrator
 
     run = current()
+    stopped: orchestrator.UpStopped | None = None
     with HostProgress([h.address for h in cfg.hosts if not only or h.address in only]) as progress:
-        result = orchestrator.up(
-            cfg,
-            consul_binary=consul_binary,
-            accept_new=accept_new,
-            only=only,
-            prompt=_prompt,
-            progress=progress,
-            join=join,
-            parallel=parallel,
-            token=run.settings.token,
-        )
+        try:
+            result = orchestrator.up(
+                cfg,
+                consul_binary=consul_binary,
+                accept_new=accept_new,
+                only=only,
+                prompt=_prompt,
+                progress=progress,
+                join=join,
+                parallel=parallel,
+                token=run.settings.token,
+            )
+        except orchestrator.UpStopped as stop:  # the hosts were (maybe) touched: show what happened on each
+            stopped, result = stop, stop.result
+    error = stopped.error if stopped is not None else _up_error(result, dry_run=run.settings.dry_run)
     if run.settings.json:
-        run.out.json(result.to_dict())
+        run.out.json(result.to_dict(error))
     else:
         _print_results(result.hosts, title=None)
         for addr in result.removed:
@@ -117,31 +124,36 @@ def up_remote(
             )
         for w in result.warnings:
             run.out.warn(w)
-        if not run.settings.dry_run and result.http_addr:
+        if not run.settings.dry_run and result.http_addr and stopped is None:
             verdict = "unchanged" if all(h.state in ("unchanged", "failed") for h in result.hosts) else "changed"
             run.out.line(f"cluster {result.cluster_id} ({result.datacenter}) at {result.http_addr}: {verdict}")
+    if error is not None:
+        raise error
+
+
+def _up_error(result, *, dry_run: bool) -> FoundationError | None:
+    """What a finished `up` exits with: its failed hosts (7; a host's own status when all failed), else
+    a cluster that did not form in time (3), else nothing."""
     failed = result.failed
     if failed:
-        worst = failed[0].exit_status if len(failed) == len(result.hosts) else 7
         names = ", ".join(h.alias for h in failed)
         if len(failed) == len(result.hosts):
-            from foundation_cli.errors import FoundationError
-
             first = failed[0].error or "failed"
             text = first if len(failed) == 1 else f"all {len(failed)} hosts failed; first: {first}"
             err = FoundationError(text, hint=failed[0].hint)
-            err.exit_status = worst  # type: ignore[misc]
-            raise err
-        raise PartialFailure(
+            err.exit_status = failed[0].exit_status  # type: ignore[assignment]
+            return err
+        return PartialFailure(
             f"{len(failed)} of {len(result.hosts)} hosts failed: {names}"
             + (f" ({failed[0].error})" if len(failed) == 1 else ""),
             hint=failed[0].hint
             or "fix what the table says, then run `foundation up` again: it only redoes what is missing",
         )
-    if result.warnings and not run.settings.dry_run:
+    if result.warnings and not dry_run:
         from foundation_cli.errors import UnreachableError
 
-        raise UnreachableError(result.warnings[0])
+        return UnreachableError(result.warnings[0])
+    return None
 
 
 def down_remote(*, purge: bool, only: list[str] | None) -> None:

@@ -58,7 +58,8 @@ class UpResult:
     def failed(self) -> list[HostResult]:
         return [h for h in self.hosts if h.error]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, error: FoundationError | None = None) -> dict[str, Any]:
+        """The ``up --json`` document; ``error``: what made the run exit non-zero (``null`` when it did not)."""
         return {
             "cluster_id": self.cluster_id,
             "datacenter": self.datacenter,
@@ -66,7 +67,23 @@ class UpResult:
             "hosts": [h.to_dict() for h in self.hosts],
             "removed": self.removed,
             "warnings": self.warnings,
+            "error": None
+            if error is None
+            else {"message": error.message, "hint": error.hint, "exit_status": int(error.exit_status)},
         }
+
+
+class UpStopped(FoundationError):
+    """``up`` stopped before its last step: the error that stopped it, and what the run did until then.
+
+    Carries the error's message, hint and exit status, so it reads the same when nobody unpacks it;
+    ``result`` holds every host's steps and errors so far (the table / ``--json`` of a normal run).
+    """
+
+    def __init__(self, error: FoundationError, result: UpResult) -> None:
+        super().__init__(error.message, hint=error.hint, details=error.details)
+        self.exit_status = error.exit_status
+        self.error, self.result = error, result
 
 
 def gossip_key_path() -> Path:
@@ -453,14 +470,18 @@ def apply(run: UpRun) -> None:
                 except FoundationError as exc:
                     _warn(run, h.address, exc.message)
 
-    cfg, state = run.cfg, run.state
-    result = run.result
+    _summarize(run)
+    _set_http_addrs(run)
+
+
+def _summarize(run: UpRun) -> None:
+    """The run's result so far: every host's report (steps done, error), the cluster's id, removed hosts."""
+    cfg, state, result = run.cfg, run.state, run.result
     result.hosts = [run.results[h.address] for h in run.hosts]
     result.cluster_id, result.datacenter, result.token = run.cluster_id, cfg.datacenter, run.token
     result.cacert = run.cacert
     current_addrs = {h.address for h in cfg.hosts}
     result.removed = [a for a in state.get("hosts") or [] if a not in current_addrs]
-    _set_http_addrs(run)
 
 
 def _warn_single_server(run: UpRun, ordered: list[HostConfig]) -> None:
@@ -605,8 +626,8 @@ def _refuse_a_cluster_that_cannot_form(run: UpRun) -> None:
     if why and secure_up.acl_on(run):
         raise PartialFailure(
             why,
-            hint="fix that host (or pin other servers with role: server in foundation.yaml), then run "
-            "`foundation up` again: it only redoes what is missing",
+            hint="the healthy servers keep waiting for it (bootstrap_expect); once that host is reachable "
+            "again, run `foundation up` again: it starts Consul there and the cluster forms",
         )
 
 
@@ -742,6 +763,8 @@ def up(
 ) -> UpResult:
     """Bring every host of ``cfg`` to its plan; per-host failures are kept, never raised.
 
+    A step that stops the whole run raises :class:`UpStopped`: its error, and the result so far.
+
     ``join``: servers of an existing cluster (the ``consul`` strategy's join-only targets): our hosts
     join them as clients (unless pinned ``role: server``) and are never their bootstrap.
     ``parallel``: at most this many hosts worked on at once.
@@ -761,6 +784,9 @@ def up(
     try:
         for step in UP_STEPS:
             step(run)
+    except FoundationError as exc:  # a stop of the whole run: what each host got so far goes with it
+        _summarize(run)
+        raise UpStopped(exc, run.result) from exc
     finally:
         run.close()
     return run.result

@@ -1,0 +1,67 @@
+"""`foundation up` says what it did on every host also when a step stops the whole run (table, --json)."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from foundation_cli.commands.app import app
+from foundation_cli.core import orchestrator
+from foundation_cli.core.bootstrap import HostResult, StepResult
+from foundation_cli.errors import PartialFailure, UnreachableError
+
+WHY = "the new cluster cannot elect a leader: its 3 servers wait for each other (bootstrap_expect)"
+
+
+def _stop_after_apply(run: orchestrator.UpRun) -> None:
+    """What the lost-server run leaves: two servers done, one lost before its Consul, then the stop."""
+    for addr, role in (("a", "server"), ("b", "server"), ("c", "server"), ("d", "client")):
+        r = run.results[addr]
+        r.node_name, r.role, r.address = f"n-{addr}", role, addr
+        r.steps = [StepResult("secrets", "written"), StepResult("consul", "started")]
+    run.results["c"].steps = [StepResult("secrets", "written")]
+    run.results["c"].fail(UnreachableError("c: SSH connection lost"))
+    raise PartialFailure(WHY, hint="re-run `foundation up`")
+
+
+def invoke(args, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("FOUNDATION_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setattr(orchestrator, "UP_STEPS", (_stop_after_apply,))
+    (tmp_path / "foundation.yaml").write_text("hosts: [a, b, c, d]\nservers: 3\n")
+    return CliRunner().invoke(app, args, catch_exceptions=False)
+
+
+def test_a_stopped_up_prints_every_host_in_json_with_the_error(tmp_path, monkeypatch):
+    res = invoke(["up", "--json"], tmp_path, monkeypatch)
+    assert res.exit_code == 7, res.output
+    doc = json.loads(res.stdout)
+    assert [(h["host"], h["state"]) for h in doc["hosts"]] == [
+        ("a", "changed"),
+        ("b", "changed"),
+        ("c", "failed"),
+        ("d", "changed"),
+    ]
+    assert doc["hosts"][2]["error"] == "c: SSH connection lost"
+    assert [s["step"] for s in doc["hosts"][2]["steps"]] == ["secrets"]
+    assert doc["error"] == {"message": WHY, "hint": "re-run `foundation up`", "exit_status": 7}
+    assert set(doc) >= {"cluster_id", "datacenter", "http_addr", "removed", "warnings"}
+    assert f"error: {WHY}" in res.stderr
+
+
+def test_a_stopped_up_prints_the_table_then_the_one_line_error(tmp_path, monkeypatch):
+    res = invoke(["up"], tmp_path, monkeypatch)
+    assert res.exit_code == 7, res.output
+    rows = {line.split()[0]: line for line in res.stdout.splitlines()[1:] if line.strip()}
+    assert sorted(rows) == ["a", "b", "c", "d"], res.stdout
+    assert "failed" in rows["c"] and "SSH connection lost" in rows["c"]
+    assert "consul: started" in rows["a"] and "changed" in rows["d"]
+    assert "cluster " not in res.stdout  # no "cluster … at …: changed" verdict for a cluster that did not form
+    assert res.stderr.strip().splitlines()[-2:] == [f"error: {WHY}", "hint: re-run `foundation up`"]
+
+
+def test_a_finished_up_has_a_null_error_in_json():
+    assert orchestrator.UpResult(hosts=[HostResult(alias="a")]).to_dict()["error"] is None
