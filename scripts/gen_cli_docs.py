@@ -122,7 +122,10 @@ scripts. The conventions, for every command:
 - JSON goes to stdout, one document per run (streaming commands such as `listen --json` print one
   object per line). Progress and chatter go to stderr, so `foundation … --json | jq` always works.
 - Errors are not JSON: the exit code says what happened (see [exit-codes.md](exit-codes.md)) and
-  stderr has the one-line `error:` message.
+  stderr has the one-line `error:` message. `up --json` is the exception: it always prints its
+  document (every host's state, steps and error), also when hosts failed or the run stopped early,
+  with `error` set to `{"message", "hint", "exit_status"}` of the error it exits with (`null` when it
+  exits 0); the `error:` line and the exit code stay the same.
 - Secrets are masked (`****`) in JSON exactly as in text.
 - Schemas evolve additively: fields may be added; existing fields keep their name, type and
   meaning. Validate with any JSON Schema validator, for example with the `jsonschema` package
