@@ -8,9 +8,10 @@ import pytest
 
 from foundation_cli.core import bootstrap
 from foundation_cli.core import cluster_config as cc
-from foundation_cli.core.bootstrap import HostResult, Probe
-from foundation_cli.core.orchestrator import UpRun, _unique_names, plan, ssh_options
+from foundation_cli.core.bootstrap import Probe
+from foundation_cli.core.orchestrator import UpRun, _unique_names
 from foundation_cli.errors import FoundationError
+from tests.unit.up_runs import planned_run
 
 INJECTED = "node-1\nExecStartPre=/bin/touch /tmp/pwned"
 
@@ -47,17 +48,7 @@ def test_the_unit_file_refuses_a_newline_in_any_value():
 
 def _plan(tmp_path, monkeypatch, yaml: str, probes: dict[str, Probe]) -> UpRun:
     monkeypatch.setenv("FOUNDATION_STATE_DIR", str(tmp_path))
-    cfg = cc.parse(yaml)
-    run = UpRun(
-        cfg=cfg,
-        hosts=cfg.hosts,
-        opts=ssh_options(cfg),
-        say=lambda _h, _m: None,
-        results={h.address: HostResult(alias=h.address) for h in cfg.hosts},
-    )
-    run.probes = probes
-    plan(run)
-    return run
+    return planned_run(yaml, probes=probes)
 
 
 HOSTILE_KEY = "aG9zdGlsZS1rZXktaG9zdGlsZS1rZXktaG9zdGlsZSE="

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from foundation_cli.core import cluster_config, drain, snapshots
 from foundation_cli.errors import ConfigError
 from foundation_cli.facades import remote
+from tests.unit.up_runs import planned_run
 
 
 def test_labels_become_node_meta():
@@ -150,22 +151,12 @@ def test_up_plans_labels_as_node_meta_and_keeps_per_host_ssh(tmp_path, monkeypat
     """plan(): a host's labels reach its Consul config; record(): its own SSH settings reach the state."""
     monkeypatch.setenv("FOUNDATION_STATE_DIR", str(tmp_path))
     from foundation_cli import cluster_state
-    from foundation_cli.core.bootstrap import HostResult, Probe
-    from foundation_cli.core.orchestrator import UpRun, plan, record, ssh_options
+    from foundation_cli.core.orchestrator import record
 
-    cfg = cluster_config.parse(
+    run = planned_run(
         "hosts:\n  - address: a\n    user: pi\n    port: 2222\n    labels: {usb: zigbee}\n"
         "  - b\n  - address: c\n    identity_file: ~/.ssh/c_key\nssh:\n  user: root\n"
     )
-    run = UpRun(
-        cfg=cfg,
-        hosts=cfg.hosts,
-        opts=ssh_options(cfg),
-        say=lambda _h, _m: None,
-        results={h.address: HostResult(alias=h.address) for h in cfg.hosts},
-    )
-    run.probes = {h.address: Probe(hostname=h.address, addr=f"10.0.0.{i}") for i, h in enumerate(cfg.hosts, 1)}
-    plan(run)
     assert run.plans["a"].consul_config["node_meta"]["usb"] == "zigbee"
     assert "usb" not in run.plans["b"].consul_config["node_meta"]
     run.http_addrs = ["http://10.0.0.1:8500"]

@@ -12,6 +12,7 @@ from foundation_cli.core import host_ssh
 from foundation_cli.errors import UnreachableError
 from foundation_cli.facades import remote
 from foundation_cli.tools import ssh
+from tests.unit.up_runs import planned_run
 
 
 def test_each_key_comes_from_the_first_layer_that_sets_it():
@@ -73,8 +74,7 @@ def test_down_reaches_a_host_gone_from_the_config_through_the_bastion_up_used(tm
 
 def test_up_keeps_the_settings_of_hosts_gone_from_the_config_and_replaces_the_listed_ones(tmp_path, monkeypatch):
     monkeypatch.setenv("FOUNDATION_STATE_DIR", str(tmp_path))
-    from foundation_cli.core.bootstrap import HostResult, Probe
-    from foundation_cli.core.orchestrator import UpRun, plan, record, ssh_options
+    from foundation_cli.core.orchestrator import record
 
     cluster_state.save(
         {
@@ -82,17 +82,8 @@ def test_up_keeps_the_settings_of_hosts_gone_from_the_config_and_replaces_the_li
             "host_ssh": {"gone": {"proxy_jump": "root@a"}, "b": {"proxy_jump": "root@old-bastion"}},
         }
     )
-    cfg = cc.parse("hosts:\n  - {address: a, user: pi}\n  - b\n")  # b is reached directly now
-    run = UpRun(
-        cfg=cfg,
-        hosts=cfg.hosts,
-        opts=ssh_options(cfg),
-        say=lambda _h, _m: None,
-        results={h.address: HostResult(alias=h.address) for h in cfg.hosts},
-        state=cluster_state.load(),
-    )
-    run.probes = {h.address: Probe(hostname=h.address, addr=f"10.0.0.{i}") for i, h in enumerate(cfg.hosts, 1)}
-    plan(run)
+    # b is reached directly now
+    run = planned_run("hosts:\n  - {address: a, user: pi}\n  - b\n", state=cluster_state.load())
     run.http_addrs = ["http://10.0.0.1:8500"]
     record(run)
     assert cluster_state.load()["host_ssh"] == {"gone": {"proxy_jump": "root@a"}, "a": {"user": "pi"}}

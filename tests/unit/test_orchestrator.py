@@ -7,6 +7,7 @@ import json
 from foundation_cli.core import cluster_config as cc
 from foundation_cli.core.bootstrap import Probe
 from foundation_cli.core.orchestrator import _choose_servers, _unique_names, consul_config_for
+from tests.unit.up_runs import planned_run, up_run
 
 
 def probe(hostname: str, addr: str, config: dict | None = None) -> Probe:
@@ -115,19 +116,8 @@ def test_for_each_never_runs_more_than_parallel_at_once():
 
 def test_plan_step_decides_roles_names_and_one_plan_per_probed_host(tmp_path, monkeypatch):
     monkeypatch.setenv("FOUNDATION_STATE_DIR", str(tmp_path))
-    from foundation_cli.core.bootstrap import HostResult
-    from foundation_cli.core.orchestrator import UpRun, plan, ssh_options
-
-    cfg = cc.parse("hosts: [a, b, c, d, e]\nservers: 3\n")
-    run = UpRun(
-        cfg=cfg,
-        hosts=cfg.hosts,
-        opts=ssh_options(cfg),
-        say=lambda _h, _m: None,
-        results={h.address: HostResult(alias=h.address) for h in cfg.hosts},
-    )
-    run.probes = {h.address: probe("pi", f"10.0.0.{i}") for i, h in enumerate(cfg.hosts[:4], 1)}  # e unreachable
-    plan(run)
+    probes = {a: probe("pi", f"10.0.0.{i}") for i, a in enumerate("abcd", 1)}  # e unreachable
+    run = planned_run("hosts: [a, b, c, d, e]\nservers: 3\n", probes=probes)
     assert set(run.plans) == {"a", "b", "c", "d"}
     assert run.servers == {"a", "b", "c"} and run.server_addrs == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
     assert [run.plans[a].node_name for a in "abcd"] == [f"pi-10-0-0-{i}" for i in range(1, 5)]
@@ -175,21 +165,12 @@ def test_node_tokens_are_kept_in_the_state_file_before_any_host_gets_them(tmp_pa
 
 def test_a_new_cluster_missing_a_server_is_refused_at_once_not_after_a_90_s_wait(tmp_path, monkeypatch):
     monkeypatch.setenv("FOUNDATION_STATE_DIR", str(tmp_path))
-    from foundation_cli.core.bootstrap import HostResult, StepResult
-    from foundation_cli.core.orchestrator import UpRun, cannot_form, ssh_options
+    from foundation_cli.core.bootstrap import StepResult
+    from foundation_cli.core.orchestrator import UpRun, cannot_form
     from foundation_cli.errors import UnreachableError
 
-    cfg = cc.parse("hosts: [a, b, c, d]\nservers: 3\n")
-
     def run_with(*, running: bool = False, state: dict | None = None) -> UpRun:
-        run = UpRun(
-            cfg=cfg,
-            hosts=cfg.hosts,
-            opts=ssh_options(cfg),
-            say=lambda _h, _m: None,
-            results={h.address: HostResult(alias=h.address) for h in cfg.hosts},
-            state=state or {},
-        )
+        run = up_run("hosts: [a, b, c, d]\nservers: 3\n", state=state or {})
         run.servers = {"a", "b", "c"}
         run.probes = {x: Probe(hostname=x, addr=x, consul_running=running) for x in "abcd"}
         for x in "abd":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from foundation_cli.core import upgrade
+from tests.unit.up_runs import planned_run
 
 # /v1/operator/raft/configuration as Consul 1.8 answers it (trimmed).
 RAFT = {
@@ -25,24 +26,13 @@ def test_the_leader_is_named_by_node_and_host():
 
 
 def test_upgrade_and_the_secure_migration_both_restart_that_leader_last(tmp_path, monkeypatch):
-    from foundation_cli.core import cluster_config as cc
-    from foundation_cli.core import orchestrator, secure_migration
-    from foundation_cli.core.bootstrap import HostResult, Probe
+    from foundation_cli.core import secure_migration
 
     catalog = [{"Node": f"s{i}", "Address": f"10.0.0.{i}"} for i in (1, 2, 3)]
     assert [s.node for s in upgrade.plan_order(RAFT, catalog)] == ["s1", "s3", "s2"]
 
     monkeypatch.setenv("FOUNDATION_STATE_DIR", str(tmp_path))
-    cfg = cc.parse("hosts: [a, b, c]\n")
-    run = orchestrator.UpRun(
-        cfg=cfg,
-        hosts=cfg.hosts,
-        opts=orchestrator.ssh_options(cfg),
-        say=lambda _h, _m: None,
-        results={h.address: HostResult(alias=h.address) for h in cfg.hosts},
-    )
-    run.probes = {h.address: Probe(hostname=h.address, addr=f"10.0.0.{i}") for i, h in enumerate(cfg.hosts, 1)}
-    orchestrator.plan(run)
+    run = planned_run("hosts: [a, b, c]\n")
     answer = SimpleNamespace(operator=SimpleNamespace(raft_config=lambda: RAFT))
     monkeypatch.setattr(secure_migration, "_client", lambda *_a: answer)
-    assert [h.address for h in secure_migration.order(run, cfg.hosts)] == ["a", "c", "b"]
+    assert [h.address for h in secure_migration.order(run, run.hosts)] == ["a", "c", "b"]

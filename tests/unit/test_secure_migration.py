@@ -11,6 +11,7 @@ import dataclasses
 
 from foundation_cli.core import tls
 from foundation_cli.core.secure_migration import LEVELS, levels, needed, relaxed
+from tests.unit.up_runs import planned_run
 
 OPEN = {
     "server": True,
@@ -102,22 +103,13 @@ def test_an_existing_loopback_http_binding_is_kept():
 def test_migrate_order_servers_offer_then_acls_then_clients_then_enforce(tmp_path, monkeypatch):
     """Every server is at a level before any goes to the next; ACLs and clients between offer and outgoing;
     a server that is new to the cluster starts only once the others enforce TLS."""
-    from foundation_cli.core import cluster_config as cc
-    from foundation_cli.core import orchestrator, secure_migration
-    from foundation_cli.core.bootstrap import HostResult, Probe, render_config
+    from foundation_cli.core import secure_migration
+    from foundation_cli.core.bootstrap import render_config
 
     monkeypatch.setenv("FOUNDATION_STATE_DIR", str(tmp_path))
-    cfg = cc.parse("hosts: [a, b, c, d, e]\nservers: 3\ntls: {enabled: false}\n")
-    run = orchestrator.UpRun(
-        cfg=cfg,
-        hosts=cfg.hosts,
-        opts=orchestrator.ssh_options(cfg),
-        say=lambda _h, _m: None,
-        results={h.address: HostResult(alias=h.address) for h in cfg.hosts},
-        parallel=1,  # the events in a fixed order
-    )
-    run.probes = {h.address: Probe(hostname=h.address, addr=f"10.0.0.{i}") for i, h in enumerate(cfg.hosts, 1)}
-    orchestrator.plan(run)
+    # parallel=1: the events in a fixed order
+    run = planned_run("hosts: [a, b, c, d, e]\nservers: 3\ntls: {enabled: false}\n", parallel=1)
+    cfg = run.cfg
     from foundation_cli.core.secure_up import secure_plan
 
     secure_plan(run)
@@ -182,22 +174,13 @@ def test_the_health_wait_uses_the_token_we_hold_before_the_acl_step(tmp_path, mo
 
 def test_before_the_bootstrap_the_health_wait_asks_a_server_with_acls_still_off(tmp_path, monkeypatch):
     """A server with ACLs on answers anonymous 403 ("ACL not found") while the leader has them off."""
-    from foundation_cli.core import cluster_config as cc
-    from foundation_cli.core import orchestrator, secure_migration
-    from foundation_cli.core.bootstrap import HostResult, Probe, render_config
+    from foundation_cli.core import secure_migration
+    from foundation_cli.core.bootstrap import render_config
     from foundation_cli.tools import consul as consul_tool
 
     monkeypatch.setenv("FOUNDATION_STATE_DIR", str(tmp_path))
-    cfg = cc.parse("hosts: [a, b, c]\ntls: {enabled: false}\n")
-    run = orchestrator.UpRun(
-        cfg=cfg,
-        hosts=cfg.hosts,
-        opts=orchestrator.ssh_options(cfg),
-        say=lambda _h, _m: None,
-        results={h.address: HostResult(alias=h.address) for h in cfg.hosts},
-    )
-    run.probes = {h.address: Probe(hostname=h.address, addr=f"10.0.0.{i}") for i, h in enumerate(cfg.hosts, 1)}
-    orchestrator.plan(run)
+    run = planned_run("hosts: [a, b, c]\ntls: {enabled: false}\n")
+    cfg = run.cfg
     with_acl = render_config({**OPEN, "acl": {"enabled": True, "default_policy": "allow"}})
     run.probes["a"] = dataclasses.replace(run.probes["a"], config=with_acl)  # restarted at the offer level
     run.probes["c"] = dataclasses.replace(run.probes["c"], config=render_config(OPEN))

@@ -9,25 +9,17 @@ import pytest
 
 from foundation_cli.core import bootstrap, tls
 from foundation_cli.core import cluster_config as cc
-from foundation_cli.core.bootstrap import HostResult, Probe
-from foundation_cli.core.orchestrator import UpRun, plan, ssh_options
+from foundation_cli.core.bootstrap import Probe
+from foundation_cli.core.orchestrator import UpRun
 from foundation_cli.core.secure_up import api_url, secure_plan
+from tests.unit.up_runs import planned_run
 
 
 def _run(text: str, tmp_path, monkeypatch, state: dict | None = None) -> UpRun:
     monkeypatch.setenv("FOUNDATION_STATE_DIR", str(tmp_path / "state"))
-    cfg = cc.parse(text)
-    run = UpRun(
-        cfg=cfg,
-        hosts=cfg.hosts,
-        opts=ssh_options(cfg),
-        say=lambda _h, _m: None,
-        results={h.address: HostResult(alias=h.address) for h in cfg.hosts},
-        state=state or {},
-    )
-    run.probes = {h.address: Probe(hostname=f"n{i}", addr=f"10.0.0.{i}") for i, h in enumerate(cfg.hosts, 1)}
-    plan(run)
-    return run
+    names = [h.address for h in cc.parse(text).hosts]
+    probes = {a: Probe(hostname=f"n{i}", addr=f"10.0.0.{i}") for i, a in enumerate(names, 1)}
+    return planned_run(text, probes=probes, state=state or {})
 
 
 def test_acl_only_every_node_gets_its_own_tokens_and_no_master(tmp_path, monkeypatch):
