@@ -24,6 +24,7 @@ from typing import Any
 
 from foundation_cli.core import keys, live_settings
 from foundation_cli.core.live_settings import LIVE, LiveSettings
+from foundation_cli.core.retry import backoff
 
 WAIT = "5s"  # blocking-query wait: bounds how long stop takes to be noticed
 
@@ -116,4 +117,4 @@ def run(ctx, stop: threading.Event) -> None:
                 logger.warning("config watch failed (%s); retrying", getattr(exc, "message", None) or exc)
             failures += 1
             index = None
-            stop.wait(min(5.0, 0.25 * 2 ** min(failures, 5)))
+            stop.wait(backoff(failures))

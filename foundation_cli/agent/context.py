@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from foundation_cli.core import keys
+from foundation_cli.core.retry import backoff
 from foundation_cli.raw.operation import RawOperation
 from foundation_cli.raw.recorder import Recorder
 from foundation_cli.settings import Settings
@@ -103,11 +104,6 @@ class AgentContext:
         path = self.data_dir / "nodes" / self.node
         path.mkdir(parents=True, exist_ok=True)
         return path
-
-
-def backoff(attempt: int, *, base: float = 0.25, cap: float = 5.0) -> float:
-    """Exponential backoff for retries against Consul (leader elections, restarts)."""
-    return min(cap, base * (2 ** min(attempt, 16)))
 
 
 def retrying(

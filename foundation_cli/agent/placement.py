@@ -24,11 +24,12 @@ import threading
 import time
 from pathlib import Path
 
-from foundation_cli.agent.context import AgentContext, _short, backoff
+from foundation_cli.agent.context import AgentContext, _short
 from foundation_cli.agent.session import NodeSession
 from foundation_cli.agent.supervisor import Instance, Lease, WarmGuard
 from foundation_cli.core import drain, keys
 from foundation_cli.core.agent_requests import lock_value, service_registration
+from foundation_cli.core.retry import backoff
 from foundation_cli.core.service_spec import ServiceSpec
 from foundation_cli.core.timing import Timing, next_acquire, session_lock_delay
 from foundation_cli.errors import PermissionDeniedError

@@ -24,12 +24,12 @@ from foundation_cli.agent.context import (
     AgentRecorder,
     ExplainLog,
     _short,
-    backoff,
     data_root,
     retrying,
 )
 from foundation_cli.core import keys
 from foundation_cli.core.agent_requests import agent_registration
+from foundation_cli.core.retry import backoff
 from foundation_cli.core.timing import Timing
 from foundation_cli.errors import UsageError
 from foundation_cli.raw.recorder import set_process_recorder

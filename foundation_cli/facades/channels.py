@@ -38,6 +38,7 @@ from foundation_cli.core import channel_gc
 from foundation_cli.core import envelope as env_mod
 from foundation_cli.core.channel_gc import BLOB_RETENTION
 from foundation_cli.core.envelope import Envelope, Since
+from foundation_cli.core.retry import backoff
 from foundation_cli.errors import FoundationError, PermissionDeniedError, UsageError
 
 HISTORY_MAX = 100  # messages kept per durable channel
@@ -579,7 +580,7 @@ class _Reader(threading.Thread):
                 failures += 1
                 if failures == 1:
                     self.put("gap", f"{self.what} failed ({exc.message}); retrying — messages may be missed meanwhile")
-                self.halt.wait(min(5.0, 0.25 * 2 ** min(failures, 5)))
+                self.halt.wait(backoff(failures))
             except BaseException as exc:  # noqa: BLE001 - a bug here must end the listener, loudly
                 self.put("fatal", exc)
                 return
