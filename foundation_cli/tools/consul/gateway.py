@@ -119,9 +119,9 @@ def raise_for_status(method: str, path: str, response: Response, *, allow_404: b
         return
     text = _body_text(response).splitlines()[0] if _body_text(response) else ""
     where = ascii_path(method, path)
-    if code == 403:
+    if code == 403:  # Consul's reason tells an unknown token ("ACL not found") from a narrow one
         raise PermissionDeniedError(
-            f"Consul refused {where}: permission denied (403)",
+            f"Consul refused {where}: permission denied (403{f': {text[:80]}' if text else ''})",
             hint="check the ACL token: --token or CONSUL_HTTP_TOKEN",
         )
     if code == 401:
