@@ -106,24 +106,63 @@ class AgentContext:
         return path
 
 
+@dataclass(frozen=True)
+class Soon:
+    """A failure expected to clear within moments: retried every ``step`` s for ``window`` s (not backed
+    off, so the caller goes on as soon as it clears), then like any other failure after one log line
+    (``why_still``) — a failure that does not clear is never polled fast for ever."""
+
+    matches: Callable[[BaseException], bool]
+    window: float
+    why_still: str
+    step: float = 0.2
+
+
 def retrying(
-    fn: Callable[[], Any], stop: threading.Event, logger: logging.Logger, what: str, *, cap: float = 5.0
+    fn: Callable[[], Any],
+    stop: threading.Event,
+    logger: logging.Logger,
+    what: str,
+    *,
+    cap: float = 5.0,
+    soon: Soon | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Any:
     """Call ``fn`` until it succeeds or ``stop`` is set; log each failure once per streak.
 
     Consul answers 500 ("No cluster leader") during elections and refuses
     connections while the local agent restarts: the agent rides through both.
+    ``soon``: a failure retried at short steps for a while (:class:`Soon`).
     Returns ``None`` when stopped before success.
     """
     attempt = 0
+    first_failure: float | None = None
+    soon_since: float | None = None
+    said_still = False
     while not stop.is_set():
         try:
-            return fn()
+            result = fn()
         except Exception as exc:  # noqa: BLE001 - any failure is retried
-            if attempt == 0:
+            now = clock()
+            if first_failure is None:
+                first_failure = now
                 logger.warning("%s failed (%s); retrying", what, _short(exc))
+            if soon is not None and soon.matches(exc):
+                soon_since = now if soon_since is None else soon_since
+                if now - soon_since < soon.window:
+                    stop.wait(soon.step)
+                    continue
+                if not said_still:
+                    logger.error(
+                        "%s still failing after %.0f s (%s): %s", what, now - soon_since, _short(exc), soon.why_still
+                    )
+                    said_still = True
             stop.wait(backoff(attempt, cap=cap))
             attempt += 1
+        else:
+            if first_failure is not None:
+                logger.info("%s succeeded %.1f s after its first failure", what, clock() - first_failure)
+            return result
     return None
 
 

@@ -23,6 +23,7 @@ from foundation_cli.agent.context import (
     AgentContext,
     AgentRecorder,
     ExplainLog,
+    Soon,
     _short,
     data_root,
     retrying,
@@ -31,10 +32,34 @@ from foundation_cli.core import keys
 from foundation_cli.core.agent_requests import agent_registration
 from foundation_cli.core.retry import backoff
 from foundation_cli.core.timing import Timing
-from foundation_cli.errors import UsageError
+from foundation_cli.errors import PermissionDeniedError, UsageError
 from foundation_cli.raw.recorder import set_process_recorder
 from foundation_cli.raw.secrets import MaskingFilter
 from foundation_cli.settings import Settings
+
+TOKEN_WAIT = 30.0  # s: how long a token Consul does not know is retried at short steps (FOUNDATION_AGENT_TOKEN_WAIT)
+
+
+def token_not_made_yet() -> Soon:
+    """Consul answers 403 "ACL not found": it does not know the agent's token, for now.
+
+    On a new cluster `up` starts each server's node agent right after its Consul, while the ACL step
+    that creates the agent's token (it needs the servers' first leader) comes later: that 403 lasts
+    until then (1-3 s in the lab). Polled every 0.2 s so the agent starts the moment its token
+    exists; a token that stays unknown (another cluster's, or deleted) is said once, then backed off.
+    """
+    source = os.environ.get("CONSUL_HTTP_TOKEN_FILE") or "CONSUL_HTTP_TOKEN"
+    try:
+        window = float(os.environ.get("FOUNDATION_AGENT_TOKEN_WAIT") or TOKEN_WAIT)
+    except ValueError:
+        window = TOKEN_WAIT
+    return Soon(
+        matches=lambda exc: isinstance(exc, PermissionDeniedError) and "ACL not found" in exc.message,
+        window=window,
+        why_still=f"Consul does not know the agent's ACL token ({source}): from another cluster, or deleted? "
+        "`foundation up` writes this node's token; retrying with backoff (at most every 5 s)",
+    )
+
 
 TASK_JOIN_TIMEOUT = 15.0  # for the tasks that must finish their work on stop (task_registry.FINISH_ON_STOP)
 IDLE_TASK_GRACE = 0.5  # the others: their writes are atomic (KV, os.replace); one blocked in a read is left
@@ -88,7 +113,7 @@ class Agent:
             signal.signal(sig, lambda *_: self.stop.set())
         client = self._client()
         self.log.info("connecting to Consul at %s", self.settings.consul_addr)
-        me = retrying(client.agent.self, self.stop, self.log, "reading /v1/agent/self")
+        me = retrying(client.agent.self, self.stop, self.log, "reading /v1/agent/self", soon=token_not_made_yet())
         if me is None:
             return 0
         consul_node = me["Config"]["NodeName"]

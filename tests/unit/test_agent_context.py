@@ -1,0 +1,92 @@
+"""agent/context.retrying: a token Consul does not know yet is polled at short steps, for a while only."""
+
+from __future__ import annotations
+
+import logging
+
+from foundation_cli.agent.context import retrying
+from foundation_cli.agent.runner import token_not_made_yet
+from foundation_cli.core.retry import backoff
+from foundation_cli.errors import PermissionDeniedError
+
+UNKNOWN = PermissionDeniedError("Consul refused GET /v1/agent/self: permission denied (403: ACL not found)")
+NARROW = PermissionDeniedError("Consul refused GET /v1/agent/self: permission denied (403: Permission denied)")
+
+
+class Clock:
+    """A clock and a stop event in one: waiting moves the clock (no sleeping); set once past ``until``."""
+
+    def __init__(self, until: float = 1e9) -> None:
+        self.now, self.until, self.waits = 0.0, until, []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def is_set(self) -> bool:
+        return self.now >= self.until
+
+    def wait(self, seconds: float) -> bool:
+        self.waits.append(seconds)
+        self.now += seconds
+        return self.is_set()
+
+
+def failing(times: int, exc: Exception):
+    calls = []
+
+    def fn():
+        calls.append(1)
+        if len(calls) <= times:
+            raise exc
+        return {"Config": {"NodeName": "n1"}}
+
+    return fn
+
+
+def test_a_token_not_made_yet_is_polled_every_0_2_s_until_it_works(caplog, monkeypatch):
+    monkeypatch.delenv("FOUNDATION_AGENT_TOKEN_WAIT", raising=False)
+    clock = Clock()
+    log = logging.getLogger("test.agent")
+    with caplog.at_level(logging.INFO, logger="test.agent"):
+        me = retrying(
+            failing(12, UNKNOWN), clock, log, "reading /v1/agent/self", soon=token_not_made_yet(), clock=clock
+        )
+    assert me == {"Config": {"NodeName": "n1"}}
+    assert clock.waits == [0.2] * 12  # was 0.25, 0.5, 1, 2, 4, 5 …: the agent started up to 4 s after its token
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and "403: ACL not found" in lines[0] and "succeeded 2.4 s after" in lines[1], lines
+
+
+def test_a_token_that_stays_unknown_is_said_once_then_backed_off_as_before(caplog, monkeypatch):
+    monkeypatch.setenv("CONSUL_HTTP_TOKEN_FILE", "/etc/foundation/agent.token")
+    monkeypatch.delenv("FOUNDATION_AGENT_TOKEN_WAIT", raising=False)
+    clock = Clock(until=120)
+    log = logging.getLogger("test.agent")
+    with caplog.at_level(logging.INFO, logger="test.agent"):
+        got = retrying(
+            failing(10**6, UNKNOWN), clock, log, "reading /v1/agent/self", soon=token_not_made_yet(), clock=clock
+        )
+    assert got is None  # stopped, never succeeded
+    fast = [w for w in clock.waits if w == 0.2]
+    assert clock.waits[: len(fast)] == fast and 29.9 < sum(fast) < 30.3  # 30 s of short steps, no more
+    rest = clock.waits[len(fast) :]
+    assert rest == [backoff(i) for i in range(len(rest))]  # then the usual backoff
+    assert max(clock.waits) == 5.0
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1, errors
+    assert "still failing after 30 s (" in errors[0] and "ACL not found" in errors[0]
+    assert "Consul does not know the agent's ACL token (/etc/foundation/agent.token)" in errors[0]
+
+
+def test_a_token_consul_knows_but_that_is_too_narrow_is_not_polled_fast(monkeypatch):
+    monkeypatch.setenv("FOUNDATION_AGENT_TOKEN_WAIT", "30")
+    clock = Clock()
+    retrying(failing(4, NARROW), clock, logging.getLogger("test.agent"), "x", soon=token_not_made_yet(), clock=clock)
+    assert clock.waits == [backoff(i) for i in range(4)]
+
+
+def test_the_short_window_can_be_set_for_slow_clusters(monkeypatch):
+    monkeypatch.setenv("FOUNDATION_AGENT_TOKEN_WAIT", "90")
+    assert token_not_made_yet().window == 90.0
+    monkeypatch.setenv("FOUNDATION_AGENT_TOKEN_WAIT", "soon")
+    assert token_not_made_yet().window == 30.0
