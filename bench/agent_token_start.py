@@ -5,7 +5,7 @@ On a new cluster `up` starts each server's agent right after its Consul, before 
 needs the first leader) has made the agent's token: the agent's first `GET /v1/agent/self` gets
 403 "ACL not found" until then (docs/reliability.md, "An agent whose token does not exist yet").
 Each trial is a fresh `up` of a 4-host lab (3 servers, 1 client, ACLs + TLS). Trials alternate
-between the agent's current retry (every 0.2 s for 30 s) and the old schedule
+between the agent's current retry (every 0.2 s for 40 s) and the old schedule
 (`FOUNDATION_AGENT_TOKEN_WAIT=0` in `agent.env`: backoff 0.25, 0.5, 1, 2, 4 s). For every server
 agent that got the 403, the lag is its "registered service" log line minus Consul's "ACL bootstrap
 completed" (the tokens are made right after it). Needs root; one lab for all trials. Timing on a

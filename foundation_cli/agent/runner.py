@@ -37,7 +37,10 @@ from foundation_cli.raw.recorder import set_process_recorder
 from foundation_cli.raw.secrets import MaskingFilter
 from foundation_cli.settings import Settings
 
-TOKEN_WAIT = 30.0  # s: how long a token Consul does not know is retried at short steps (FOUNDATION_AGENT_TOKEN_WAIT)
+# How long a token Consul does not know is retried at short steps (FOUNDATION_AGENT_TOKEN_WAIT): longer
+# than Consul's acl.token_ttl (30 s), for which a *client* agent keeps answering "ACL not found" for a
+# token it was asked about before the token existed (measured on 1.8.7; a server knows it at once).
+TOKEN_WAIT = 40.0
 
 
 def token_not_made_yet() -> Soon:

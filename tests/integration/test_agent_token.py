@@ -36,7 +36,7 @@ def test_an_unknown_token_is_said_once_and_the_agent_starts_when_the_token_is_ma
         tmp_path / "data",
         log,
         CONSUL_HTTP_TOKEN_FILE=str(token_file),
-        FOUNDATION_AGENT_TOKEN_WAIT="1",  # the short steps end after 1 s here (30 s by default)
+        FOUNDATION_AGENT_TOKEN_WAIT="1",  # the short steps end after 1 s here (40 s by default)
         FOUNDATION_AGENT_TASKS="none",  # the start is what is under test, not the tasks
     )
     try:
