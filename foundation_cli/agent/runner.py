@@ -59,8 +59,9 @@ def token_not_made_yet() -> Soon:
     return Soon(
         matches=lambda exc: isinstance(exc, PermissionDeniedError) and "ACL not found" in exc.message,
         window=window,
-        why_still=f"Consul does not know the agent's ACL token ({source}): from another cluster, or deleted? "
-        "`foundation up` writes this node's token; retrying with backoff (at most every 5 s)",
+        why_still=f"Consul does not know the agent's ACL token ({source}): not made yet (no leader yet, or "
+        "`foundation up` stopped before its ACL step), another cluster's, or deleted; `foundation up` makes and "
+        "writes this node's token; retrying with backoff (at most every 5 s)",
     )
 
 
