@@ -74,6 +74,14 @@ class PartialFailure(FoundationError):
     exit_status = ExitStatus.PARTIAL
 
 
+def internal_error(exc: BaseException) -> FoundationError:
+    """A bug, said as one line for the user (the traceback is shown only with -vv)."""
+    return FoundationError(
+        f"internal error: {type(exc).__name__}: {exc}",
+        hint="this is a bug in foundation; run again with -vv for the traceback and report it",
+    )
+
+
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok · 1 failure · 2 usage · 3 unreachable · 4 denied · 5 not found · 6 conflict · "
     "7 partial · 130 interrupted"

@@ -127,6 +127,8 @@ def up_remote(
         if not run.settings.dry_run and result.http_addr and stopped is None:
             verdict = "unchanged" if all(h.state in ("unchanged", "failed") for h in result.hosts) else "changed"
             run.out.line(f"cluster {result.cluster_id} ({result.datacenter}) at {result.http_addr}: {verdict}")
+    if stopped is not None:
+        raise stopped.cause  # the error itself, or the bug (reported as one, with its traceback at -vv)
     if error is not None:
         raise error
 

@@ -246,10 +246,9 @@ def execute(func: Callable[..., Any], kwargs: dict[str, Any], global_values: dic
             import traceback
 
             output.stderr.write(traceback.format_exc())
-        output.error(
-            f"internal error: {type(exc).__name__}: {exc}",
-            hint="this is a bug in foundation; run again with -vv for the traceback and report it",
-        )
+        from foundation_cli.errors import internal_error
+
+        output.error(internal_error(exc))
         raise typer.Exit(int(ExitStatus.FAILURE)) from None
     finally:
         # One run's recorder (a dry run's above all) must not outlive it in a process that runs more.

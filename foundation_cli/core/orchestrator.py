@@ -34,7 +34,7 @@ from foundation_cli.core import bootstrap, cluster_state, host_ssh, keys, secure
 from foundation_cli.core.acl import operator_token
 from foundation_cli.core.bootstrap import HostPlan, HostResult, Probe
 from foundation_cli.core.cluster_config import ClusterConfig, HostConfig, merge_consul
-from foundation_cli.errors import FoundationError, PartialFailure, UnreachableError
+from foundation_cli.errors import FoundationError, PartialFailure, UnreachableError, internal_error
 from foundation_cli.raw import secrets
 from foundation_cli.raw.recorder import current_recorder
 from foundation_cli.tools import ssh
@@ -78,12 +78,14 @@ class UpStopped(FoundationError):
 
     Carries the error's message, hint and exit status, so it reads the same when nobody unpacks it;
     ``result`` holds every host's steps and errors so far (the table / ``--json`` of a normal run).
+    ``cause`` is what was raised: ``error`` itself, or a bug (then ``error`` says "internal error").
     """
 
-    def __init__(self, error: FoundationError, result: UpResult) -> None:
+    def __init__(self, cause: Exception, result: UpResult) -> None:
+        error = cause if isinstance(cause, FoundationError) else internal_error(cause)
         super().__init__(error.message, hint=error.hint, details=error.details)
         self.exit_status = error.exit_status
-        self.error, self.result = error, result
+        self.error, self.cause, self.result = error, cause, result
 
 
 def gossip_key_path() -> Path:
@@ -784,7 +786,7 @@ def up(
     try:
         for step in UP_STEPS:
             step(run)
-    except FoundationError as exc:  # a stop of the whole run: what each host got so far goes with it
+    except Exception as exc:  # a stop of the whole run (or a bug): what each host got so far goes with it
         _summarize(run)
         raise UpStopped(exc, run.result) from exc
     finally:

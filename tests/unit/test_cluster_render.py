@@ -25,12 +25,17 @@ def _stop_after_apply(run: orchestrator.UpRun) -> None:
     raise PartialFailure(WHY, hint="re-run `foundation up`")
 
 
-def invoke(args, tmp_path, monkeypatch):
+def _bug_after_apply(run: orchestrator.UpRun) -> None:
+    run.results["a"].steps = [StepResult("consul", "started")]
+    raise KeyError("boom")
+
+
+def invoke(args, tmp_path, monkeypatch, step=_stop_after_apply):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("FOUNDATION_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("NO_COLOR", "1")
-    monkeypatch.setattr(orchestrator, "UP_STEPS", (_stop_after_apply,))
+    monkeypatch.setattr(orchestrator, "UP_STEPS", (step,))
     (tmp_path / "foundation.yaml").write_text("hosts: [a, b, c, d]\nservers: 3\n")
     return CliRunner().invoke(app, args, catch_exceptions=False)
 
@@ -65,3 +70,12 @@ def test_a_stopped_up_prints_the_table_then_the_one_line_error(tmp_path, monkeyp
 
 def test_a_finished_up_has_a_null_error_in_json():
     assert orchestrator.UpResult(hosts=[HostResult(alias="a")]).to_dict()["error"] is None
+
+
+def test_a_bug_half_way_still_shows_the_hosts_then_is_reported_as_one(tmp_path, monkeypatch):
+    res = invoke(["up", "--json"], tmp_path, monkeypatch, step=_bug_after_apply)
+    assert res.exit_code == 1, res.output
+    doc = json.loads(res.stdout)
+    assert [(h["host"], h["state"]) for h in doc["hosts"]][0] == ("a", "changed")
+    assert doc["error"]["message"] == "internal error: KeyError: 'boom'" and doc["error"]["exit_status"] == 1
+    assert "error: internal error: KeyError: 'boom'" in res.stderr and "Traceback" not in res.stderr
