@@ -48,7 +48,7 @@ def token_not_made_yet() -> Soon:
 
     On a new cluster `up` starts each server's node agent right after its Consul, while the ACL step
     that creates the agent's token (it needs the servers' first leader) comes later: that 403 lasts
-    until then (1-3 s in the lab). Polled every 0.2 s so the agent starts the moment its token
+    until then (0.3-1.4 s in the lab). Polled every 0.2 s so the agent starts the moment its token
     exists; a token that stays unknown (another cluster's, or deleted) is said once, then backed off.
     """
     source = os.environ.get("CONSUL_HTTP_TOKEN_FILE") or "CONSUL_HTTP_TOKEN"
