@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from foundation_cli.core import bootstrap, keys
+from foundation_cli.core.fanout import for_each
 from foundation_cli.errors import ExitStatus
 
 AGENT_WAIT = 60.0  # seconds after the cluster step for every agent to register
@@ -114,19 +115,12 @@ def verify_hosts(run: Any, *, wait: float = AGENT_WAIT) -> None:
             break
         if time.monotonic() >= next_check:
             next_check = time.monotonic() + CHECK_EVERY
-            for addr in missing:
-                conn = run.conns.get(addr)
-                try:
-                    states = service_states(conn) if conn else {}
-                except Exception:  # noqa: BLE001 - checked again at the end
-                    continue
-                for svc in ("consul", "agent"):
-                    if _gave_up(states.get(svc)):
-                        given_up[addr] = svc
-                        break
+            for_each(list(missing), lambda addr: _note_given_up(run, addr, given_up), parallel=run.parallel)
         time.sleep(0.5)
     alive, registered = _state(client)
-    for addr, node in pending.items():
+
+    def confirm(addr: str) -> None:
+        node = pending[addr]
         if addr not in given_up and node in alive and node in registered:
             # Consul says yes; the host confirms both services run now (not a crash loop between restarts).
             try:
@@ -134,10 +128,9 @@ def verify_hosts(run: Any, *, wait: float = AGENT_WAIT) -> None:
             except Exception:  # noqa: BLE001 - it answered a moment ago; Consul's word stands
                 states = {}
             down = [svc for svc in ("consul", "agent") if states.get(svc, ("active", 0))[0] != "active"]
-            if not down:
-                continue
-            _fail(run, addr, down[0], f"{down[0]} is {states[down[0]][0]} on the host")
-            continue
+            if down:
+                _fail(run, addr, down[0], f"{down[0]} is {states[down[0]][0]} on the host")
+            return
         svc = given_up.get(addr) or ("consul" if node not in alive else "agent")
         what = (
             f"consul is not running as an alive member ({node})"
@@ -145,6 +138,21 @@ def verify_hosts(run: Any, *, wait: float = AGENT_WAIT) -> None:
             else f"the node agent is not running/registered as {keys.AGENT_SERVICE!r} on {node}"
         )
         _fail(run, addr, svc, what)
+
+    for_each(list(pending), confirm, parallel=run.parallel)  # one SSH round trip per host, side by side
+
+
+def _note_given_up(run: Any, addr: str, given_up: dict[str, str]) -> None:
+    """Ask the host about its services; note one that systemd or its loop gave up on."""
+    conn = run.conns.get(addr)
+    try:
+        states = service_states(conn) if conn else {}
+    except Exception:  # noqa: BLE001 - checked again at the end
+        return
+    for svc in ("consul", "agent"):
+        if _gave_up(states.get(svc)):
+            given_up[addr] = svc
+            return
 
 
 def _fail(run: Any, addr: str, service: str, what: str) -> None:
