@@ -190,7 +190,7 @@ def bootstrap(
                 f"ACL bootstrap did not answer after {timeout:.0f} s: {status} {text.strip()[:120]}",
                 hint="the servers may still be electing a leader; run `foundation up` again",
             )
-        time.sleep(0.3)  # API not listening yet / no leader yet / ACLs still in legacy mode
+        time.sleep(0.1)  # API not listening yet / no leader yet / ACLs still in legacy mode
 
 
 class _NotYet(Exception):

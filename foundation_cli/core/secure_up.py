@@ -19,10 +19,12 @@ stops with what to do (:class:`acl.BootstrapRefused`).
 from __future__ import annotations
 
 import os
+import time
 from typing import TYPE_CHECKING
 
 from foundation_cli.core import acl, bootstrap, tls
 from foundation_cli.core.cluster_config import merge_consul
+from foundation_cli.errors import FoundationError
 from foundation_cli.raw import secrets
 from foundation_cli.raw.address import ConsulAddress
 from foundation_cli.raw.recorder import current_recorder
@@ -152,11 +154,15 @@ def acl_bootstrap(run: UpRun) -> None:
     client = consul_tool.connect(Settings(consul_addr=addr, cacert=cacert), recorder=current_recorder(), timeout=5)
     candidates = [t for t in (run.explicit_token, _token_file(run), run.state.get("token")) if t]
     run.say("cluster", "ACLs: bootstrap and node tokens")
+    deadline = time.monotonic() + run.wait_timeout
+    if not dry:
+        client = _on_the_leader(run, client, cacert, deadline) or client
     mgmt = None
     made = False
     for i, candidate in enumerate(candidates or [None]):
         try:
-            mgmt, made = acl.bootstrap(client, known=candidate, dry_run=dry, fresh=fresh, timeout=run.wait_timeout)
+            timeout = max(1.0, deadline - time.monotonic())
+            mgmt, made = acl.bootstrap(client, known=candidate, dry_run=dry, fresh=fresh, timeout=timeout)
             break
         except acl.BootstrapRefused:
             if i == len(candidates) - 1 or not candidates:
@@ -183,6 +189,49 @@ def acl_bootstrap(run: UpRun) -> None:
         acl.ensure_snapshot_token(client, mgmt, run.snapshot_token, dry_run=dry, fresh=fresh)
     if made and not dry:
         run.say("cluster", "ACLs bootstrapped: the management token is in the state file (0600)")
+
+
+def _on_the_leader(run: UpRun, client, cacert: str | None, deadline: float):
+    """A client of the Raft leader's API once there is a leader, or ``None`` (no leader by ``deadline``,
+    or one this run did not set up).
+
+    A follower of a new cluster refuses every ACL call ("The ACL system is currently in legacy
+    mode") until its own mode check notices the leader's; that check backs off from 50 ms,
+    doubling, so it lags the election by up to the time the election took (1.6 s seen on the
+    lab). The leader leaves legacy mode as it takes office. Only the final leader answer is
+    recorded (``--explain``); the polls before it asked the same question.
+    """
+    from foundation_cli.raw.recorder import Recorder
+    from foundation_cli.settings import Settings
+    from foundation_cli.tools import consul as consul_tool
+
+    servers = {run.plans[a].address: a for a in run.plans if run.plans[a].server and not run.results[a].error}
+    quiet = Recorder()
+    probe = consul_tool.connect(
+        Settings(consul_addr=client.http.base_uri, cacert=cacert), recorder=quiet, timeout=2, failover=False
+    )
+    while time.monotonic() < deadline:
+        try:
+            leader = probe.status.leader()
+        except FoundationError:  # its API is not listening yet
+            leader = ""
+        if leader:
+            current_recorder().add(quiet.operations[-1])
+            host = raft_host(leader)
+            if host not in servers:
+                return None
+            url = api_url(run, host)
+            if url == client.http.base_uri:
+                return client
+            return consul_tool.connect(Settings(consul_addr=url, cacert=cacert), recorder=current_recorder(), timeout=5)
+        time.sleep(0.1)
+    return None
+
+
+def raft_host(leader: str) -> str:
+    """The host of a Raft address as ``/v1/status/leader`` gives it (``"10.0.0.1:8300"``,
+    ``"[fd00::1]:8300"``): the address the server advertises, which is its plan's address."""
+    return leader.rsplit(":", 1)[0].strip("[]")
 
 
 def _current_api(run: UpRun, working: list[str]) -> tuple[str, str | None]:
