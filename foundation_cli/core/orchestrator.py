@@ -34,6 +34,7 @@ from foundation_cli.core import bootstrap, cluster_state, host_ssh, keys, secure
 from foundation_cli.core.acl import operator_token
 from foundation_cli.core.bootstrap import HostPlan, HostResult, Probe
 from foundation_cli.core.cluster_config import ClusterConfig, HostConfig, merge_consul
+from foundation_cli.core.fanout import for_each, in_context
 from foundation_cli.errors import FoundationError, PartialFailure, UnreachableError, internal_error
 from foundation_cli.raw import secrets
 from foundation_cli.raw.recorder import current_recorder
@@ -124,11 +125,6 @@ def ssh_options(cfg: ClusterConfig, *, accept_new: bool = False, prompt=None) ->
         sudo_password_env=s.sudo_password_env,
         sudo_password_file=s.sudo_password_file,
     )
-
-
-def _in_context(pool: ThreadPoolExecutor, fn, *args):
-    ctx = contextvars.copy_context()
-    return pool.submit(ctx.run, fn, *args)
 
 
 def _unique_names(
@@ -321,15 +317,6 @@ class UpRun:
             c.close()
 
 
-def for_each(items: list, fn: Callable[[Any], None], *, parallel: int) -> None:
-    """``fn(item)`` for every item in a pool of at most ``parallel`` threads (the caller's context in each)."""
-    if not items:
-        return
-    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(items)))) as pool:
-        for f in [_in_context(pool, fn, item) for item in items]:
-            f.result()
-
-
 # ---------------------------------------------------------------------------------------------
 # The steps of `up`, in order
 
@@ -339,7 +326,7 @@ def connect_and_probe(run: UpRun) -> None:
     from foundation_cli.core import agent_bundle
 
     with ThreadPoolExecutor(max_workers=1) as side:
-        bundle_future = _in_context(side, agent_bundle.build)
+        bundle_future = in_context(side, agent_bundle.build)
         run.each(_connect_probe_host, run.hosts)
         run.bundle = bundle_future.result()
 
@@ -525,19 +512,23 @@ def _keep_node_tokens(run: UpRun) -> None:
 
 
 def _apply_tokens_first(run: UpRun, servers: list[HostConfig], clients: list[HostConfig]) -> None:
-    """Every host at once, but a fresh client starts Consul only after the ACL step made its token.
+    """Every host, at most ``parallel`` worked on at once: the servers' Consul first, the clients'
+    uploads during the election, and a fresh client's Consul only once the ACL step made its token.
 
     A fresh client's Consul asks the servers for its TLS certificate (auto_encrypt) with its node
     token; until acl_bootstrap has created that token the servers refuse ("ACL not found") and the
     client backs off 2, 2, 4, 8… s, so a cluster formed seconds after the last host was done. Here
-    the ACL step runs as soon as every server's Consul started (its uploads go on meanwhile), and
-    the clients wait for it only at their own Consul start.
-    """
-    import contextvars
+    the ACL step runs as soon as every server's Consul started (its uploads go on meanwhile).
 
+    Clients start their work only when every server's Consul has started: all hosts share the
+    operator's CPU and the LAN, and the servers' start is what the election (1–2 s of Raft
+    timeouts, the CPU idle) and so everything else waits for. A client waiting for its token holds
+    no slot of ``parallel``: the clients behind it upload meanwhile.
+    """
     pending = {h.address for h in servers}
     lock = threading.Lock()
     servers_started, tokens_made = threading.Event(), threading.Event()
+    slots = threading.BoundedSemaphore(max(1, run.parallel))
     failed: list[BaseException] = []
 
     def server_started(address: str) -> None:
@@ -559,22 +550,31 @@ def _apply_tokens_first(run: UpRun, servers: list[HostConfig], clients: list[Hos
         finally:
             tokens_made.set()
 
+    def wait_for_tokens() -> None:
+        slots.release()
+        try:
+            tokens_made.wait(run.wait_timeout)
+        finally:
+            slots.acquire()
+
     def one(run: UpRun, h: HostConfig) -> None:
         if run.plans[h.address].server:
             try:
-                _apply_host(run, h, around_consul=(lambda: None, lambda: server_started(h.address)))
+                with slots:
+                    _apply_host(run, h, around_consul=(lambda: None, lambda: server_started(h.address)))
             finally:
                 server_started(h.address)  # also when it failed before Consul started: never hold the clients
         else:
-            # The agent's upload (~2.7 MB, unpacked) goes on while the ACL step runs, not after it.
-            _apply_host(
-                run, h, around_consul=(lambda: tokens_made.wait(run.wait_timeout), lambda: None), agent_first=True
-            )
+            servers_started.wait()
+            with slots:  # the agent's upload (~2.7 MB, unpacked) goes on while the ACL step runs
+                _apply_host(run, h, around_consul=(wait_for_tokens, lambda: None), agent_first=True)
 
     side = threading.Thread(target=contextvars.copy_context().run, args=(make_tokens,), daemon=True)
     side.start()
+    hosts = servers + clients
     try:
-        run.each(one, servers + clients)  # servers first in the queue: a client never holds a server's slot
+        # A thread per host, the work bounded by ``slots``: threads that wait hold no slot.
+        for_each(hosts, lambda h: run.guarded(h, one), parallel=len(hosts))
     finally:
         servers_started.set()
         side.join()

@@ -96,7 +96,7 @@ def test_for_each_never_runs_more_than_parallel_at_once():
     import threading
     import time
 
-    from foundation_cli.core.orchestrator import for_each
+    from foundation_cli.core.fanout import for_each
 
     lock = threading.Lock()
     running, peak, seen = [0], [0], []
@@ -198,3 +198,78 @@ def test_a_new_cluster_missing_a_server_is_refused_at_once_not_after_a_90_s_wait
     client.results["d"].steps = []
     client.results["d"].fail(UnreachableError("lost"))
     assert cannot_form(client) is None  # a client is not waited for
+
+
+def test_clients_wait_for_the_servers_consul_and_hold_no_slot_while_waiting_for_their_token(tmp_path, monkeypatch):
+    """The servers' Consul starts first (the election waits for it); a client waiting for the ACL step
+    leaves its slot of --parallel to the clients behind it, so all of them are ready when the tokens are."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from foundation_cli.core import orchestrator
+    from foundation_cli.core.bootstrap import HostResult
+
+    monkeypatch.setenv("FOUNDATION_STATE_DIR", str(tmp_path))
+    cfg = cc.parse("hosts: [s1, s2, c1, c2, c3, c4]\n")
+    run = orchestrator.UpRun(
+        cfg=cfg,
+        hosts=cfg.hosts,
+        opts=orchestrator.ssh_options(cfg),
+        say=lambda _h, _m: None,
+        parallel=2,
+        results={h.address: HostResult(alias=h.address) for h in cfg.hosts},
+    )
+    servers, clients = cfg.hosts[:2], cfg.hosts[2:]
+    run.plans = {h.address: SimpleNamespace(server=h in servers) for h in cfg.hosts}
+    lock = threading.Lock()
+    events: list[tuple[str, str]] = []
+    working, peak, waiting = [0], [0], [0]
+    all_waiting = threading.Event()
+
+    def busy(kind: str, h) -> None:
+        with lock:
+            events.append((kind, h.address))
+            working[0] += 1
+            peak[0] = max(peak[0], working[0])
+        time.sleep(0.02)
+        with lock:
+            working[0] -= 1
+
+    def fake_apply_host(run, h, around_consul=None, *, agent_first=False):
+        before, after = around_consul
+        busy("upload", h)
+        if h in clients:
+            with lock:
+                waiting[0] += 1
+                if waiting[0] == len(clients):
+                    all_waiting.set()
+        before()
+        busy("consul", h)
+        after()
+
+    made = []
+
+    def fake_acl_bootstrap(run):
+        made.append(all_waiting.wait(5))  # every client uploaded before the tokens, whatever --parallel
+
+    monkeypatch.setattr(orchestrator, "_apply_host", fake_apply_host)
+    monkeypatch.setattr(orchestrator, "_refuse_a_cluster_that_cannot_form", lambda run: None)
+    monkeypatch.setattr(orchestrator, "_set_http_addrs", lambda run: None)
+    monkeypatch.setattr(orchestrator.secure_up, "acl_bootstrap", fake_acl_bootstrap)
+    orchestrator._apply_tokens_first(run, servers, clients)
+
+    assert {a: r.error for a, r in run.results.items() if r.error} == {}
+    assert made == [True]
+    assert peak[0] <= 2  # never more than --parallel hosts worked on
+    last_server_consul = max(i for i, (kind, a) in enumerate(events) if kind == "consul" and a in ("s1", "s2"))
+    first_client = min(i for i, (_kind, a) in enumerate(events) if a.startswith("c"))
+    assert first_client > last_server_consul
+    assert sorted(a for kind, a in events if kind == "consul") == ["c1", "c2", "c3", "c4", "s1", "s2"]
+
+
+def test_raft_host_is_the_address_a_server_advertises():
+    from foundation_cli.core.secure_up import raft_host
+
+    assert raft_host("198.18.0.2:8300") == "198.18.0.2"
+    assert raft_host("[fd00::1]:8300") == "fd00::1"
