@@ -330,7 +330,7 @@ def _supervised_start(name: str, argv: list[str], env: dict[str, str]) -> str:
     return (
         f"mkdir -p {RUN_DIR} {LOG_DIR} && cd / && "
         f"(nohup setsid sh -c {shlex.quote(loop)} >>{LOG_DIR}/{name}.log 2>&1 </dev/null &) && "
-        f"for i in $(seq 50); do [ -s {RUN_DIR}/{name}.pid ] && break; sleep 0.1; done"
+        f"for i in $(seq 250); do [ -s {RUN_DIR}/{name}.pid ] && break; sleep 0.02; done"
     )
 
 
