@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """`foundation up` over SSH on fresh hosts, 1 / 5 / 10 / 20 of them side by side in one run.
 
-    sudo python3 bench/up.py [--sizes 1,5,10,20] [--parallel N] [--no-rerun] [--own-disk]
+    sudo python3 bench/up.py [--sizes 1,5,10,20] [--parallel N] [--no-rerun] [--own-disk] [--log-dir DIR]
 
 For each size, a fresh lab (network-namespace hosts with their own sshd and mounts; 20 hosts take
 two lab slots joined on one bridge) and its own state dir, then `foundation up -v`. The agent
@@ -153,7 +153,10 @@ def main() -> None:
     parser.add_argument(
         "--keep-bashrc", action="store_true", help="hosts keep this machine's /root/.bashrc (as the issue baseline did)"
     )
+    parser.add_argument("--log-dir", help="keep each size's `up -v` output there (up-N-hosts.txt)")
     opts = parser.parse_args()
+    if opts.log_dir:
+        os.makedirs(opts.log_dir, exist_ok=True)
     if os.geteuid() != 0:
         sys.exit("bench/up.py needs root (network namespaces)")
     sizes = [int(s) for s in opts.sizes.split(",")]
@@ -184,6 +187,8 @@ def main() -> None:
                 kinds = {k: v - cpu0[k] for k, v in host_cpu_by_kind(labs).items()}
                 hosts = sum(kinds.values())
                 rows.append((n, wall, last_done(err), op_cpu, hosts, load0))
+                if opts.log_dir:
+                    Path(opts.log_dir, f"up-{n}-hosts.txt").write_text(err)
                 split[n] = kinds
                 print(f"  measured {n:>2} hosts: {wall:6.2f} s", file=sys.stderr, flush=True)
                 if n == 10 and not opts.no_rerun:
