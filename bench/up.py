@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """`foundation up` over SSH on fresh hosts, 1 / 5 / 10 / 20 of them side by side in one run.
 
-    sudo python3 bench/up.py [--sizes 1,5,10,20] [--parallel N] [--no-rerun] [--own-disk] [--log-dir DIR]
+    sudo python3 bench/up.py [--sizes 1,5,10,20] [--parallel N] [--no-rerun] [--own-disk] [--repeat K] [--log-dir DIR]
 
 For each size, a fresh lab (network-namespace hosts with their own sshd and mounts; 20 hosts take
 two lab slots joined on one bridge) and its own state dir, then `foundation up -v`. The agent
@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -153,6 +154,13 @@ def main() -> None:
     parser.add_argument(
         "--keep-bashrc", action="store_true", help="hosts keep this machine's /root/.bashrc (as the issue baseline did)"
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds of every size; medians are reported (Raft's randomised "
+        "election timeout alone moves one run by up to 1 s)",
+    )
     parser.add_argument("--log-dir", help="keep each size's `up -v` output there (up-N-hosts.txt)")
     opts = parser.parse_args()
     if opts.log_dir:
@@ -165,8 +173,7 @@ def main() -> None:
     bundle = agent_bundle.build()  # warm the cache, as a second `up` from this machine finds it
     cli = [sys.executable, "-m", "foundation_cli"]
     extra = ["--parallel", str(opts.parallel)] if opts.parallel else []
-    rows = []
-    split: dict[int, dict[str, float]] = {}
+    runs: dict[int, list[tuple]] = {n: [] for n in sizes}  # per size: (wall, last done, op cpu, host cpu, load, kinds)
     rerun = None
     with tempfile.TemporaryDirectory(prefix="bench-up-") as tmp:
         base = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_HTTP")}
@@ -174,45 +181,51 @@ def main() -> None:
         own_bundle = Path(tmp, bundle.path.name)
         own_bundle.write_bytes(bundle.path.read_bytes())
         base["FOUNDATION_AGENT_BUNDLE"] = str(own_bundle)
-        for n in sizes:
-            d = Path(tmp, f"h{n}")
-            d.mkdir()
-            env = {**base, "FOUNDATION_STATE_DIR": str(d / "state")}
-            with hosts_lab(n, plain_bashrc=not opts.keep_bashrc, own_disk=opts.own_disk) as labs:
-                write_config(d / "foundation.yaml", labs)
-                cpu0 = host_cpu_by_kind(labs)
-                load0 = os.getloadavg()[0]
-                wall, op_cpu, err = timed(cli + ["up", "-v", *extra], d, env)
-                time.sleep(1.0)
-                kinds = {k: v - cpu0[k] for k, v in host_cpu_by_kind(labs).items()}
-                hosts = sum(kinds.values())
-                rows.append((n, wall, last_done(err), op_cpu, hosts, load0))
-                if opts.log_dir:
-                    Path(opts.log_dir, f"up-{n}-hosts.txt").write_text(err)
-                split[n] = kinds
-                print(f"  measured {n:>2} hosts: {wall:6.2f} s", file=sys.stderr, flush=True)
-                if n == 10 and not opts.no_rerun:
-                    time.sleep(SETTLE)  # let the just-started agents finish booting, as before a later re-run
-                    try:
-                        again, again_cpu, _ = timed(cli + ["up", *extra], d, env)
-                        down, down_cpu, _ = timed(cli + ["down"], d, env)
-                        rerun = (again, again_cpu, down, down_cpu)
-                    except SystemExit as exc:  # still print the figures above
-                        print(exc, file=sys.stderr)
-    one = rows[0][1]
+        for rnd in range(opts.repeat):  # rounds interleave the sizes: a busy minute hits every size alike
+            for n in sizes:
+                d = Path(tmp, f"h{n}-{rnd}")
+                d.mkdir()
+                env = {**base, "FOUNDATION_STATE_DIR": str(d / "state")}
+                with hosts_lab(n, plain_bashrc=not opts.keep_bashrc, own_disk=opts.own_disk) as labs:
+                    write_config(d / "foundation.yaml", labs)
+                    cpu0 = host_cpu_by_kind(labs)
+                    load0 = os.getloadavg()[0]
+                    wall, op_cpu, err = timed(cli + ["up", "-v", *extra], d, env)
+                    time.sleep(1.0)
+                    kinds = {k: v - cpu0[k] for k, v in host_cpu_by_kind(labs).items()}
+                    runs[n].append((wall, last_done(err), op_cpu, sum(kinds.values()), load0, kinds))
+                    if opts.log_dir:
+                        Path(opts.log_dir, f"up-{n}-hosts-{rnd + 1}.txt").write_text(err)
+                    print(f"  round {rnd + 1}: {n:>2} hosts {wall:6.2f} s", file=sys.stderr, flush=True)
+                    if n == 10 and rnd == 0 and not opts.no_rerun:
+                        time.sleep(SETTLE)  # let the just-started agents finish booting, as before a later re-run
+                        try:
+                            again, again_cpu, _ = timed(cli + ["up", *extra], d, env)
+                            down, down_cpu, _ = timed(cli + ["down"], d, env)
+                            rerun = (again, again_cpu, down, down_cpu)
+                        except SystemExit as exc:  # still print the figures above
+                            print(exc, file=sys.stderr)
+    med = {n: [statistics.median(r[i] for r in runs[n]) for i in range(5)] for n in sizes}
+    one = med[sizes[0]][0]
     print(f"`foundation up` on fresh hosts, {os.cpu_count()} CPUs shared by every lab host and the operator")
+    if opts.repeat > 1:
+        print(f"(medians of {opts.repeat} rounds; each round ran every size once, in this order)")
     print(
         f"{'hosts':>5} {'wall s':>7} {'x 1 host':>8} {'goal':>6} {'last done s':>11} {'tail s':>7}"
         f" {'op cpu s':>8} {'host cpu s':>10} {'per host':>8} {'load':>5}"
+        + ("  every round's wall s" if opts.repeat > 1 else "")
     )
-    for n, wall, done, op_cpu, hosts, load in rows:
+    for n in sizes:
+        wall, done, op_cpu, hosts, load = med[n]
         goal = GOALS.get(n)
         ratio = wall / one
         verdict = f"{goal:>4.1f}{'✓' if ratio <= goal else '✗'}" if goal else "     -"
+        each = "  " + " ".join(f"{r[0]:.2f}" for r in runs[n]) if opts.repeat > 1 else ""
         print(
             f"{n:>5} {wall:>7.2f} {ratio:>8.2f} {verdict:>6} {done:>11.2f} {wall - done:>7.2f}"
-            f" {op_cpu:>8.2f} {hosts:>10.2f} {hosts / n:>8.2f} {load:>5.1f}"
+            f" {op_cpu:>8.2f} {hosts:>10.2f} {hosts / n:>8.2f} {load:>5.1f}{each}"
         )
+    split = {n: {k: statistics.median(r[5][k] for r in runs[n]) for k in runs[n][0][5]} for n in sizes}
     print(
         "host CPU s per host, by process: "
         + "; ".join(f"{n}: " + " ".join(f"{k} {v / n:.2f}" for k, v in kinds.items()) for n, kinds in split.items())
