@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from foundation_cli.core import acl, bootstrap, tls
 from foundation_cli.core.cluster_config import merge_consul
+from foundation_cli.core.fanout import for_each
 from foundation_cli.errors import FoundationError
 from foundation_cli.raw import secrets
 from foundation_cli.raw.address import ConsulAddress
@@ -87,9 +89,11 @@ def secure_plan(run: UpRun) -> None:
         run.snapshot_token = acl.snapshot_token(run.state if run.state.get("mode") == "ssh" else None)
     run.token = None  # the management token comes from acl_bootstrap, never from a host
     ca_pem = None
+    certs: dict[str, tuple[Path, Path]] = {}
     if tls_on(run):
         run.cacert = str(tls.ensure_ca(run.consul_binary or cfg.consul_binary))
         ca_pem = tls.read(tls.ca_paths()[0]) if run.plans else None
+        certs = _server_certs(run)
     elif own_tls_files(run) and os.path.isfile(os.path.expanduser(cfg.tls.ca_file or "")):
         run.cacert = os.path.expanduser(cfg.tls.ca_file or "")  # the same CA file here: the CLI verifies with it
     for plan in run.plans.values():
@@ -127,12 +131,24 @@ def secure_plan(run: UpRun) -> None:
             )
             plan.files[tls.HOST_CA] = (ca_pem, 0o644)
             if plan.server:
-                cert, key = tls.ensure_server_cert(
-                    plan.node_name, plan.address, cfg.datacenter, run.consul_binary or cfg.consul_binary
-                )
+                cert, key = certs[plan.node_name]
                 plan.files[tls.HOST_CERT] = (tls.read(cert), 0o644)
                 plan.files[tls.HOST_KEY] = (tls.read(key), 0o600)
         plan.consul_config = merge_consul(merge_consul(conf, ours), cfg.consul)
+
+
+def _server_certs(run: UpRun) -> dict[str, tuple[Path, Path]]:
+    """Every server's certificate and key (``consul tls cert create``), made side by side: each is a
+    start of the 70 MB consul binary, and a new cluster waits for them before any server starts."""
+    binary = run.consul_binary or run.cfg.consul_binary
+    servers = [p for p in run.plans.values() if p.server]
+    certs: dict[str, tuple[Path, Path]] = {}
+
+    def make(plan) -> None:
+        certs[plan.node_name] = tls.ensure_server_cert(plan.node_name, plan.address, run.cfg.datacenter, binary)
+
+    for_each(servers, make, parallel=run.parallel)
+    return certs
 
 
 def acl_bootstrap(run: UpRun) -> None:

@@ -116,7 +116,7 @@ def verify_hosts(run: Any, *, wait: float = AGENT_WAIT) -> None:
         if time.monotonic() >= next_check:
             next_check = time.monotonic() + CHECK_EVERY
             for_each(list(missing), lambda addr: _note_given_up(run, addr, given_up), parallel=run.parallel)
-        time.sleep(0.5)
+        time.sleep(0.1)
     alive, registered = _state(client)
 
     def confirm(addr: str) -> None:
