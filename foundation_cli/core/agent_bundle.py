@@ -46,6 +46,9 @@ EXCLUDE = {"paramiko", "bcrypt", "cryptography", "cffi", "pycparser", "invoke", 
 # (AGENT_REQUIREMENTS) already assume. Left out, every host uploads and unpacks about half the bytes.
 CLI_ONLY = {"typer", "click", "rich", "pygments", "markdown-it-py", "mdurl", "shellingham", "pyyaml", "dnspython"}
 
+# Subpackages of this package only the CLI uses (a quarter of its files): left out of every bundle.
+CLI_PACKAGES = {"commands", "facades", "schemas"}
+
 
 MIN_PYTHON = (3, 9)
 # The agent's third-party imports (foundation_cli.agent and what it imports): resolved with their
@@ -114,11 +117,7 @@ def _marker_ok(marker: str) -> bool:
 
 def _files() -> list[tuple[str, Path]]:
     """(archive name, local path) for the package and every dependency file."""
-    out: list[tuple[str, Path]] = []
-    pkg_dir = Path(foundation_cli.__file__).parent
-    for path in sorted(pkg_dir.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts and not path.name.endswith(".pyc"):
-            out.append((str(Path("foundation_cli") / path.relative_to(pkg_dir)), path))
+    out = _own_source()
     for dist in _deps():
         if _norm(dist.metadata["Name"] or "") in CLI_ONLY:
             continue
@@ -371,12 +370,18 @@ def _wheel_members(whl: Path) -> tuple[list[zipfile.ZipInfo], list[str]]:
 
 
 def _own_source() -> list[tuple[str, Path]]:
+    """This package's files the agent can import: not the CLI's commands and facades (the layers
+    contract in pyproject.toml keeps the agent from importing them, and lint-imports checks it)."""
     pkg_dir = Path(foundation_cli.__file__).parent
-    return [
-        (str(Path("foundation_cli") / path.relative_to(pkg_dir)), path)
-        for path in sorted(pkg_dir.rglob("*"))
-        if path.is_file() and "__pycache__" not in path.parts and not path.name.endswith(".pyc")
-    ]
+    out = []
+    for path in sorted(pkg_dir.rglob("*")):
+        rel = path.relative_to(pkg_dir)
+        if not path.is_file() or "__pycache__" in rel.parts or path.name.endswith(".pyc"):
+            continue
+        if rel.parts[0] in CLI_PACKAGES:
+            continue
+        out.append((str(Path("foundation_cli") / rel), path))
+    return out
 
 
 _build_lock = threading.Lock()
