@@ -125,20 +125,21 @@ def retrying(
     what: str,
     *,
     cap: float = 5.0,
-    soon: Soon | None = None,
+    soon: Soon | tuple[Soon, ...] = (),
     clock: Callable[[], float] = time.monotonic,
 ) -> Any:
     """Call ``fn`` until it succeeds or ``stop`` is set; log each failure once per streak.
 
     Consul answers 500 ("No cluster leader") during elections and refuses
     connections while the local agent restarts: the agent rides through both.
-    ``soon``: a failure retried at short steps for a while (:class:`Soon`).
+    ``soon``: failures retried at short steps for a while (:class:`Soon`), each with its own window.
     Returns ``None`` when stopped before success.
     """
+    soons = (soon,) if isinstance(soon, Soon) else soon
     attempt = 0
     first_failure: float | None = None
-    soon_since: float | None = None
-    said_still = False
+    soon_since: dict[int, float] = {}
+    said_still: set[int] = set()
     while not stop.is_set():
         try:
             result = fn()
@@ -147,16 +148,17 @@ def retrying(
             if first_failure is None:
                 first_failure = now
                 logger.warning("%s failed (%s); retrying", what, _short(exc))
-            if soon is not None and soon.matches(exc):
-                soon_since = now if soon_since is None else soon_since
-                if now - soon_since < soon.window:
-                    stop.wait(soon.step)
+            kind = next((i for i, s in enumerate(soons) if s.matches(exc)), None)
+            if kind is not None:
+                since = soon_since.setdefault(kind, now)
+                if now - since < soons[kind].window:
+                    stop.wait(soons[kind].step)
                     continue
-                if not said_still:
+                if kind not in said_still:
                     logger.error(
-                        "%s still failing after %.0f s (%s): %s", what, now - soon_since, _short(exc), soon.why_still
+                        "%s still failing after %.0f s (%s): %s", what, now - since, _short(exc), soons[kind].why_still
                     )
-                    said_still = True
+                    said_still.add(kind)
             stop.wait(backoff(attempt, cap=cap))
             attempt += 1
         else:

@@ -32,7 +32,7 @@ from foundation_cli.core import keys
 from foundation_cli.core.agent_requests import agent_registration
 from foundation_cli.core.retry import backoff
 from foundation_cli.core.timing import Timing
-from foundation_cli.errors import PermissionDeniedError, UsageError
+from foundation_cli.errors import PermissionDeniedError, UnreachableError, UsageError
 from foundation_cli.raw.recorder import set_process_recorder
 from foundation_cli.raw.secrets import MaskingFilter
 from foundation_cli.settings import Settings
@@ -62,6 +62,27 @@ def token_not_made_yet() -> Soon:
         why_still=f"Consul does not know the agent's ACL token ({source}): not made yet (no leader yet, or "
         "`foundation up` stopped before its ACL step), another cluster's, or deleted; `foundation up` makes and "
         "writes this node's token; retrying with backoff (at most every 5 s)",
+    )
+
+
+CONSUL_START_WAIT = 60.0
+
+
+def consul_starting(address: str) -> Soon:
+    """The local Consul refuses connections: it is starting (or restarting).
+
+    `up` starts the node agent right after its Consul, whose HTTP listener opens only once it has
+    its TLS certificate from the servers (a client's auto_encrypt: up to ~1 s on a new cluster,
+    whose leader signs only once its Connect CA is set up). Polled every 0.1 s (a refused loopback
+    connection costs nothing), so the agent registers the moment Consul listens; backed off 0.25 s,
+    0.5 s, 1 s … the agent came up to a second late.
+    """
+    return Soon(
+        matches=lambda exc: isinstance(exc, UnreachableError) and "connection refused" in exc.message,
+        window=CONSUL_START_WAIT,
+        why_still=f"no Consul agent listens at {address}: is foundation-consul running on this node (its log: "
+        "/var/log/foundation/consul.log, or journalctl -u foundation-consul)? retrying with backoff (at most every 5 s)",
+        step=0.1,
     )
 
 
@@ -117,7 +138,13 @@ class Agent:
             signal.signal(sig, lambda *_: self.stop.set())
         client = self._client()
         self.log.info("connecting to Consul at %s", self.settings.consul_addr)
-        me = retrying(client.agent.self, self.stop, self.log, "reading /v1/agent/self", soon=token_not_made_yet())
+        me = retrying(
+            client.agent.self,
+            self.stop,
+            self.log,
+            "reading /v1/agent/self",
+            soon=(token_not_made_yet(), consul_starting(self.settings.consul_addr or "")),
+        )
         if me is None:
             return 0
         consul_node = me["Config"]["NodeName"]

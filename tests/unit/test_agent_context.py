@@ -1,13 +1,14 @@
-"""agent/context.retrying: a token Consul does not know yet is polled at short steps, for a while only."""
+"""agent/context.retrying: a token Consul does not know yet, or a local Consul still starting, is polled at
+short steps, for a while only."""
 
 from __future__ import annotations
 
 import logging
 
 from foundation_cli.agent.context import retrying
-from foundation_cli.agent.runner import token_not_made_yet
+from foundation_cli.agent.runner import consul_starting, token_not_made_yet
 from foundation_cli.core.retry import backoff
-from foundation_cli.errors import PermissionDeniedError
+from foundation_cli.errors import PermissionDeniedError, UnreachableError
 
 UNKNOWN = PermissionDeniedError("Consul refused GET /v1/agent/self: permission denied (403: ACL not found)")
 NARROW = PermissionDeniedError("Consul refused GET /v1/agent/self: permission denied (403: Permission denied)")
@@ -90,3 +91,48 @@ def test_the_short_window_can_be_set_for_slow_clusters(monkeypatch):
     assert token_not_made_yet().window == 90.0
     monkeypatch.setenv("FOUNDATION_AGENT_TOKEN_WAIT", "soon")
     assert token_not_made_yet().window == 40.0
+
+
+REFUSED = UnreachableError(
+    "cannot reach Consul at http://127.0.0.1:8500: connection refused — is the agent running?", hint="…"
+)
+
+
+def sequence(*excs: Exception):
+    """``fn`` raising each of ``excs`` in turn, then answering."""
+    left = list(excs)
+
+    def fn():
+        if left:
+            raise left.pop(0)
+        return {"Config": {"NodeName": "n1"}}
+
+    return fn
+
+
+def test_a_consul_still_starting_is_polled_every_0_1_s_then_its_unknown_token_every_0_2_s():
+    """up starts the agent right after its Consul, which listens only once it has its certificate; on
+    a server the token comes later still. Each expected failure is polled at its own short step."""
+    clock = Clock()
+    soon = (token_not_made_yet(), consul_starting("http://127.0.0.1:8500"))
+    me = retrying(sequence(*[REFUSED] * 8, *[UNKNOWN] * 3), clock, logging.getLogger("t"), "x", soon=soon, clock=clock)
+    assert me == {"Config": {"NodeName": "n1"}}
+    assert clock.waits == [0.1] * 8 + [0.2] * 3  # was 0.25, 0.5, 1, 2 …: registered up to a second late
+
+
+def test_a_consul_that_never_listens_is_said_once_naming_its_service_then_backed_off(caplog):
+    clock = Clock(until=200)
+    with caplog.at_level(logging.INFO, logger="test.agent"):
+        retrying(
+            failing(10**6, REFUSED),
+            clock,
+            logging.getLogger("test.agent"),
+            "reading /v1/agent/self",
+            soon=consul_starting("http://127.0.0.1:8500"),
+            clock=clock,
+        )
+    fast = [w for w in clock.waits if w == 0.1]
+    assert clock.waits[: len(fast)] == fast and 59.9 < sum(fast) < 60.2
+    assert max(clock.waits) == 5.0
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "no Consul agent listens at http://127.0.0.1:8500" in errors[0], errors
