@@ -184,6 +184,9 @@ def _choose_servers(cfg: ClusterConfig, hosts: list[HostConfig], probes: dict[st
 RETRY_INTERVAL = "1s"
 
 
+FAST_GOSSIP = "100ms"
+
+
 def consul_config_for(
     cfg: ClusterConfig,
     *,
@@ -196,8 +199,17 @@ def consul_config_for(
     bootstrap_expect: int,
     token: str | None = None,
     labels: dict[str, str] | None = None,
+    fast_gossip: bool = False,
 ) -> dict[str, Any]:
-    """One host's Consul agent config: ours, then the wizard's raw ``consul:`` merged over it."""
+    """One host's Consul agent config: ours, then the wizard's raw ``consul:`` merged over it.
+
+    ``fast_gossip`` (servers): their LAN and WAN gossip every 100 ms (Consul: 200 / 500 ms; memberlist's
+    own profile for a local network). A new leader of a cluster with ACLs announces the ACL mode in
+    its gossip tags and waits until that news went round (``UpdateNode``) before it sets up the
+    Connect CA, which signs every client's certificate (auto_encrypt): 0.8-1.6 s at the default
+    intervals on the lab, 0.4 s at 100 ms. Gossip goes out only when there is news, so an idle
+    cluster sends no more for it.
+    """
     conf: dict[str, Any] = {
         "datacenter": cfg.datacenter,
         "node_name": node_name,
@@ -220,6 +232,9 @@ def consul_config_for(
     }
     if server and bootstrap_expect:
         conf["bootstrap_expect"] = bootstrap_expect
+    if server and fast_gossip:
+        conf["gossip_lan"] = {"gossip_interval": FAST_GOSSIP}
+        conf["gossip_wan"] = {"gossip_interval": FAST_GOSSIP}
     if cfg.acl.enabled:
         conf["acl"] = {
             "enabled": True,
@@ -417,6 +432,8 @@ def plan(run: UpRun) -> None:
                 cluster_id=run.cluster_id,
                 bootstrap_expect=0 if run.join else len(run.servers),
                 labels=h.labels,
+                # Not for a server already running without it: that would restart it for nothing.
+                fast_gossip=is_server and (not p.consul_running or "gossip_wan" in p.existing_config),
             ),
         )
         run.plans[h.address] = host_plan
