@@ -125,7 +125,7 @@ scripts. The conventions, for every command:
   stderr has the one-line `error:` message. `up --json` is the exception: it always prints its
   document (every host's state, steps and error), also when hosts failed or the run stopped early,
   with `error` set to `{"message", "hint", "exit_status"}` of the error it exits with (`null` when it
-  exits 0); the `error:` line and the exit code stay the same.
+  exits 0; schema `up.json` below); the `error:` line and the exit code stay the same.
 - Secrets are masked (`****`) in JSON exactly as in text.
 - Schemas evolve additively: fields may be added; existing fields keep their name, type and
   meaning. Validate with any JSON Schema validator, for example with the `jsonschema` package

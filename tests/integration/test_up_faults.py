@@ -34,11 +34,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from tests.lab.netns import Lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(600)]
+SCHEMA = Path(__file__).resolve().parents[2] / "foundation_cli" / "schemas" / "up.json"
 
 
 class Ctx:
@@ -308,6 +310,7 @@ def test_ssh_lost_to_one_host_mid_run_others_finish_exit_7_then_a_rerun_complete
             error = why
             # it stopped early, yet says what it did on every host (--json: a normal run's document + the error)
             doc = json.loads(w.stdout)
+            jsonschema.validate(doc, json.loads(SCHEMA.read_text()))
             assert doc["error"]["exit_status"] == 7 and why in doc["error"]["message"], doc["error"]
             assert "bootstrap_expect" in doc["error"]["hint"] and "foundation up" in doc["error"]["hint"]
             hosts = {h["host"]: h for h in doc["hosts"]}
@@ -319,7 +322,10 @@ def test_ssh_lost_to_one_host_mid_run_others_finish_exit_7_then_a_rerun_complete
                 assert "consul" in [s["step"] for s in hosts[h.ip]["steps"]], hosts[h.ip]
         else:
             assert f"1 of 5 hosts failed: {victim.ip}" in stderr, stderr[-2000:]
-            hosts = json.loads(w.stdout)["hosts"]
+            doc = json.loads(w.stdout)
+            jsonschema.validate(doc, json.loads(SCHEMA.read_text()))
+            assert doc["error"]["message"].startswith(f"1 of 5 hosts failed: {victim.ip}"), doc["error"]
+            hosts = doc["hosts"]
             assert [h["state"] != "failed" for h in hosts] == [True, True, True, True, False], hosts
             error = hosts[4]["error"]
             assert "SSH connection lost" in error, hosts[4]

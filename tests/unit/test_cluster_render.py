@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from importlib import resources
 
+import jsonschema
 from typer.testing import CliRunner
 
 from foundation_cli.commands.app import app
@@ -11,6 +13,7 @@ from foundation_cli.core import orchestrator
 from foundation_cli.core.bootstrap import HostResult, StepResult
 from foundation_cli.errors import PartialFailure, UnreachableError
 
+SCHEMA = json.loads(resources.files("foundation_cli").joinpath("schemas/up.json").read_text())
 WHY = "the new cluster cannot elect a leader: its 3 servers wait for each other (bootstrap_expect)"
 
 
@@ -53,7 +56,7 @@ def test_a_stopped_up_prints_every_host_in_json_with_the_error(tmp_path, monkeyp
     assert doc["hosts"][2]["error"] == "c: SSH connection lost"
     assert [s["step"] for s in doc["hosts"][2]["steps"]] == ["secrets"]
     assert doc["error"] == {"message": WHY, "hint": "re-run `foundation up`", "exit_status": 7}
-    assert set(doc) >= {"cluster_id", "datacenter", "http_addr", "removed", "warnings"}
+    jsonschema.validate(doc, SCHEMA)  # the document of a normal run, with error set
     assert f"error: {WHY}" in res.stderr
 
 
@@ -69,7 +72,9 @@ def test_a_stopped_up_prints_the_table_then_the_one_line_error(tmp_path, monkeyp
 
 
 def test_a_finished_up_has_a_null_error_in_json():
-    assert orchestrator.UpResult(hosts=[HostResult(alias="a")]).to_dict()["error"] is None
+    doc = orchestrator.UpResult(hosts=[HostResult(alias="a", steps=[StepResult("consul", "started")])]).to_dict()
+    jsonschema.validate(doc, SCHEMA)
+    assert doc["error"] is None
 
 
 def test_a_bug_half_way_still_shows_the_hosts_then_is_reported_as_one(tmp_path, monkeypatch):
@@ -78,4 +83,5 @@ def test_a_bug_half_way_still_shows_the_hosts_then_is_reported_as_one(tmp_path, 
     doc = json.loads(res.stdout)
     assert [(h["host"], h["state"]) for h in doc["hosts"]][0] == ("a", "changed")
     assert doc["error"]["message"] == "internal error: KeyError: 'boom'" and doc["error"]["exit_status"] == 1
+    jsonschema.validate(doc, SCHEMA)
     assert "error: internal error: KeyError: 'boom'" in res.stderr and "Traceback" not in res.stderr
