@@ -158,7 +158,7 @@ def test_plain_up_repairs_a_host_whose_consul_and_agent_died(ctx):
     steps = {s["step"]: s["state"] for s in hosts[1]["steps"]}
     assert steps["consul"] == "started" and steps["agent"] == "started", steps
     # Exactly one consul and one agent on it again (the stale loops were not doubled).
-    cmdlines = [Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ") for p in host.pids()]
+    cmdlines = host.cmdlines()
     assert len([c for c in cmdlines if c.startswith(b"/") and b"consul agent" in c]) == 1, cmdlines
     assert len([c for c in cmdlines if b"-m foundation_cli.agent" in c and not c.startswith(b"sh ")]) == 1, cmdlines
     assert host.sshd_pid in host.pids()  # the stale pid files named sshd: it must not have been killed
@@ -313,8 +313,8 @@ def test_down_leaves_nothing_running(ctx):
     # Host 5 never got anything; every host answers, so down succeeds everywhere.
     assert proc.returncode == 0, proc.stderr
     for h in ctx.lab.hosts:
-        left = [Path(f"/proc/{p}/cmdline").read_text() for p in h.pids()]
-        assert all("sshd" in c for c in left), (h.name, left)
+        left = h.cmdlines()
+        assert all(b"sshd" in c for c in left), (h.name, left)
     # Data kept without --purge, and with it the ACLs: the state keeps only the tokens and the CA.
     kept = ctx.state()
     assert "consul_http_addr" not in kept and kept["token"] and kept["down"] is True

@@ -170,6 +170,17 @@ class Host:
         """Every process in the host's network namespace."""
         return netns_pids(self.netns)
 
+    def cmdlines(self) -> list[bytes]:
+        """The command line of every process in the host (arguments joined by spaces); a process that
+        exits while they are read (a shell's short-lived child) is left out, not an error."""
+        out = []
+        for pid in self.pids():
+            try:
+                out.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" "))
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+        return out
+
     # -- failures ---------------------------------------------------------------------------------
     def crash(self) -> list[int]:
         """SIGKILL every process in the host except its sshd (a node dying; SSH still answers)."""
