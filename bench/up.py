@@ -13,6 +13,8 @@ bundle is built (cached) before timing, as an operator's second `up` would find 
   op cpu s     CPU seconds of the `foundation up` process (the operator's machine)
   host cpu s   CPU seconds spent inside the hosts during the run (sshd sessions, tar, consul, the
                agent's start), in total and per host
+  cpu floor    (op cpu + host cpu) / CPUs, as a multiple of the one-host wall time: on this machine,
+               where every lab host shares its CPUs, no run of that size can be faster than that
 
 then the no-change re-run at 10 hosts (goal <= 3 s) and `down` at that size. Lab hosts get a plain
 ~/.bashrc (this machine's runs pyenv init on every SSH command; --keep-bashrc keeps it). Every lab host shares
@@ -206,13 +208,14 @@ def main() -> None:
                         except SystemExit as exc:  # still print the figures above
                             print(exc, file=sys.stderr)
     med = {n: [statistics.median(r[i] for r in runs[n]) for i in range(5)] for n in sizes}
+    ncpu = os.cpu_count() or 1
     one = med[sizes[0]][0]
     print(f"`foundation up` on fresh hosts, {os.cpu_count()} CPUs shared by every lab host and the operator")
     if opts.repeat > 1:
         print(f"(medians of {opts.repeat} rounds; each round ran every size once, in this order)")
     print(
         f"{'hosts':>5} {'wall s':>7} {'x 1 host':>8} {'goal':>6} {'last done s':>11} {'tail s':>7}"
-        f" {'op cpu s':>8} {'host cpu s':>10} {'per host':>8} {'load':>5}"
+        f" {'op cpu s':>8} {'host cpu s':>10} {'per host':>8} {'cpu floor':>9} {'load':>5}"
         + ("  every round's wall s" if opts.repeat > 1 else "")
     )
     for n in sizes:
@@ -223,7 +226,7 @@ def main() -> None:
         each = "  " + " ".join(f"{r[0]:.2f}" for r in runs[n]) if opts.repeat > 1 else ""
         print(
             f"{n:>5} {wall:>7.2f} {ratio:>8.2f} {verdict:>6} {done:>11.2f} {wall - done:>7.2f}"
-            f" {op_cpu:>8.2f} {hosts:>10.2f} {hosts / n:>8.2f} {load:>5.1f}{each}"
+            f" {op_cpu:>8.2f} {hosts:>10.2f} {hosts / n:>8.2f} {(op_cpu + hosts) / ncpu / one:>8.2f}x {load:>5.1f}{each}"
         )
     split = {n: {k: statistics.median(r[5][k] for r in runs[n]) for k in runs[n][0][5]} for n in sizes}
     print(
