@@ -86,6 +86,27 @@ def consul_starting(address: str) -> Soon:
     )
 
 
+JOIN_WAIT = 10.0
+
+
+def consul_not_joined() -> Soon:
+    """Consul answers 403 "Permission denied": on a client that just started, it cannot ask the servers
+    about the token yet.
+
+    A client's Consul opens its HTTP API a few milliseconds before it has joined the cluster; until
+    then it resolves no token and denies (its default policy). Seen on the 20-host lab: the agent's
+    first read came in that gap and the old backoff started it 1.8 s after the join. Polled every
+    0.2 s for a short window only: a token that really lacks the right (`agent:read` on this node)
+    is said once, then backed off.
+    """
+    return Soon(
+        matches=lambda exc: isinstance(exc, PermissionDeniedError) and "Permission denied" in exc.message,
+        window=JOIN_WAIT,
+        why_still='the agent\'s token may not read this node\'s agent (`agent "<node>" { policy = "write" }`), or '
+        "this node's Consul cannot reach a server to check the token; retrying with backoff (at most every 5 s)",
+    )
+
+
 TASK_JOIN_TIMEOUT = 15.0  # for the tasks that must finish their work on stop (task_registry.FINISH_ON_STOP)
 IDLE_TASK_GRACE = 0.5  # the others: their writes are atomic (KV, os.replace); one blocked in a read is left
 
@@ -143,7 +164,7 @@ class Agent:
             self.stop,
             self.log,
             "reading /v1/agent/self",
-            soon=(token_not_made_yet(), consul_starting(self.settings.consul_addr or "")),
+            soon=(token_not_made_yet(), consul_starting(self.settings.consul_addr or ""), consul_not_joined()),
         )
         if me is None:
             return 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from foundation_cli.agent.context import retrying
-from foundation_cli.agent.runner import consul_starting, token_not_made_yet
+from foundation_cli.agent.runner import consul_not_joined, consul_starting, token_not_made_yet
 from foundation_cli.core.retry import backoff
 from foundation_cli.errors import PermissionDeniedError, UnreachableError
 
@@ -136,3 +136,21 @@ def test_a_consul_that_never_listens_is_said_once_naming_its_service_then_backed
     assert max(clock.waits) == 5.0
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and "no Consul agent listens at http://127.0.0.1:8500" in errors[0], errors
+
+
+def test_a_client_consul_not_joined_yet_is_polled_every_0_2_s_for_a_short_while_only(caplog):
+    """A client's Consul listens a moment before it joined; until then it denies every token."""
+    clock = Clock()
+    soon = (token_not_made_yet(), consul_starting("http://127.0.0.1:8500"), consul_not_joined())
+    me = retrying(
+        sequence(REFUSED, REFUSED, NARROW, NARROW), clock, logging.getLogger("t"), "x", soon=soon, clock=clock
+    )
+    assert me == {"Config": {"NodeName": "n1"}} and clock.waits == [0.1, 0.1, 0.2, 0.2]
+
+    clock = Clock(until=100)
+    with caplog.at_level(logging.INFO, logger="test.agent"):
+        retrying(failing(10**6, NARROW), clock, logging.getLogger("test.agent"), "x", soon=soon, clock=clock)
+    fast = [w for w in clock.waits if w == 0.2]
+    assert clock.waits[: len(fast)] == fast and 9.9 < sum(fast) < 10.3  # a token too narrow: 10 s, not 40
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "may not read this node's agent" in errors[0], errors
