@@ -14,6 +14,7 @@ import fcntl
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -33,6 +34,7 @@ from foundation_cli.core.agent_requests import agent_registration
 from foundation_cli.core.retry import backoff
 from foundation_cli.core.timing import Timing
 from foundation_cli.errors import PermissionDeniedError, UnreachableError, UsageError
+from foundation_cli.raw.address import ConsulAddress
 from foundation_cli.raw.recorder import set_process_recorder
 from foundation_cli.raw.secrets import MaskingFilter
 from foundation_cli.settings import Settings
@@ -84,6 +86,24 @@ def consul_starting(address: str) -> Soon:
         "/var/log/foundation/consul.log, or journalctl -u foundation-consul)? retrying with backoff (at most every 5 s)",
         step=0.1,
     )
+
+
+def wait_listening(address: ConsulAddress, stop: threading.Event, timeout: float = CONSUL_START_WAIT) -> bool:
+    """Until something accepts TCP connections at ``address`` (``timeout`` at most); whether it did.
+
+    A bare socket connect every 50 ms: on a new cluster's client the agent starts seconds before its
+    Consul listens, and one HTTP try through the client stack costs ~50 times the CPU of a connect
+    that is refused (20 such agents share the lab's two cores).
+    """
+    host = address.host.strip("[]")
+    deadline = time.monotonic() + timeout
+    while not stop.is_set() and time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, address.port), timeout=0.5).close()
+            return True
+        except OSError:
+            stop.wait(0.05)
+    return False
 
 
 JOIN_WAIT = 10.0
@@ -157,8 +177,9 @@ class Agent:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop.set())
-        client = self._client()
         self.log.info("connecting to Consul at %s", self.settings.consul_addr)
+        wait_listening(self.settings.address, self.stop)
+        client = self._client()
         me = retrying(
             client.agent.self,
             self.stop,

@@ -154,3 +154,30 @@ def test_a_client_consul_not_joined_yet_is_polled_every_0_2_s_for_a_short_while_
     assert clock.waits[: len(fast)] == fast and 9.9 < sum(fast) < 10.3  # a token too narrow: 10 s, not 40
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and "may not read this node's agent" in errors[0], errors
+
+
+def test_the_agent_waits_for_its_consul_to_listen_with_bare_socket_connects():
+    import socket
+    import threading
+
+    from foundation_cli.agent.runner import wait_listening
+    from foundation_cli.raw.address import ConsulAddress
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # a free port: nothing listens there yet
+    stop = threading.Event()
+    assert wait_listening(ConsulAddress("http", "127.0.0.1", port), stop, timeout=0.2) is False
+
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    later = threading.Timer(0.15, lambda: (server.bind(("127.0.0.1", port)), server.listen()))
+    later.start()
+    try:
+        assert wait_listening(ConsulAddress("http", "127.0.0.1", port), stop, timeout=5) is True
+    finally:
+        later.join()
+        server.close()
+    stop.set()
+    assert wait_listening(ConsulAddress("http", "127.0.0.1", port), stop, timeout=5) is False  # stopped: no wait
