@@ -208,20 +208,12 @@ def test_clients_wait_for_the_servers_consul_and_hold_no_slot_while_waiting_for_
     from types import SimpleNamespace
 
     from foundation_cli.core import orchestrator
-    from foundation_cli.core.bootstrap import HostResult
+    from tests.unit.up_runs import up_run
 
     monkeypatch.setenv("FOUNDATION_STATE_DIR", str(tmp_path))
-    cfg = cc.parse("hosts: [s1, s2, c1, c2, c3, c4]\n")
-    run = orchestrator.UpRun(
-        cfg=cfg,
-        hosts=cfg.hosts,
-        opts=orchestrator.ssh_options(cfg),
-        say=lambda _h, _m: None,
-        parallel=2,
-        results={h.address: HostResult(alias=h.address) for h in cfg.hosts},
-    )
-    servers, clients = cfg.hosts[:2], cfg.hosts[2:]
-    run.plans = {h.address: SimpleNamespace(server=h in servers) for h in cfg.hosts}
+    run = up_run("hosts: [s1, s2, c1, c2, c3, c4]\n", parallel=2)
+    servers, clients = run.hosts[:2], run.hosts[2:]
+    run.plans = {h.address: SimpleNamespace(server=h in servers) for h in run.hosts}
     lock = threading.Lock()
     events: list[tuple[str, str]] = []
     working, peak, waiting = [0], [0], [0]

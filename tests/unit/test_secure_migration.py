@@ -191,21 +191,13 @@ def test_before_the_bootstrap_the_health_wait_asks_a_server_with_acls_still_off(
 
 
 def test_dry_run_says_the_script_is_the_final_state_only(tmp_path, monkeypatch):
-    from foundation_cli.core import cluster_config as cc
-    from foundation_cli.core import orchestrator, secure_migration
-    from foundation_cli.core.bootstrap import HostResult, Probe, render_config
+    from foundation_cli.core import secure_migration
+    from foundation_cli.core.bootstrap import render_config
+    from tests.unit.up_runs import planned_run
 
     monkeypatch.setenv("FOUNDATION_STATE_DIR", str(tmp_path))
-    cfg = cc.parse("hosts: [a, b, c]\ntls: {enabled: false}\n")
-    run = orchestrator.UpRun(
-        cfg=cfg,
-        hosts=cfg.hosts,
-        opts=orchestrator.ssh_options(cfg),
-        say=lambda _h, _m: None,
-        results={h.address: HostResult(alias=h.address) for h in cfg.hosts},
-    )
-    run.probes = {h.address: Probe(hostname=h.address, addr=f"10.0.0.{i}") for i, h in enumerate(cfg.hosts, 1)}
-    orchestrator.plan(run)
+    run = planned_run("hosts: [a, b, c]\ntls: {enabled: false}\n")
+    cfg = run.cfg
     secure_migration.dry_run_note(run, cfg.hosts)
     assert run.result.warnings == []  # nothing running: nothing to migrate
     for h in cfg.hosts:
