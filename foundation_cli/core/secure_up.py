@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from foundation_cli.core import acl, bootstrap, tls
 from foundation_cli.core.cluster_config import merge_consul
 from foundation_cli.core.fanout import for_each
-from foundation_cli.errors import FoundationError
+from foundation_cli.errors import FoundationError, UnreachableError
 from foundation_cli.raw import secrets
 from foundation_cli.raw.address import ConsulAddress
 from foundation_cli.raw.recorder import current_recorder
@@ -208,14 +208,15 @@ def acl_bootstrap(run: UpRun) -> None:
 
 
 def _on_the_leader(run: UpRun, client, cacert: str | None, deadline: float):
-    """A client of the Raft leader's API once there is a leader, or ``None`` (no leader by ``deadline``,
-    or one this run did not set up).
+    """A client of the Raft leader's API once there is a leader, or ``None`` (a leader this run did not
+    set up: the ACL step then asks the server it has).
 
     A follower of a new cluster refuses every ACL call ("The ACL system is currently in legacy
     mode") until its own mode check notices the leader's; that check backs off from 50 ms,
     doubling, so it lags the election by up to the time the election took (1.6 s seen on the
     lab). The leader leaves legacy mode as it takes office. Only the final leader answer is
-    recorded (``--explain``); the polls before it asked the same question.
+    recorded (``--explain``); the polls before it asked the same question. No leader by
+    ``deadline``: :class:`UnreachableError` (the ACL step cannot run without one).
     """
     from foundation_cli.raw.recorder import Recorder
     from foundation_cli.settings import Settings
@@ -226,11 +227,12 @@ def _on_the_leader(run: UpRun, client, cacert: str | None, deadline: float):
     probe = consul_tool.connect(
         Settings(consul_addr=client.http.base_uri, cacert=cacert), recorder=quiet, timeout=2, failover=False
     )
+    why = "the servers answer, none of them is the leader"
     while time.monotonic() < deadline:
         try:
             leader = probe.status.leader()
-        except FoundationError:  # its API is not listening yet
-            leader = ""
+        except FoundationError as exc:  # its API is not listening yet
+            leader, why = "", exc.message
         if leader:
             current_recorder().add(quiet.operations[-1])
             host = raft_host(leader)
@@ -241,7 +243,13 @@ def _on_the_leader(run: UpRun, client, cacert: str | None, deadline: float):
                 return client
             return consul_tool.connect(Settings(consul_addr=url, cacert=cacert), recorder=current_recorder(), timeout=5)
         time.sleep(0.1)
-    return None
+    if quiet.operations:
+        current_recorder().add(quiet.operations[-1])
+    raise UnreachableError(
+        f"no Raft leader after {run.wait_timeout:.0f} s, which the ACL step needs: {why}",
+        hint="the servers may still be electing one (their log: /var/log/foundation/consul.log, or journalctl -u "
+        "foundation-consul); run `foundation up` again",
+    )
 
 
 def raft_host(leader: str) -> str:

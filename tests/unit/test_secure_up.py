@@ -116,3 +116,78 @@ def test_api_address_is_a_consul_address_with_ipv6_brackets(tmp_path, monkeypatc
     assert api_address(run, "fd00::1").url == "http://[fd00::1]:8500"
     assert api_address(run, "fd00::1", https=True).url == "https://[fd00::1]:8501"
     assert api_url(run, "10.0.0.1", https=True) == "https://10.0.0.1:8501"
+
+
+class _StatusServer:
+    """A local HTTP server answering ``/v1/status/leader`` with ``leader`` (what a server says)."""
+
+    def __init__(self, leader: str) -> None:
+        import http.server
+        import threading
+
+        body = json.dumps(leader).encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                self.send_response(200 if self.path == "/v1/status/leader" else 404)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _leader_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("FOUNDATION_STATE_DIR", str(tmp_path))
+    return planned_run("hosts: [a, b, c, d]\nservers: 3\ntls: {enabled: false}\n", wait_timeout=0.3)
+
+
+def test_the_acl_step_goes_to_the_leader_a_server_names(tmp_path, monkeypatch):
+    """A follower of a new cluster refuses ACL calls until it left legacy mode; the leader does not."""
+    import time
+
+    from foundation_cli.core.secure_up import _on_the_leader
+    from foundation_cli.settings import Settings
+    from foundation_cli.tools import consul as consul_tool
+
+    run = _leader_run(tmp_path, monkeypatch)
+    server = _StatusServer("10.0.0.2:8300")  # b leads
+    try:
+        client = consul_tool.connect(Settings(consul_addr=server.url), timeout=2)
+        leader = _on_the_leader(run, client, None, time.monotonic() + 5)
+        assert leader is not None and leader.http.base_uri == api_url(run, "10.0.0.2")
+        server_d = _StatusServer("10.0.0.9:8300")  # a server this run does not know: ask the one we have
+        try:
+            other = consul_tool.connect(Settings(consul_addr=server_d.url), timeout=2)
+            assert _on_the_leader(run, other, None, time.monotonic() + 5) is None
+        finally:
+            server_d.close()
+    finally:
+        server.close()
+
+
+def test_no_leader_in_time_is_said_with_what_the_servers_answered(tmp_path, monkeypatch):
+    import time
+
+    from foundation_cli.core.secure_up import _on_the_leader
+    from foundation_cli.errors import UnreachableError
+    from foundation_cli.settings import Settings
+    from foundation_cli.tools import consul as consul_tool
+
+    run = _leader_run(tmp_path, monkeypatch)
+    server = _StatusServer("")  # answers, no leader yet
+    try:
+        client = consul_tool.connect(Settings(consul_addr=server.url), timeout=2)
+        with pytest.raises(UnreachableError, match="no Raft leader after 0 s, which the ACL step needs: the servers"):
+            _on_the_leader(run, client, None, time.monotonic() + 0.3)
+    finally:
+        server.close()
