@@ -487,7 +487,7 @@ def apply(
     orchestrator holds a new client there until the servers know its ACL token). ``agent_first``:
     install and start the node agent before that: a client waiting for its token spends the wait on
     the upload and on the agent's own start (imports: ~0.15 s of CPU), which then polls until its
-    Consul listens (agent/runner.consul_starting) and registers at once. Its first request reaches
+    Consul listens (agent/runner.wait_listening) and registers at once. Its first request reaches
     Consul only after the token exists: a client's Consul would remember an unknown token for 30 s.
 
     ``bundle`` is the agent bundle, or a callable ``(python, arch) -> bundle`` choosing the one for

@@ -206,7 +206,7 @@ def consul_config_for(
     ``fast_gossip`` (servers): their LAN and WAN gossip every 100 ms (Consul: 200 / 500 ms; memberlist's
     own profile for a local network). A new leader of a cluster with ACLs announces the ACL mode in
     its gossip tags and waits until that news went round (``UpdateNode``) before it sets up the
-    Connect CA, which signs every client's certificate (auto_encrypt): 0.8-1.6 s at the default
+    Connect CA, which signs every client's certificate (auto_encrypt): 0.8-1.2 s at the default
     intervals on the lab, 0.4 s at 100 ms. Gossip goes out only when there is news, so an idle
     cluster sends no more for it.
     """
