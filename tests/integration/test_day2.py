@@ -98,8 +98,10 @@ def test_fencing_token_and_drain_on_one_node(fresh_consul, tmp_path, work_dir):
         out = cli(["undrain", node], env)
         assert f"{node} undrained" in out.stdout
         assert not _maintenance(addr, node)
+        # The copy writes its token as it starts: wait for that line, not only for its process.
         wait_for(lambda: pids_running(str(tokens)), 20, "the singleton back after undrain")
-        assert int(tokens.read_text().split()[-1]) > second
+        after = wait_for(lambda: len(tokens.read_text().split()) > 2 and tokens.read_text().split(), 20, "its token")
+        assert int(after[-1]) > second
         cli(["stop", "tok"], env)
     finally:
         for proc in (agent, agent2):
