@@ -74,6 +74,18 @@ class PartialFailure(FoundationError):
     exit_status = ExitStatus.PARTIAL
 
 
+class Interrupted(FoundationError):
+    """Ctrl-C: the command stopped where it was; running it again picks up from there."""
+
+    exit_status = ExitStatus.INTERRUPTED
+
+    def __init__(self) -> None:
+        super().__init__(
+            "interrupted",
+            hint="run the same command again when ready: it picks up where this run stopped (writes are idempotent)",
+        )
+
+
 def internal_error(exc: BaseException) -> FoundationError:
     """A bug, said as one line for the user (the traceback is shown only with -vv)."""
     return FoundationError(

@@ -17,7 +17,7 @@ from typing import Any, Optional
 import typer
 
 from foundation_cli.commands.output import Output
-from foundation_cli.errors import ExitStatus, FoundationError
+from foundation_cli.errors import ExitStatus, FoundationError, Interrupted
 from foundation_cli.raw.recorder import Recorder, set_process_recorder, use_recorder
 from foundation_cli.settings import DEFAULT_CONSUL_ADDR, Settings, resolve
 
@@ -231,10 +231,7 @@ def execute(func: Callable[..., Any], kwargs: dict[str, Any], global_values: dic
         (out or Output(Settings())).error(exc)
         raise typer.Exit(int(exc.exit_status)) from None
     except KeyboardInterrupt:
-        (out or Output(Settings())).error(
-            "interrupted",
-            hint="run the same command again when ready: it picks up where this run stopped (writes are idempotent)",
-        )
+        (out or Output(Settings())).error(Interrupted())
         raise typer.Exit(int(ExitStatus.INTERRUPTED)) from None
     except (typer.Exit, typer.Abort, SystemExit):
         raise

@@ -17,9 +17,15 @@ def in_context(pool: ThreadPoolExecutor, fn: Callable[..., Any], *args: Any) -> 
 
 def for_each(items: list, fn: Callable[[Any], None], *, parallel: int) -> None:
     """``fn(item)`` for every item in a pool of at most ``parallel`` threads; the first error is raised
-    once every item was worked on."""
+    once every item was worked on. Ctrl-C returns at once: no item starts after it, and the caller
+    does not wait for the running ones (their own connections end them)."""
     if not items:
         return
-    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(items)))) as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, min(parallel, len(items))))
+    try:
         for f in [in_context(pool, fn, item) for item in items]:
             f.result()
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)

@@ -35,7 +35,7 @@ from foundation_cli.core.acl import operator_token
 from foundation_cli.core.bootstrap import HostPlan, HostResult, Probe
 from foundation_cli.core.cluster_config import ClusterConfig, HostConfig, merge_consul
 from foundation_cli.core.fanout import for_each, in_context
-from foundation_cli.errors import FoundationError, PartialFailure, UnreachableError, internal_error
+from foundation_cli.errors import FoundationError, Interrupted, PartialFailure, UnreachableError, internal_error
 from foundation_cli.raw import secrets
 from foundation_cli.raw.recorder import current_recorder
 from foundation_cli.tools import ssh
@@ -589,12 +589,17 @@ def _apply_tokens_first(run: UpRun, servers: list[HostConfig], clients: list[Hos
     side = threading.Thread(target=contextvars.copy_context().run, args=(make_tokens,), daemon=True)
     side.start()
     hosts = servers + clients
+    interrupted = False
     try:
         # A thread per host, the work bounded by ``slots``: threads that wait hold no slot.
         for_each(hosts, lambda h: run.guarded(h, one), parallel=len(hosts))
+    except KeyboardInterrupt:
+        interrupted = True  # Ctrl-C ends the run now, not once the ACL step found a leader (up to 90 s)
+        raise
     finally:
         servers_started.set()
-        side.join()
+        if not interrupted:
+            side.join()
     if failed:
         raise failed[0]
 
@@ -806,6 +811,9 @@ def up(
     except Exception as exc:  # a stop of the whole run (or a bug): what each host got so far goes with it
         _summarize(run)
         raise UpStopped(exc, run.result) from exc
+    except KeyboardInterrupt:  # Ctrl-C: the same, taken before the connections close under the running hosts
+        _summarize(run)
+        raise UpStopped(Interrupted(), run.result) from None
     finally:
         run.close()
     return run.result

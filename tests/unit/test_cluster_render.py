@@ -85,3 +85,53 @@ def test_a_bug_half_way_still_shows_the_hosts_then_is_reported_as_one(tmp_path, 
     assert doc["error"]["message"] == "internal error: KeyError: 'boom'" and doc["error"]["exit_status"] == 1
     jsonschema.validate(doc, SCHEMA)
     assert "error: internal error: KeyError: 'boom'" in res.stderr and "Traceback" not in res.stderr
+
+
+def _interrupted_after_apply(run: orchestrator.UpRun) -> None:
+    run.results["a"].steps = [StepResult("consul", "started")]
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_in_up_still_shows_every_host_then_says_interrupted(tmp_path, monkeypatch):
+    res = invoke(["up"], tmp_path, monkeypatch, step=_interrupted_after_apply)
+    assert res.exit_code == 130, res.output
+    rows = {line.split()[0]: line for line in res.stdout.splitlines()[1:] if line.strip()}
+    assert sorted(rows) == ["a", "b", "c", "d"] and "consul: started" in rows["a"], res.stdout
+    lines = res.stderr.strip().splitlines()
+    assert lines[-2] == "error: interrupted" and lines[-1].startswith("hint: run the same command again"), lines
+
+    res = invoke(["up", "--json"], tmp_path, monkeypatch, step=_interrupted_after_apply)
+    assert res.exit_code == 130, res.output
+    doc = json.loads(res.stdout)
+    assert doc["error"]["message"] == "interrupted" and doc["error"]["exit_status"] == 130
+    jsonschema.validate(doc, SCHEMA)
+
+
+def test_ctrl_c_returns_at_once_and_starts_no_further_host():
+    """for_each on Ctrl-C: the hosts queued behind are not started, the running ones are not waited for."""
+    import threading
+
+    from foundation_cli.core.fanout import for_each
+
+    release, started, outcome = threading.Event(), [], []
+
+    def work(item: int) -> None:
+        started.append(item)
+        if item == 0:
+            raise KeyboardInterrupt  # what Ctrl-C is to the waiting caller
+        release.wait(10)  # a host still busy
+
+    def call() -> None:
+        try:
+            for_each(list(range(40)), work, parallel=2)
+        except KeyboardInterrupt:
+            outcome.append("interrupted")
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    caller.join(5)
+    try:
+        assert outcome == ["interrupted"] and not caller.is_alive()  # returned while a host is still busy
+        assert len(started) < 10, started  # the queued ones were cancelled
+    finally:
+        release.set()
