@@ -208,6 +208,7 @@ class HostResult:
     exit_status: int = 0
     hint: str | None = None  # what to do about ``error``
     warnings: list[str] = field(default_factory=list)
+    done: bool = False  # its own steps all ran (a run stopped by Ctrl-C reports the others unfinished)
 
     def fail(self, exc: BaseException) -> None:
         """Record why this host failed (a Foundation error's message, hint and exit status)."""

@@ -688,6 +688,7 @@ def _apply_host(run: UpRun, h: HostConfig, around_consul=None, *, agent_first: b
         steps=done,
         agent_first=agent_first,
     )
+    run.results[h.address].done = True
     run.say(h.address, "done")
 
 
@@ -813,6 +814,9 @@ def up(
         raise UpStopped(exc, run.result) from exc
     except KeyboardInterrupt:  # Ctrl-C: the same, taken before the connections close under the running hosts
         _summarize(run)
+        for r in run.result.hosts:
+            if not r.error and not r.done:  # not reached, or stopped half-way: never "unchanged"
+                r.error, r.exit_status = "interrupted before this host was done", int(Interrupted.exit_status)
         raise UpStopped(Interrupted(), run.result) from None
     finally:
         run.close()

@@ -89,6 +89,8 @@ def test_a_bug_half_way_still_shows_the_hosts_then_is_reported_as_one(tmp_path, 
 
 def _interrupted_after_apply(run: orchestrator.UpRun) -> None:
     run.results["a"].steps = [StepResult("consul", "started")]
+    run.results["a"].done = True  # a finished; b half-way; c and d not reached
+    run.results["b"].steps = [StepResult("secrets", "written")]
     raise KeyboardInterrupt
 
 
@@ -96,7 +98,9 @@ def test_ctrl_c_in_up_still_shows_every_host_then_says_interrupted(tmp_path, mon
     res = invoke(["up"], tmp_path, monkeypatch, step=_interrupted_after_apply)
     assert res.exit_code == 130, res.output
     rows = {line.split()[0]: line for line in res.stdout.splitlines()[1:] if line.strip()}
-    assert sorted(rows) == ["a", "b", "c", "d"] and "consul: started" in rows["a"], res.stdout
+    assert sorted(rows) == ["a", "b", "c", "d"] and "changed" in rows["a"] and "consul: started" in rows["a"]
+    for host in "bcd":  # never "unchanged": nothing says what is on them now
+        assert "failed" in rows[host] and "interrupted before this host was done" in rows[host], res.stdout
     lines = res.stderr.strip().splitlines()
     assert lines[-2] == "error: interrupted" and lines[-1].startswith("hint: run the same command again"), lines
 
@@ -104,6 +108,7 @@ def test_ctrl_c_in_up_still_shows_every_host_then_says_interrupted(tmp_path, mon
     assert res.exit_code == 130, res.output
     doc = json.loads(res.stdout)
     assert doc["error"]["message"] == "interrupted" and doc["error"]["exit_status"] == 130
+    assert [h["state"] for h in doc["hosts"]] == ["changed", "failed", "failed", "failed"]
     jsonschema.validate(doc, SCHEMA)
 
 
