@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.lab.cli import foundation  # noqa: E402
+from tests.lab.cli import cluster_env, foundation, pinned_bundle  # noqa: E402
 from tests.lab.netns import Lab  # noqa: E402
 
 AGENT_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
@@ -82,13 +82,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="agent-token-"))
-    from foundation_cli.core import agent_bundle
-
-    pinned = root / agent_bundle.build().path.name
-    shutil.copy(agent_bundle.build().path, pinned)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_")}
-    env.update(FOUNDATION_STATE_DIR=str(root / "state"), XDG_CONFIG_HOME=str(root / "xdg"), NO_COLOR="1")
-    env["FOUNDATION_AGENT_BUNDLE"] = str(pinned)
+    env = cluster_env(root, bundle=pinned_bundle(root))
     lab = Lab(4)
     lags: dict[str, list[float]] = {"now (0.2 s steps)": [], "old (backoff)": []}
     hit = {k: 0 for k in lags}

@@ -53,6 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from foundation_cli.agent import memory_guard  # noqa: E402
+from tests.lab.cli import cluster_env, pinned_bundle  # noqa: E402
 from tests.lab.netns import Lab  # noqa: E402
 
 # The agent's enforced bound (its memory guard restarts it above this) and its documented goal (docs/placement.md).
@@ -295,20 +296,10 @@ def main() -> int:
         print("needs root (network-namespace lab)", file=sys.stderr)
         return 2
 
-    from foundation_cli.core import agent_bundle
-
     # Under /dev/shm: the lab hosts have a private /tmp, and their listeners need the state file.
     root = Path(tempfile.mkdtemp(prefix="foundation-load-", dir="/dev/shm"))
     os.chmod(root, 0o700)
-    pinned = root / agent_bundle.build().path.name
-    shutil.copy(agent_bundle.build().path, pinned)  # the package may be edited while this runs
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_")}
-    env.update(
-        FOUNDATION_STATE_DIR=str(root / "state"),
-        XDG_CONFIG_HOME=str(root / "xdg"),
-        NO_COLOR="1",
-        FOUNDATION_AGENT_BUNDLE=str(pinned),
-    )
+    env = cluster_env(root, bundle=pinned_bundle(root))  # the package may be edited while this runs
     os.environ.update(FOUNDATION_STATE_DIR=env["FOUNDATION_STATE_DIR"], XDG_CONFIG_HOME=env["XDG_CONFIG_HOME"])
     for var in [v for v in os.environ if v.startswith("CONSUL_")]:
         del os.environ[var]

@@ -39,6 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.lab.cli import cluster_env, pinned_bundle  # noqa: E402
 from tests.lab.netns import Lab  # noqa: E402
 
 TICK = 0.2
@@ -151,19 +152,9 @@ class Witness(threading.Thread):
 
 
 def main() -> int:
-    from foundation_cli.core import agent_bundle
-
     baseline = "--no-baseline" not in sys.argv
     root = Path(tempfile.mkdtemp(prefix="secure-migration-"))
-    pinned = root / agent_bundle.build().path.name
-    shutil.copy(agent_bundle.build().path, pinned)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_")}
-    env.update(
-        FOUNDATION_STATE_DIR=str(root / "state"),
-        XDG_CONFIG_HOME=str(root / "xdg"),
-        NO_COLOR="1",
-        FOUNDATION_AGENT_BUNDLE=str(pinned),
-    )
+    env = cluster_env(root, bundle=pinned_bundle(root))
     failures = []
 
     def run(*args: str) -> tuple[subprocess.CompletedProcess, float]:

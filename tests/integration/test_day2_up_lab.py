@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.test_placement_support import overlaps, shared_dir, wait_for, witness_runs, write_witness
-from tests.lab.cli import foundation
+from tests.lab.cli import cluster_env, foundation, pinned_bundle
 from tests.lab.netns import Lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(300)]
@@ -45,8 +45,7 @@ class Cluster:
     def __init__(self, lab: Lab, root: Path) -> None:
         self.lab = lab
         self.root = root
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_")}
-        self.env.update(FOUNDATION_STATE_DIR=str(root / "state"), XDG_CONFIG_HOME=str(root / "xdg"), NO_COLOR="1")
+        self.env = cluster_env(root)
 
     @property
     def servers(self):
@@ -93,10 +92,7 @@ def cluster(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("the lab needs root")
     root = tmp_path_factory.mktemp("day2-up")
-    from foundation_cli.core import agent_bundle
-
-    pinned = root / agent_bundle.build().path.name  # the package under test may be edited while this runs
-    shutil.copy(agent_bundle.build().path, pinned)
+    pinned = pinned_bundle(root)  # the package under test may be edited while this runs
     lab = Lab(4)
     c = Cluster(lab, root)
     c.env["FOUNDATION_AGENT_BUNDLE"] = str(pinned)

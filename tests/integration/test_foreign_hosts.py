@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.lab.cli import cluster_env
 from tests.lab.netns import Lab
 from tests.lab.nspawn import SUDO_PASSWORD, ForeignHost, add_known_hosts, nspawn_available
 
@@ -57,11 +58,7 @@ class Mixed:
         self.lab = lab
         self.root = root
         self.foreign = foreign
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_HTTP")}
-        self.env.update(agent_env)
-        self.env.update(
-            FOUNDATION_STATE_DIR=str(root / "state"), XDG_CONFIG_HOME=str(root / "xdg"), NO_COLOR="1", COLUMNS="200"
-        )
+        self.env = cluster_env(root, COLUMNS="200", **agent_env)
         self.env[SUDO_ENV] = SUDO_PASSWORD
         self.timings: dict[str, float] = {}
 

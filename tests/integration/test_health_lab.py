@@ -3,31 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.lab.cli import cluster_env, pinned_bundle
+
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(240)]
 SCHEMAS = Path(__file__).resolve().parents[2] / "foundation_cli" / "schemas"
 
 
 def test_up_cluster_has_no_warnings_and_status_validates(make_lab, tmp_path):
-    from foundation_cli.core import agent_bundle
-
     lab = make_lab(3)
-    bundle = tmp_path / agent_bundle.build().path.name
-    shutil.copy(agent_bundle.build().path, bundle)  # pinned: the package may be edited while this runs
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_HTTP")}
-    env.update(
-        FOUNDATION_STATE_DIR=str(tmp_path / "state"),
-        XDG_CONFIG_HOME=str(tmp_path / "xdg"),
-        NO_COLOR="1",
-        FOUNDATION_AGENT_BUNDLE=str(bundle),
-    )
+    env = cluster_env(tmp_path, bundle=pinned_bundle(tmp_path))  # pinned: the package may be edited meanwhile
     hosts = "".join(f"  - {h.ip}\n" for h in lab.hosts)
     (tmp_path / "foundation.yaml").write_text(
         f"hosts:\n{hosts}ssh:\n  user: root\n  identity_file: {lab.ssh_key}\n"

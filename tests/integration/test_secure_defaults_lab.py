@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.lab.cli import cluster_env, pinned_bundle
 from tests.lab.netns import Lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(420)]
@@ -38,8 +39,7 @@ class Cluster:
     def __init__(self, lab: Lab, root: Path) -> None:
         self.lab = lab
         self.root = root
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_")}
-        self.env.update(FOUNDATION_STATE_DIR=str(root / "state"), XDG_CONFIG_HOME=str(root / "xdg"), NO_COLOR="1")
+        self.env = cluster_env(root)
         self.outputs: list[str] = []  # everything the CLI printed (for the secrets scan)
 
     @property
@@ -87,10 +87,7 @@ def cluster(tmp_path_factory):
     if not shutil.which("curl"):
         pytest.skip("needs curl")
     root = tmp_path_factory.mktemp("secure")
-    from foundation_cli.core import agent_bundle
-
-    pinned = root / agent_bundle.build().path.name
-    shutil.copy(agent_bundle.build().path, pinned)
+    pinned = pinned_bundle(root)
     lab = Lab(4)
     c = Cluster(lab, root)
     c.env["FOUNDATION_AGENT_BUNDLE"] = str(pinned)

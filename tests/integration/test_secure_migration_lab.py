@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.lab.cli import cluster_env, pinned_bundle
 from tests.lab.netns import Lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -52,18 +53,8 @@ def migrated(tmp_path_factory):
         pytest.skip("the lab needs root")
     if not shutil.which("consul") or not shutil.which("curl"):
         pytest.skip("needs the consul CLI and curl")
-    from foundation_cli.core import agent_bundle
-
     root = tmp_path_factory.mktemp("secure-migration")
-    pinned = root / agent_bundle.build().path.name
-    shutil.copy(agent_bundle.build().path, pinned)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_")}
-    env.update(
-        FOUNDATION_STATE_DIR=str(root / "state"),
-        XDG_CONFIG_HOME=str(root / "xdg"),
-        NO_COLOR="1",
-        FOUNDATION_AGENT_BUNDLE=str(pinned),
-    )
+    env = cluster_env(root, bundle=pinned_bundle(root))
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(

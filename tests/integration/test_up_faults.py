@@ -37,6 +37,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from tests.lab.cli import cluster_env, pinned_bundle
 from tests.lab.netns import Lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(600)]
@@ -46,8 +47,7 @@ SCHEMA = Path(__file__).resolve().parents[2] / "foundation_cli" / "schemas" / "u
 class Ctx:
     def __init__(self, lab: Lab, root: Path) -> None:
         self.lab, self.root = lab, root
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_HTTP")}
-        self.env.update(FOUNDATION_STATE_DIR=str(root / "state"), XDG_CONFIG_HOME=str(root / "xdg"), NO_COLOR="1")
+        self.env = cluster_env(root)
         hosts = "".join(f"  - {h.ip}\n" for h in lab.hosts)
         (root / "foundation.yaml").write_text(
             f"hosts:\n{hosts}ssh:\n  user: root\n  identity_file: {lab.ssh_key}\n"
@@ -67,11 +67,8 @@ class Ctx:
 def ctx(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.fail("the lab needs root")
-    from foundation_cli.core import agent_bundle
-
     root = tmp_path_factory.mktemp("up-faults")
-    pinned = root / agent_bundle.build().path.name  # the package may be edited while this runs
-    shutil.copy(agent_bundle.build().path, pinned)
+    pinned = pinned_bundle(root)
     lab = Lab(5)
     c = Ctx(lab, root)
     c.env["FOUNDATION_AGENT_BUNDLE"] = str(pinned)

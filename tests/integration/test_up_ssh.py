@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.lab.cli import cluster_env, pinned_bundle
 from tests.lab.netns import Lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(240)]
@@ -26,8 +27,7 @@ class Ctx:
     def __init__(self, lab: Lab, root: Path) -> None:
         self.lab = lab
         self.root = root
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_HTTP")}
-        self.env.update(FOUNDATION_STATE_DIR=str(root / "state"), XDG_CONFIG_HOME=str(root / "xdg"), NO_COLOR="1")
+        self.env = cluster_env(root)
 
     extra = ""  # settings every later write keeps (set once the cluster runs with them)
 
@@ -68,13 +68,7 @@ def ctx(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("the lab needs root")
     root = tmp_path_factory.mktemp("up-ssh")
-    # Pin the agent bundle for the module: the package under test may be edited while it runs.
-    import shutil
-
-    from foundation_cli.core import agent_bundle
-
-    pinned = root / agent_bundle.build().path.name
-    shutil.copy(agent_bundle.build().path, pinned)
+    pinned = pinned_bundle(root)  # for the module: the package under test may be edited while it runs
     lab = Lab(5)
     c = Ctx(lab, root)
     c.env["FOUNDATION_AGENT_BUNDLE"] = str(pinned)

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.test_placement_support import overlaps, shared_dir, wait_for, witness_runs, write_witness
+from tests.lab.cli import cluster_env
 from tests.lab.netns import Lab
 from tests.lab.nspawn import ForeignHost, add_known_hosts, nspawn_available
 
@@ -35,8 +36,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(600)]
 class Mixed:
     def __init__(self, lab: Lab, deb: ForeignHost, root: Path) -> None:
         self.lab, self.deb, self.root = lab, deb, root
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_")}
-        self.env.update(FOUNDATION_STATE_DIR=str(root / "state"), XDG_CONFIG_HOME=str(root / "xdg"), NO_COLOR="1")
+        self.env = cluster_env(root)
 
     def run(self, *args: str, timeout: float = 500) -> subprocess.CompletedProcess:
         proc = subprocess.run(
