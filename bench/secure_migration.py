@@ -39,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.lab.cli import cluster_env, pinned_bundle  # noqa: E402
+from tests.lab.cli import cluster_env, foundation, pinned_bundle  # noqa: E402
 from tests.lab.netns import Lab  # noqa: E402
 
 TICK = 0.2
@@ -159,14 +159,7 @@ def main() -> int:
 
     def run(*args: str) -> tuple[subprocess.CompletedProcess, float]:
         t = time.monotonic()
-        proc = subprocess.run(
-            [sys.executable, "-m", "foundation_cli", *args],
-            cwd=root,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
+        proc = foundation(args, env=env, cwd=root, timeout=900)
         return proc, time.monotonic() - t
 
     def check(ok: bool, what: str) -> None:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.cli import cluster_env
+from tests.lab.cli import cluster_env, foundation
 from tests.lab.netns import Lab
 from tests.lab.nspawn import SUDO_PASSWORD, ForeignHost, add_known_hosts, nspawn_available
 
@@ -86,15 +86,7 @@ class Mixed:
         )
 
     def run(self, *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
-        proc = subprocess.run(
-            [sys.executable, "-m", "foundation_cli", *args],
-            cwd=self.root,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
+        proc = foundation(args, env=self.env, cwd=self.root, input="", timeout=timeout)
         assert SUDO_PASSWORD not in proc.stdout + proc.stderr, "the sudo password was printed"
         assert PASSPHRASE not in proc.stdout + proc.stderr
         return proc

@@ -25,13 +25,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.lab.cli import cluster_env, pinned_bundle
+from tests.lab.cli import cluster_env, foundation, pinned_bundle
 from tests.lab.netns import Lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -57,14 +56,7 @@ def migrated(tmp_path_factory):
     env = cluster_env(root, bundle=pinned_bundle(root))
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "foundation_cli", *args],
-            cwd=root,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        return foundation(args, env=env, cwd=root, timeout=600)
 
     lab = Lab(4)
     try:

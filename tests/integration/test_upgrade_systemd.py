@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.test_placement_support import overlaps, shared_dir, wait_for, witness_runs, write_witness
-from tests.lab.cli import cluster_env
+from tests.lab.cli import cluster_env, foundation
 from tests.lab.netns import Lab
 from tests.lab.nspawn import ForeignHost, add_known_hosts, nspawn_available
 
@@ -39,17 +39,7 @@ class Mixed:
         self.env = cluster_env(root)
 
     def run(self, *args: str, timeout: float = 500) -> subprocess.CompletedProcess:
-        proc = subprocess.run(
-            [sys.executable, "-m", "foundation_cli", *args],
-            cwd=self.root,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
-        assert proc.returncode == 0, f"foundation {' '.join(args)} exited {proc.returncode}: {proc.stderr}"
-        return proc
+        return foundation(args, env=self.env, cwd=self.root, input="", timeout=timeout, check=True)
 
     def http(self, path: str):
         """A server's API as the operator reaches it: HTTPS with the CA and management token `up` made."""
