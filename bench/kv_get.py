@@ -54,6 +54,16 @@ FLOOR = (
 )
 
 
+def seeded_env(agent) -> dict[str, str]:
+    """Store the key every case reads on ``agent``; the environment the cases run in (pointed at it)."""
+    req = urllib.request.Request(f"{agent.http_addr}/v1/kv/{KEY}", data=b"bench-value", method="PUT")
+    urllib.request.urlopen(req, timeout=5).read()
+    # PYTHONDONTWRITEBYTECODE (set on some dev machines) would recompile every module on every run.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_") and k != "PYTHONDONTWRITEBYTECODE"}
+    env["CONSUL_HTTP_ADDR"] = agent.http_addr
+    return env
+
+
 def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     """(wall ms, CPU ms of the child): CPU time is what other load on the machine disturbs least."""
     start = time.perf_counter()
@@ -103,11 +113,7 @@ def main() -> int:
 
     agent = start_agent()
     try:
-        req = urllib.request.Request(f"{agent.http_addr}/v1/kv/{KEY}", data=b"bench-value", method="PUT")
-        urllib.request.urlopen(req, timeout=5).read()
-        # PYTHONDONTWRITEBYTECODE (set on some dev machines) would recompile every module on every run.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_") and k != "PYTHONDONTWRITEBYTECODE"}
-        env["CONSUL_HTTP_ADDR"] = agent.http_addr
+        env = seeded_env(agent)
         py = sys.executable
         cases = {
             "python -c pass": [py, "-c", "pass"],

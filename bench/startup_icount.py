@@ -20,12 +20,11 @@ import re
 import shutil
 import subprocess
 import sys
-import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.kv_get import FLOOR, KEY, TYPER_FLOOR  # noqa: E402
+from bench.kv_get import FLOOR, KEY, TYPER_FLOOR, seeded_env  # noqa: E402
 from tests.lab.consul import start_agent  # noqa: E402
 
 
@@ -50,10 +49,7 @@ def main() -> int:
         raise SystemExit("valgrind not installed (apt-get install valgrind)")
     agent = start_agent()
     try:
-        req = urllib.request.Request(f"{agent.http_addr}/v1/kv/{KEY}", data=b"bench-value", method="PUT")
-        urllib.request.urlopen(req, timeout=5).read()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_") and k != "PYTHONDONTWRITEBYTECODE"}
-        env["CONSUL_HTTP_ADDR"] = agent.http_addr
+        env = seeded_env(agent)
         py = os.path.realpath(sys.executable)  # the interpreter itself, not a pyenv shim script
         cli = [py, "-m", "foundation_cli"]
         cases = {
