@@ -22,10 +22,12 @@ def for_each(items: list, fn: Callable[[Any], None], *, parallel: int) -> None:
     if not items:
         return
     pool = ThreadPoolExecutor(max_workers=max(1, min(parallel, len(items))))
+    interrupted = False
     try:
         for f in [in_context(pool, fn, item) for item in items]:
             f.result()
     except KeyboardInterrupt:
-        pool.shutdown(wait=False, cancel_futures=True)
+        interrupted = True
         raise
-    pool.shutdown(wait=True)
+    finally:
+        pool.shutdown(wait=not interrupted, cancel_futures=interrupted)

@@ -293,3 +293,25 @@ def test_new_servers_gossip_every_100_ms_and_a_running_server_is_not_restarted_f
     kept = planned_run(text, probes=probes)
     assert "gossip_wan" not in kept.plans["a"].consul_config
     assert all("gossip_wan" in kept.plans[s].consul_config for s in ("b", "c"))
+
+
+def test_for_each_raises_a_failure_only_once_every_item_was_worked_on():
+    import threading
+
+    import pytest
+
+    from foundation_cli.core.fanout import for_each
+
+    done: list[int] = []
+    lock = threading.Lock()
+
+    def work(item: int) -> None:
+        if item == 0:
+            raise ValueError("first")
+        threading.Event().wait(0.01)
+        with lock:
+            done.append(item)
+
+    with pytest.raises(ValueError, match="first"):
+        for_each(list(range(12)), work, parallel=3)
+    assert sorted(done) == list(range(1, 12))  # nobody still running behind the caller's back
