@@ -38,6 +38,7 @@ from pathlib import Path
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from tests.lab.cli import cluster_env, pinned_bundle  # noqa: E402
 from tests.lab.netns import Lab  # noqa: E402
 from tests.lab.procs import run as run_cmd  # noqa: E402
 from tests.lab.slots import MAX_HOSTS  # noqa: E402
@@ -170,24 +171,20 @@ def main() -> None:
     if os.geteuid() != 0:
         sys.exit("bench/up.py needs root (network namespaces)")
     sizes = [int(s) for s in opts.sizes.split(",")]
-    from foundation_cli.core import agent_bundle
-
-    bundle = agent_bundle.build()  # warm the cache, as a second `up` from this machine finds it
     cli = [sys.executable, "-m", "foundation_cli"]
     extra = ["--parallel", str(opts.parallel)] if opts.parallel else []
     runs: dict[int, list[tuple]] = {n: [] for n in sizes}  # per size: (wall, last done, op cpu, host cpu, load, kinds)
     rerun = None
     with tempfile.TemporaryDirectory(prefix="bench-up-") as tmp:
-        base = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_HTTP")}
-        # A copy: another checkout's `up` on this machine drops older bundles from the shared cache.
-        own_bundle = Path(tmp, bundle.path.name)
-        own_bundle.write_bytes(bundle.path.read_bytes())
-        base["FOUNDATION_AGENT_BUNDLE"] = str(own_bundle)
+        # Built (cached) before timing, as an operator's second `up` finds it; a copy: another checkout's
+        # `up` on this machine drops older bundles from the shared cache.
+        bundle = pinned_bundle(tmp)
+        bundle_kib = bundle.stat().st_size // 1024
         for rnd in range(opts.repeat):  # rounds interleave the sizes: a busy minute hits every size alike
             for n in sizes:
                 d = Path(tmp, f"h{n}-{rnd}")
                 d.mkdir()
-                env = {**base, "FOUNDATION_STATE_DIR": str(d / "state")}
+                env = cluster_env(d, bundle=bundle)
                 with hosts_lab(n, plain_bashrc=not opts.keep_bashrc, own_disk=opts.own_disk) as labs:
                     write_config(d / "foundation.yaml", labs)
                     cpu0 = host_cpu_by_kind(labs)
@@ -238,7 +235,7 @@ def main() -> None:
         print(f"up 10 hosts (no change)  {again:6.2f} s, op cpu {again_cpu:.2f} s (goal <= 3 s; {SETTLE:.0f} s after)")
         print(f"down 10 hosts            {down:6.2f} s, op cpu {down_cpu:.2f} s")
     print(
-        f"(load average now {os.getloadavg()[0]:.1f}; agent bundle {bundle.size // 1024} KiB; hosts' ~/.bashrc "
+        f"(load average now {os.getloadavg()[0]:.1f}; agent bundle {bundle_kib} KiB; hosts' ~/.bashrc "
         f"{'the machine' + chr(39) + 's' if opts.keep_bashrc else 'plain'}; install root and Consul data "
         f"{'on a tmpfs per host' if opts.own_disk else 'through the lab overlay'}; issue baseline 1/5/10 hosts = 4.0/8.3/36.1 s)"
     )
