@@ -185,6 +185,7 @@ RETRY_INTERVAL = "1s"
 
 
 FAST_GOSSIP = "100ms"
+ACL_MODE_LEGACY = "2"  # a Consul server's gossip tag ``acls`` while in legacy ACL mode (1.8: 0 off, 1 on, 2 legacy)
 
 
 def consul_config_for(
@@ -872,11 +873,19 @@ def _client(addr: str, token: str | None = None, cacert: str | None = None):
 
 
 def _wait_cluster(result: UpResult, plans, results, cfg: ClusterConfig, *, timeout: float, say: Progress) -> None:
-    """Leader elected and every (non-failed) host an alive member; agents registered (warn only)."""
+    """Leader elected, every (non-failed) host an alive member and no server still in Consul's legacy
+    ACL mode; agents registered (warn only).
+
+    With ACLs on, a new cluster's follower leaves legacy mode only at its own check, backing off from
+    its start (up to ~1.6 s after the election): until then it answers ACL calls with 500 "legacy
+    mode", and no client resolves a token. The ACL step itself goes to the leader, so this is where
+    `up` waits for the others (their gossip tag ``acls``: "2" is legacy).
+    """
     client, quiet = _client(result.http_addr, result.token, result.cacert)
     expected = {plans[a].node_name: a for a in plans if not results[a].error}
     deadline = time.monotonic() + timeout
     missing: set[str] = set(expected)
+    legacy: set[str] = set()
     while time.monotonic() < deadline:
         try:
             leader = client.status.leader()
@@ -885,13 +894,20 @@ def _wait_cluster(result: UpResult, plans, results, cfg: ClusterConfig, *, timeo
             leader, members = "", []
         alive = {m["Name"] for m in members if m.get("Status") == 1}
         missing = set(expected) - alive
-        if leader and not missing:
+        legacy = {m["Name"] for m in members if (m.get("Tags") or {}).get("acls") == ACL_MODE_LEGACY}
+        if leader and not missing and not legacy:
             break
         time.sleep(0.1)  # two small reads a poll; the clients join within a second of their start
     else:
         raise UnreachableError(
             f"cluster not formed after {timeout:.0f} s: "
-            + (f"not alive: {', '.join(sorted(missing))}" if missing else "no leader")
+            + (
+                f"not alive: {', '.join(sorted(missing))}"
+                if missing
+                else f"still in legacy ACL mode: {', '.join(sorted(legacy))}"
+                if legacy
+                else "no leader"
+            )
         )
     if quiet.operations:
         current_recorder().add(quiet.operations[-1])

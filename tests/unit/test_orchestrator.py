@@ -315,3 +315,45 @@ def test_for_each_raises_a_failure_only_once_every_item_was_worked_on():
     with pytest.raises(ValueError, match="first"):
         for_each(list(range(12)), work, parallel=3)
     assert sorted(done) == list(range(1, 12))  # nobody still running behind the caller's back
+
+
+def test_the_cluster_is_formed_only_once_no_server_is_in_legacy_acl_mode(monkeypatch):
+    """A new cluster's follower answers ACL calls with 500 "legacy mode" until its own check sees the
+    leader (up to ~1.6 s after the election): `up` must not say done before (its gossip tag acls=2)."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    from foundation_cli.core import orchestrator
+    from foundation_cli.core.bootstrap import HostResult
+    from foundation_cli.errors import UnreachableError
+    from foundation_cli.raw.recorder import Recorder
+
+    polls: list[int] = []
+
+    class Client:
+        def __init__(self, legacy_polls: int) -> None:
+            self.legacy_polls = legacy_polls
+            self.status = SimpleNamespace(leader=lambda: "10.0.0.1:8300")
+            self.agent = SimpleNamespace(members=self.members)
+            self.catalog = SimpleNamespace(service=lambda *_a, **_k: (1, [{"Node": "a"}, {"Node": "b"}]))
+
+        def members(self):
+            polls.append(1)
+            mode = "2" if len(polls) <= self.legacy_polls else "1"
+            return [
+                {"Name": "a", "Status": 1, "Tags": {"role": "consul", "acls": "1"}},
+                {"Name": "b", "Status": 1, "Tags": {"role": "consul", "acls": mode}},
+            ]
+
+    plans = {"a": SimpleNamespace(node_name="a"), "b": SimpleNamespace(node_name="b")}
+    results = {x: HostResult(alias=x) for x in "ab"}
+    result = orchestrator.UpResult(http_addr="http://10.0.0.1:8500")
+    monkeypatch.setattr(orchestrator, "_client", lambda *_a: (Client(3), Recorder()))
+    orchestrator._wait_cluster(result, plans, results, None, timeout=10, say=lambda *_a: None)
+    assert len(polls) == 4  # three answers with b in legacy mode, then done
+
+    polls.clear()
+    monkeypatch.setattr(orchestrator, "_client", lambda *_a: (Client(10**6), Recorder()))
+    with pytest.raises(UnreachableError, match="still in legacy ACL mode: b"):
+        orchestrator._wait_cluster(result, plans, results, None, timeout=0.3, say=lambda *_a: None)
